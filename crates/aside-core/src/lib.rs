@@ -1,0 +1,16 @@
+//! The `aside` runtime, embeddable without HTTP, MCP or terminals.
+//!
+//! - [`store::Store`]: SQLite state (processes, runs, inbox), versioned migrations.
+//! - [`logs`]: capped, framed logs ([`logs::LogWriter`] in the shim, [`logs::LogReader`] elsewhere).
+//! - [`shim`]: the per-process supervisor that is the real parent of each command.
+//! - [`supervisor::Supervisor`]: starts shims, watches them, stops, restarts, reconciles after
+//!   a crash and delivers each result to its owner's inbox exactly once.
+//! - [`paths::StateDir`]: where all of it lives (`ASIDE_HOME`).
+
+pub mod logs;
+pub mod paths;
+pub mod proc;
+pub mod rundir;
+pub mod shim;
+pub mod store;
+pub mod supervisor;

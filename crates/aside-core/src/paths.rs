@@ -1,0 +1,150 @@
+//! `StateDir`: where `aside` keeps its state, and where its socket lives.
+//!
+//! The state directory is `$ASIDE_HOME` when set, else `$XDG_STATE_HOME/aside`, else
+//! `~/.local/state/aside`. The socket is `aside.sock` in a 0700 directory: `$ASIDE_HOME/run`
+//! when `ASIDE_HOME` is set (so every test's state is self-contained), else
+//! `$XDG_RUNTIME_DIR/aside` when that is set, else `<state>/run`.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Longest Unix socket path Linux accepts (`sun_path` is 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The resolved locations of one `aside` instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDir {
+    root: PathBuf,
+    socket_dir: PathBuf,
+}
+
+impl StateDir {
+    /// Resolves the locations from the environment (see the module docs). Errors: no
+    /// `ASIDE_HOME`, `XDG_STATE_HOME` or `HOME` to start from.
+    pub fn from_env() -> io::Result<StateDir> {
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        if let Some(home) = var("ASIDE_HOME") {
+            return Ok(StateDir::at(&home));
+        }
+        let root = if let Some(x) = var("XDG_STATE_HOME") {
+            x.join("aside")
+        } else if let Some(h) = var("HOME") {
+            h.join(".local/state/aside")
+        } else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "cannot find a state directory: set ASIDE_HOME (or HOME)",
+            ));
+        };
+        let socket_dir = match var("XDG_RUNTIME_DIR") {
+            Some(r) => r.join("aside"),
+            None => root.join("run"),
+        };
+        Ok(StateDir { root, socket_dir })
+    }
+
+    /// A self-contained instance rooted at `root` (socket in `root/run`).
+    pub fn at(root: &Path) -> StateDir {
+        let root = if root.is_absolute() {
+            root.to_path_buf()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(root)
+        };
+        StateDir {
+            socket_dir: root.join("run"),
+            root,
+        }
+    }
+
+    /// The state directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The SQLite database.
+    pub fn db(&self) -> PathBuf {
+        self.root.join("aside.db")
+    }
+
+    /// Directory of the per-run directories.
+    pub fn runs(&self) -> PathBuf {
+        self.root.join("runs")
+    }
+
+    /// One run's directory.
+    pub fn run_dir(&self, run_id: &str) -> PathBuf {
+        self.runs().join(run_id)
+    }
+
+    /// The daemon's single-instance lock file.
+    pub fn lock(&self) -> PathBuf {
+        self.root.join("daemon.lock")
+    }
+
+    /// The daemon's own log.
+    pub fn daemon_log(&self) -> PathBuf {
+        self.root.join("daemon.log")
+    }
+
+    /// The directory holding the socket (0700).
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    /// The API socket.
+    pub fn socket(&self) -> PathBuf {
+        self.socket_dir.join("aside.sock")
+    }
+
+    /// Creates the state, runs and socket directories with mode 0700 and checks that they are
+    /// writable. Errors say which directory failed and why.
+    pub fn ensure(&self) -> io::Result<()> {
+        for dir in [self.root.clone(), self.runs(), self.socket_dir.clone()] {
+            let made = fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir);
+            if let Err(e) = made {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot create state directory {}: {e}", dir.display()),
+                ));
+            }
+        }
+        // The socket directory must be private even if it existed before.
+        fs::set_permissions(&self.socket_dir, fs::Permissions::from_mode(0o700)).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot make {} private: {e}", self.socket_dir.display()),
+            )
+        })?;
+        let probe = self.root.join(".write-probe");
+        fs::write(&probe, b"").map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "state directory {} is not writable: {e}; fix its permissions or set ASIDE_HOME",
+                    self.root.display()
+                ),
+            )
+        })?;
+        let _ = fs::remove_file(probe);
+        let len = self.socket().as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "socket path {} is {len} bytes, over the {MAX_SOCKET_PATH}-byte limit of Unix sockets: use a shorter ASIDE_HOME",
+                    self.socket().display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,160 @@
+//! The files in a run's directory: the contract between the daemon and the shim.
+//!
+//! ```text
+//! runs/<run_id>/
+//!   spec.json      written by the daemon before it starts the shim (0600: holds the env)
+//!   shim.json      written by the shim once the command is started (pids, start times)
+//!   control.json   written by the daemon for a stop request, then SIGUSR1 to the shim
+//!   log/*.seg      the capped output (see `logs`)
+//!   exit.json      written by the shim, last, once the whole tree is gone and output drained
+//!   shim.log       the shim's own stderr, for diagnosing the shim itself
+//! ```
+//!
+//! Every JSON file is written atomically (temp file, fsync, rename, fsync of the directory),
+//! so a reader sees the old state or the new one, never half of one, whatever crashes.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use aside_proto::Spec;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// What the daemon asks the shim to run.
+pub const SPEC_FILE: &str = "spec.json";
+/// What the shim started.
+pub const SHIM_FILE: &str = "shim.json";
+/// How it ended.
+pub const EXIT_FILE: &str = "exit.json";
+/// A pending stop request.
+pub const CONTROL_FILE: &str = "control.json";
+/// The log segments.
+pub const LOG_DIR: &str = "log";
+/// The shim's own diagnostics.
+pub const SHIM_LOG: &str = "shim.log";
+
+/// Written by the shim once the command is started: enough to find it again after a daemon
+/// restart and to tell it from a later process that reused a pid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShimRecord {
+    /// The shim's pid.
+    pub shim_pid: i32,
+    /// The shim's start time in clock ticks since boot (`/proc/<pid>/stat` field 22).
+    pub shim_starttime: u64,
+    /// Pid of the main process; also its process group and session id.
+    pub pid: i32,
+    /// The main process's start time in clock ticks since boot.
+    pub starttime: u64,
+    /// When the command was started.
+    pub started_at: Timestamp,
+}
+
+/// A stop request from the daemon to the shim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopControl {
+    /// The first signal to send to every process of the tree.
+    pub signal: i32,
+    /// Time after it before SIGKILL, in ms.
+    pub grace_ms: u64,
+    /// Owner that asked.
+    pub requested_by: String,
+}
+
+/// Written by the shim, last: how the run ended. Its presence means the run is over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// Exit code, when the main process exited normally.
+    pub exit_code: Option<i32>,
+    /// Signal number, when a signal ended it.
+    pub signal: Option<i32>,
+    /// When the tree was gone and output drained.
+    pub ended_at: Timestamp,
+    /// The timeout fired.
+    pub timed_out: bool,
+    /// The stop request that ended it, if any.
+    pub stop: Option<StopControl>,
+    /// Why the command could not be started.
+    pub error: Option<String>,
+    /// Output bytes on stdout.
+    pub stdout_bytes: u64,
+    /// Output bytes on stderr.
+    pub stderr_bytes: u64,
+}
+
+/// A run's directory and typed access to its files.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// The run directory at `path` (not created).
+    pub fn new(path: impl Into<PathBuf>) -> RunDir {
+        RunDir { path: path.into() }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The log segment directory.
+    pub fn log_dir(&self) -> PathBuf {
+        self.path.join(LOG_DIR)
+    }
+
+    /// Creates the directory (0700) and writes the spec. Errors: the disk refused.
+    pub fn create(&self, spec: &Spec) -> io::Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.path)?;
+        self.write(SPEC_FILE, spec)
+    }
+
+    /// Reads and parses `name`; `Ok(None)` when the file does not exist.
+    pub fn read<T: DeserializeOwned>(&self, name: &str) -> io::Result<Option<T>> {
+        match fs::read(self.path.join(name)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{name}: {e}"))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `name` atomically (temp file, fsync, rename, fsync of the directory).
+    pub fn write<T: Serialize>(&self, name: &str, value: &T) -> io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+        let tmp = self.path.join(format!(".{name}.tmp"));
+        {
+            let mut f = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, self.path.join(name))?;
+        File::open(&self.path)?.sync_all()
+    }
+
+    /// The spec, if written.
+    pub fn spec(&self) -> io::Result<Option<Spec>> {
+        self.read(SPEC_FILE)
+    }
+
+    /// The shim record, if written.
+    pub fn shim(&self) -> io::Result<Option<ShimRecord>> {
+        self.read(SHIM_FILE)
+    }
+
+    /// The exit record, if written.
+    pub fn exit(&self) -> io::Result<Option<ExitRecord>> {
+        self.read(EXIT_FILE)
+    }
+}

@@ -1,0 +1,528 @@
+//! The shim: the small per-process supervisor that is the real parent of each managed command.
+//!
+//! The daemon starts one shim per run (`aside __shim <run_dir>`, the same binary re-executed, in
+//! the style of containerd-shim and conmon) and then only talks to it through files in the run
+//! directory and signals, so the shim, the command and its logs keep going while the daemon is
+//! down. The shim:
+//!
+//! 1. leaves the daemon's session (`setsid`) and becomes a child subreaper, so descendants that
+//!    `setsid`, double-fork or `nohup … &` are re-parented to it instead of to init;
+//! 2. starts the command in a new session (its pid is also its process group and session id),
+//!    stdin from `/dev/null`, stdout and stderr into two pipes;
+//! 3. reports `{"pid": N}` (or `{"error": "…"}`) as one line on its stdout, which the daemon
+//!    reads, then writes `shim.json`;
+//! 4. copies both pipes into the capped log in chunks (never lines), enforces the timeout,
+//!    obeys stop requests (`control.json` + SIGUSR1): the signal to every process of the tree,
+//!    the grace period, then SIGKILL;
+//! 5. when the main process exits, kills what is left of its tree the same way (and says so in
+//!    the log), drains the pipes to EOF, and writes `exit.json` atomically — last.
+//!
+//! It is synchronous (one `poll(2)` loop, no async runtime) to keep its memory small. All
+//! reaping happens in one place, a `waitpid(-1, WNOHANG)` loop on SIGCHLD: the `Child` handle
+//! from `std::process` is never waited on, so no exit status is stolen.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use aside_proto::{Command, LogStream, Spec};
+use jiff::Timestamp;
+
+use crate::logs::LogWriter;
+use crate::proc::{self, signal_name};
+use crate::rundir::{
+    CONTROL_FILE, EXIT_FILE, ExitRecord, RunDir, SHIM_FILE, ShimRecord, StopControl,
+};
+
+/// Bytes read from a pipe per `read(2)`.
+const READ_CHUNK: usize = 256 * 1024;
+/// Pipe buffer asked for with `F_SETPIPE_SZ`, so a fast writer rarely waits on the shim.
+const PIPE_SIZE: i32 = 1024 * 1024;
+/// How often the tree is re-examined while waiting for leftovers to die.
+const TREE_RECHECK: Duration = Duration::from_millis(100);
+/// Longest wait for pipe EOF once no process of the tree is left (a writer outside the tree,
+/// e.g. one handed the fd over a socket, must not hold the result back forever).
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// Entry point of `aside __shim <run_dir>`; returns the shim's exit code.
+pub fn shim_main(run_dir: &Path) -> i32 {
+    match run(&RunDir::new(run_dir)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("aside shim {}: {e}", run_dir.display());
+            1
+        }
+    }
+}
+
+struct Signals {
+    wake_r: File,
+    chld: Arc<AtomicBool>,
+    usr1: Arc<AtomicBool>,
+    term: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn install() -> io::Result<Signals> {
+        let (wake_r, wake_w) = std::os::unix::net::UnixStream::pair()?;
+        wake_r.set_nonblocking(true)?;
+        wake_w.set_nonblocking(true)?;
+        let chld = Arc::new(AtomicBool::new(false));
+        let usr1 = Arc::new(AtomicBool::new(false));
+        let term = Arc::new(AtomicBool::new(false));
+        let pairs = [
+            (libc::SIGCHLD, &chld),
+            (libc::SIGUSR1, &usr1),
+            (libc::SIGTERM, &term),
+            (libc::SIGINT, &term),
+            (libc::SIGHUP, &term),
+        ];
+        for (sig, flag) in pairs {
+            signal_hook::flag::register(sig, Arc::clone(flag))?;
+            signal_hook::low_level::pipe::register(sig, wake_w.try_clone()?)?;
+        }
+        Ok(Signals {
+            wake_r: File::from(OwnedFd::from(wake_r)),
+            chld,
+            usr1,
+            term,
+        })
+    }
+
+    fn drain(&mut self) {
+        let mut buf = [0u8; 64];
+        while matches!(self.wake_r.read(&mut buf), Ok(n) if n > 0) {}
+    }
+}
+
+fn set_nonblocking(fd: &impl AsRawFd) {
+    // SAFETY: fcntl on an fd we own, with integer arguments only.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    // A bigger pipe lets a flooding child write on while the shim is between reads; failure
+    // (e.g. over /proc/sys/fs/pipe-max-size) only costs speed.
+    // SAFETY: fcntl on an fd we own, with integer arguments only.
+    unsafe { libc::fcntl(r.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+    Ok((r, w))
+}
+
+fn build_command(spec: &Spec) -> std::process::Command {
+    let mut cmd = match &spec.cmd {
+        Command::Shell(s) => {
+            let mut c = std::process::Command::new("/bin/sh");
+            c.arg("-c").arg(s);
+            c
+        }
+        Command::Argv(argv) => {
+            let mut c = std::process::Command::new(argv.first().map(String::as_str).unwrap_or(""));
+            c.args(argv.iter().skip(1));
+            c
+        }
+    };
+    cmd.env_clear()
+        .envs(&spec.env)
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null());
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Reports one JSON line to the daemon on stdout, then points stdout at /dev/null so a daemon
+/// that went away can never make a later write fail.
+fn report(line: &serde_json::Value) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto our own stdout.
+        unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
+    }
+}
+
+struct Stream {
+    kind: LogStream,
+    file: Option<File>,
+}
+
+fn run(rd: &RunDir) -> io::Result<()> {
+    // SAFETY: plain syscalls without pointers.
+    unsafe {
+        libc::setsid();
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    let spec = rd
+        .spec()?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "spec.json is missing"))?;
+    let mut signals = Signals::install()?;
+    let mut log = LogWriter::create(&rd.log_dir(), spec.log_cap_bytes)?;
+    let shim_pid = std::process::id() as i32;
+    let shim_starttime = proc::stat(shim_pid).map(|s| s.starttime).unwrap_or(0);
+
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let mut cmd = build_command(&spec);
+    cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+    let spawned = cmd.spawn();
+    drop(cmd); // closes our copies of the write ends
+    let child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            let program = match &spec.cmd {
+                Command::Shell(_) => "/bin/sh".to_string(),
+                Command::Argv(a) => a.first().cloned().unwrap_or_default(),
+            };
+            let msg = format!("could not start {program:?} in {}: {e}", spec.cwd);
+            let _ = log.annotate(&msg);
+            report(&serde_json::json!({ "error": msg }));
+            return rd.write(
+                EXIT_FILE,
+                &ExitRecord {
+                    exit_code: None,
+                    signal: None,
+                    ended_at: Timestamp::now(),
+                    timed_out: false,
+                    stop: None,
+                    error: Some(msg),
+                    stdout_bytes: 0,
+                    stderr_bytes: 0,
+                },
+            );
+        }
+    };
+    let pid = child.id() as i32;
+    drop(child); // never waited on: reaping is the SIGCHLD loop's alone
+    let started = Instant::now();
+    let starttime = proc::stat(pid).map(|s| s.starttime).unwrap_or(0);
+    report(&serde_json::json!({ "pid": pid }));
+    rd.write(
+        SHIM_FILE,
+        &ShimRecord {
+            shim_pid,
+            shim_starttime,
+            pid,
+            starttime,
+            started_at: Timestamp::now(),
+        },
+    )?;
+
+    let mut streams = [
+        Stream {
+            kind: LogStream::Stdout,
+            file: Some(File::from(out_r)),
+        },
+        Stream {
+            kind: LogStream::Stderr,
+            file: Some(File::from(err_r)),
+        },
+    ];
+    for s in streams.iter().flatten_files() {
+        set_nonblocking(s);
+    }
+
+    let mut sup = Supervision {
+        shim_pid,
+        pid,
+        grace: Duration::from_millis(spec.grace_ms),
+        timeout_at: spec
+            .timeout_ms
+            .map(|ms| started + Duration::from_millis(ms)),
+        timeout_ms: spec.timeout_ms.unwrap_or(0),
+        kill_at: None,
+        main_status: None,
+        timed_out: false,
+        stop: None,
+        leftovers_handled: false,
+        tree_empty_since: None,
+    };
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let now = Instant::now();
+        let mut wait = [sup.timeout_at, sup.kill_at]
+            .into_iter()
+            .flatten()
+            .map(|t| t.saturating_duration_since(now))
+            .min();
+        if sup.main_status.is_some() {
+            wait = Some(wait.map_or(TREE_RECHECK, |w| w.min(TREE_RECHECK)));
+        }
+        poll_fds(&signals.wake_r, &streams, wait)?;
+
+        signals.drain();
+        if signals.chld.swap(false, Ordering::SeqCst) {
+            sup.reap();
+        }
+        if signals.usr1.swap(false, Ordering::SeqCst) {
+            match rd.read::<StopControl>(CONTROL_FILE) {
+                Ok(Some(ctl)) => sup.stop(ctl, &mut log),
+                Ok(None) => {}
+                Err(e) => eprintln!("aside shim: unreadable stop request: {e}"),
+            }
+        }
+        if signals.term.swap(false, Ordering::SeqCst) {
+            let ctl = StopControl {
+                signal: libc::SIGTERM,
+                grace_ms: spec.grace_ms,
+                requested_by: "a signal to the shim".into(),
+            };
+            sup.stop(ctl, &mut log);
+        }
+        for s in streams.iter_mut() {
+            drain_stream(s, &mut buf, &mut log);
+        }
+        sup.check_deadlines(&mut log);
+        if sup.main_status.is_some() {
+            sup.reap();
+            let live = sup.live_tree();
+            if !live.is_empty() && !sup.leftovers_handled {
+                sup.leftovers_handled = true;
+                if sup.kill_at.is_none() {
+                    let n = sup.signal_tree(libc::SIGTERM);
+                    let _ = log.annotate(&format!(
+                        "main process ended ({}); SIGTERM to {n} leftover process{} of its tree",
+                        sup.describe_main(),
+                        if n == 1 { "" } else { "es" }
+                    ));
+                    sup.kill_at = Some(Instant::now() + sup.grace);
+                }
+            }
+            if live.is_empty() {
+                let since = *sup.tree_empty_since.get_or_insert_with(Instant::now);
+                let pipes_open = streams.iter().any(|s| s.file.is_some());
+                if !pipes_open || since.elapsed() >= DRAIN_LIMIT {
+                    break;
+                }
+            }
+        }
+    }
+    // One last non-blocking drain: anything written before the last writer died.
+    for s in streams.iter_mut() {
+        drain_stream(s, &mut buf, &mut log);
+    }
+    let (exit_code, signal) = match sup.main_status {
+        Some(MainStatus::Exited(c)) => (Some(c), None),
+        Some(MainStatus::Signaled(s)) => (None, Some(s)),
+        None => (None, None),
+    };
+    rd.write(
+        EXIT_FILE,
+        &ExitRecord {
+            exit_code,
+            signal,
+            ended_at: Timestamp::now(),
+            timed_out: sup.timed_out,
+            stop: sup.stop,
+            error: None,
+            stdout_bytes: log.stdout_bytes(),
+            stderr_bytes: log.stderr_bytes(),
+        },
+    )
+}
+
+trait FlattenFiles<'a> {
+    fn flatten_files(self) -> impl Iterator<Item = &'a File>;
+}
+
+impl<'a, I: Iterator<Item = &'a Stream>> FlattenFiles<'a> for I {
+    fn flatten_files(self) -> impl Iterator<Item = &'a File> {
+        self.filter_map(|s| s.file.as_ref())
+    }
+}
+
+fn poll_fds(wake: &File, streams: &[Stream], wait: Option<Duration>) -> io::Result<()> {
+    let mut fds: Vec<libc::pollfd> = std::iter::once(wake)
+        .chain(streams.iter().flatten_files())
+        .map(|f| libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let timeout = wait.map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as i32 + 1);
+    // SAFETY: fds is a valid slice of pollfd for the length given.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Reads what a pipe has now (bounded per call so one flooding stream cannot starve the
+/// other or the signal checks); closes it at EOF.
+fn drain_stream(s: &mut Stream, buf: &mut [u8], log: &mut LogWriter) {
+    for _ in 0..16 {
+        let Some(f) = s.file.as_mut() else { return };
+        match f.read(buf) {
+            Ok(0) => {
+                s.file = None;
+                return;
+            }
+            Ok(n) => {
+                if let Err(e) = log.write(s.kind, &buf[..n], Timestamp::now()) {
+                    // Keep draining: a full disk must not block the child on a full pipe.
+                    eprintln!("aside shim: log write failed: {e}");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                s.file = None;
+                return;
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum MainStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+struct Supervision {
+    shim_pid: i32,
+    pid: i32,
+    grace: Duration,
+    timeout_at: Option<Instant>,
+    timeout_ms: u64,
+    kill_at: Option<Instant>,
+    main_status: Option<MainStatus>,
+    timed_out: bool,
+    stop: Option<StopControl>,
+    leftovers_handled: bool,
+    tree_empty_since: Option<Instant>,
+}
+
+impl Supervision {
+    fn reap(&mut self) {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid with a valid out-pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                return;
+            }
+            if pid == self.pid {
+                self.main_status = Some(if libc::WIFEXITED(status) {
+                    MainStatus::Exited(libc::WEXITSTATUS(status))
+                } else {
+                    MainStatus::Signaled(libc::WTERMSIG(status))
+                });
+            }
+        }
+    }
+
+    fn live_tree(&self) -> Vec<i32> {
+        proc::descendants(self.shim_pid)
+            .into_iter()
+            .filter(|p| !p.is_zombie())
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    /// Signals the main process group and every live process of the tree; returns how many
+    /// processes of the tree were signalled.
+    fn signal_tree(&self, sig: i32) -> usize {
+        let live = self.live_tree();
+        if self.main_status.is_none() {
+            // SAFETY: kill(2) on the run's own process group.
+            unsafe { libc::kill(-self.pid, sig) };
+        }
+        let n = proc::signal_all(live.iter().copied(), sig);
+        if sig != libc::SIGKILL && sig != libc::SIGCONT {
+            // A stopped process only acts on SIGTERM once continued (as systemd does).
+            proc::signal_all(live.iter().copied(), libc::SIGCONT);
+        }
+        n
+    }
+
+    fn describe_main(&self) -> String {
+        match self.main_status {
+            Some(MainStatus::Exited(c)) => format!("exit {c}"),
+            Some(MainStatus::Signaled(s)) => signal_name(s),
+            None => "running".into(),
+        }
+    }
+
+    fn stop(&mut self, ctl: StopControl, log: &mut LogWriter) {
+        let n = self.signal_tree(ctl.signal);
+        let _ = log.annotate(&format!(
+            "stop requested by {}: {} to {n} process{}",
+            ctl.requested_by,
+            signal_name(ctl.signal),
+            if n == 1 { "" } else { "es" }
+        ));
+        let at = Instant::now() + Duration::from_millis(ctl.grace_ms);
+        self.kill_at = Some(self.kill_at.map_or(at, |k| k.min(at)));
+        self.timeout_at = None;
+        if self.stop.is_none() {
+            self.stop = Some(ctl);
+        }
+    }
+
+    fn check_deadlines(&mut self, log: &mut LogWriter) {
+        let now = Instant::now();
+        if self.timeout_at.is_some_and(|t| now >= t) {
+            self.timeout_at = None;
+            if self.main_status.is_none() {
+                self.timed_out = true;
+                let n = self.signal_tree(libc::SIGTERM);
+                let _ = log.annotate(&format!(
+                    "timed out after {}: SIGTERM to {n} process{}",
+                    human_ms(self.timeout_ms),
+                    if n == 1 { "" } else { "es" }
+                ));
+                self.kill_at = Some(now + self.grace);
+            }
+        }
+        if self.kill_at.is_some_and(|t| now >= t) {
+            let n = self.signal_tree(libc::SIGKILL);
+            if n > 0 {
+                let _ = log.annotate(&format!(
+                    "grace period of {} over: SIGKILL to {n} process{}",
+                    human_ms(self.grace.as_millis() as u64),
+                    if n == 1 { "" } else { "es" }
+                ));
+            }
+            // Keep killing until the tree is gone: a process may have forked meanwhile.
+            self.kill_at = if n > 0 {
+                Some(now + TREE_RECHECK)
+            } else {
+                None
+            };
+        }
+    }
+}
+
+/// `1500` → `1.5s`, `30000` → `30s`, `250` → `250ms`.
+pub fn human_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}

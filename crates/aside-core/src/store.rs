@@ -1,0 +1,530 @@
+//! `Store`: the daemon's SQLite state (bundled SQLite, WAL, one writer).
+//!
+//! Holds processes, their runs, and the inbox. Migrations are hand-written and versioned with
+//! `PRAGMA user_version`; the file is marked with `PRAGMA application_id` so `aside` refuses a
+//! database that belongs to something else instead of overwriting it.
+//!
+//! Exactly-once results: [`Store::finish_run`] writes a run's terminal state, its result and
+//! its inbox notification in one transaction, and only while the run is not yet terminal. Any
+//! number of callers (the live exit path, reconcile after a crash) can race to finish a run;
+//! exactly one notification exists afterwards.
+
+use std::path::Path;
+
+use aside_proto::{Notification, ProcessInfo, RunResult, Spec, Status};
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::proc::signal_name;
+
+/// `PRAGMA application_id` of an aside database ("asid").
+pub const APPLICATION_ID: i32 = 0x6173_6964;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE processes (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    team        TEXT,
+    spec        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX processes_name ON processes(name);
+CREATE TABLE runs (
+    id              TEXT PRIMARY KEY,
+    process_id      TEXT NOT NULL REFERENCES processes(id) ON DELETE CASCADE,
+    seq             INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    pid             INTEGER,
+    exit_code       INTEGER,
+    signal          INTEGER,
+    started_at      INTEGER NOT NULL,
+    ended_at        INTEGER,
+    stopped_by      TEXT,
+    error           TEXT,
+    result          TEXT,
+    UNIQUE(process_id, seq)
+);
+CREATE INDEX runs_status ON runs(status);
+CREATE TABLE inbox (
+    run_id      TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    owner       TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    acked_at    INTEGER
+);
+CREATE INDEX inbox_owner ON inbox(owner, acked_at);
+"#];
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file is not an aside database (another program's, or not SQLite at all).
+    #[error(
+        "{path} is not an aside database ({why}); refusing to touch it: move it away or set ASIDE_HOME to another directory"
+    )]
+    Foreign {
+        /// The database path.
+        path: String,
+        /// What gave it away.
+        why: String,
+    },
+    /// The database was written by a newer aside.
+    #[error(
+        "{path} has schema version {found}, newer than this aside knows ({known}): upgrade aside"
+    )]
+    TooNew {
+        /// The database path.
+        path: String,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        known: i64,
+    },
+    /// Any SQLite error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored JSON column did not parse.
+    #[error("corrupt record in the database: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn ms(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// A new process and its first run, as inserted by `run`.
+#[derive(Debug, Clone)]
+pub struct NewProcess {
+    /// Process id.
+    pub id: String,
+    /// Unique among live processes.
+    pub name: String,
+    /// Owner.
+    pub owner: String,
+    /// Team.
+    pub team: Option<String>,
+    /// What it runs.
+    pub spec: Spec,
+}
+
+/// A stored process with its latest run, as the supervisor needs it.
+#[derive(Debug, Clone)]
+pub struct ProcessRow {
+    /// The process as shown to clients.
+    pub info: ProcessInfo,
+    /// Its spec.
+    pub spec: Spec,
+    /// Run sequence number of the latest run (0 for the first).
+    pub seq: u32,
+}
+
+/// The terminal state of a run, as written by [`Store::finish_run`].
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// Terminal status.
+    pub status: Status,
+    /// Exit code.
+    pub exit_code: Option<i32>,
+    /// Signal number.
+    pub signal: Option<i32>,
+    /// End time.
+    pub ended_at: Timestamp,
+    /// Who stopped it.
+    pub stopped_by: Option<String>,
+    /// Spawn error or abandonment reason.
+    pub error: Option<String>,
+}
+
+/// The state database. One per state directory; the daemon is its only writer.
+pub struct Store {
+    conn: Connection,
+}
+
+const PROCESS_COLUMNS: &str = "p.id, p.name, p.owner, p.team, p.spec, r.id, r.seq, r.status, r.pid, \
+     r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error";
+
+fn process_row(row: &Row<'_>) -> rusqlite::Result<(ProcessRow, String)> {
+    let spec_json: String = row.get(4)?;
+    let spec: Spec = serde_json::from_str(&spec_json).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    let status_s: String = row.get(7)?;
+    let status = Status::parse(&status_s).unwrap_or(Status::Abandoned);
+    let started_at = ts(row.get(11)?);
+    let ended_at: Option<i64> = row.get(12)?;
+    let ended_at = ended_at.map(ts);
+    let duration_ms = ended_at
+        .unwrap_or_else(Timestamp::now)
+        .duration_since(started_at)
+        .as_millis()
+        .max(0) as u64;
+    let seq: u32 = row.get(6)?;
+    let signal: Option<i32> = row.get(10)?;
+    let info = ProcessInfo {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        owner: row.get(2)?,
+        team: row.get(3)?,
+        command: spec.cmd.display(),
+        cwd: spec.cwd.clone(),
+        run_id: row.get(5)?,
+        restarts: seq,
+        status,
+        pid: row.get::<_, Option<i64>>(8)?.map(|p| p as u32),
+        exit_code: row.get(9)?,
+        signal: signal.map(signal_name),
+        started_at,
+        ended_at,
+        duration_ms,
+        stopped_by: row.get(13)?,
+        error: row.get(14)?,
+    };
+    Ok((ProcessRow { info, spec, seq }, status_s))
+}
+
+/// Filters for [`Store::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Include terminal processes whose result was already read.
+    pub all: bool,
+    /// Only this owner's.
+    pub owner: Option<String>,
+    /// Only this team's.
+    pub team: Option<String>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and migrates it. Errors: the file is
+    /// not an aside database ([`StoreError::Foreign`]), is newer ([`StoreError::TooNew`]), or
+    /// cannot be opened.
+    pub fn open(path: &Path) -> Result<Store> {
+        let display = path.display().to_string();
+        let conn = Connection::open(path)?;
+        let foreign = |why: String| StoreError::Foreign {
+            path: display.clone(),
+            why,
+        };
+        // Reading the header is the first real access: a non-SQLite file fails here.
+        let app_id: i32 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(|e| foreign(e.to_string()))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let tables: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )?;
+        if app_id != APPLICATION_ID && (app_id != 0 || tables > 0) {
+            return Err(foreign(format!(
+                "application_id {app_id:#x}, {tables} tables"
+            )));
+        }
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: display,
+                found: version,
+                known,
+            });
+        }
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Store { conn };
+        store.migrate(version)?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self, from: i64) -> Result<()> {
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Inserts a process and its first run (status `starting`).
+    pub fn insert_process(&mut self, p: &NewProcess, run_id: &str, now: Timestamp) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO processes (id, name, owner, team, spec, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![p.id, p.name, p.owner, p.team, serde_json::to_string(&p.spec)?, ms(now)],
+        )?;
+        tx.execute(
+            "INSERT INTO runs (id, process_id, seq, status, started_at) VALUES (?1, ?2, 0, 'starting', ?3)",
+            params![run_id, p.id, ms(now)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Inserts run number `seq` of an existing process (a restart), status `starting`.
+    pub fn insert_run(
+        &mut self,
+        process_id: &str,
+        run_id: &str,
+        seq: u32,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO runs (id, process_id, seq, status, started_at) VALUES (?1, ?2, ?3, 'starting', ?4)",
+            params![run_id, process_id, seq, ms(now)],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a starting run `running` with its main pid and real start time.
+    pub fn set_running(&mut self, run_id: &str, pid: i32, started_at: Timestamp) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET status = 'running', pid = ?2, started_at = ?3 WHERE id = ?1 AND status = 'starting'",
+            params![run_id, pid, ms(started_at)],
+        )?;
+        Ok(())
+    }
+
+    /// Makes a run terminal, stores its result and creates its owner's notification, in one
+    /// transaction. Returns `false` (and changes nothing) when the run was already terminal.
+    pub fn finish_run(
+        &mut self,
+        run_id: &str,
+        f: &Finish,
+        result: &RunResult,
+        owner: &str,
+    ) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE runs SET status = ?2, exit_code = ?3, signal = ?4, ended_at = ?5, stopped_by = ?6, error = ?7, result = ?8
+             WHERE id = ?1 AND status IN ('starting', 'running', 'ready')",
+            params![
+                run_id,
+                f.status.as_str(),
+                f.exit_code,
+                f.signal,
+                ms(f.ended_at),
+                f.stopped_by,
+                f.error,
+                serde_json::to_string(result)?
+            ],
+        )?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO inbox (run_id, owner, created_at) VALUES (?1, ?2, ?3)",
+            params![run_id, owner, ms(f.ended_at)],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// The process with this id, or else the newest process with this name.
+    pub fn find(&self, reference: &str) -> Result<Option<ProcessRow>> {
+        let sql = format!(
+            "SELECT {PROCESS_COLUMNS} FROM processes p JOIN runs r ON r.process_id = p.id
+             WHERE (p.id = ?1 OR p.name = ?1)
+               AND r.seq = (SELECT max(seq) FROM runs WHERE process_id = p.id)
+             ORDER BY (p.id = ?1) DESC, p.created_at DESC, p.id DESC LIMIT 1"
+        );
+        Ok(self
+            .conn
+            .query_row(&sql, params![reference], process_row)
+            .optional()?
+            .map(|(p, _)| p))
+    }
+
+    /// The process of run `run_id`, with that run's state (not necessarily its latest).
+    pub fn find_by_run(&self, run_id: &str) -> Result<Option<ProcessRow>> {
+        let sql = format!(
+            "SELECT {PROCESS_COLUMNS} FROM processes p JOIN runs r ON r.process_id = p.id WHERE r.id = ?1"
+        );
+        Ok(self
+            .conn
+            .query_row(&sql, params![run_id], process_row)
+            .optional()?
+            .map(|(p, _)| p))
+    }
+
+    /// Processes with their latest run, oldest first. Without `all`: live ones, plus terminal
+    /// ones whose notification is unread.
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<ProcessRow>> {
+        let sql = format!(
+            "SELECT {PROCESS_COLUMNS} FROM processes p JOIN runs r ON r.process_id = p.id
+             WHERE r.seq = (SELECT max(seq) FROM runs WHERE process_id = p.id)
+               AND (?1 OR r.status IN ('starting', 'running', 'ready')
+                    OR EXISTS (SELECT 1 FROM inbox i WHERE i.run_id = r.id AND i.acked_at IS NULL))
+               AND (?2 IS NULL OR p.owner = ?2)
+               AND (?3 IS NULL OR p.team = ?3)
+             ORDER BY p.created_at, p.id"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![filter.all, filter.owner, filter.team], process_row)?;
+        Ok(rows
+            .map(|r| r.map(|(p, _)| p))
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Runs not yet terminal: `(run_id, process row)` for reconcile.
+    pub fn unfinished_runs(&self) -> Result<Vec<(String, ProcessRow)>> {
+        let sql = format!(
+            "SELECT {PROCESS_COLUMNS} FROM processes p JOIN runs r ON r.process_id = p.id
+             WHERE r.status IN ('starting', 'running', 'ready') ORDER BY r.started_at"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([], process_row)?;
+        Ok(rows
+            .map(|r| r.map(|(p, _)| (p.info.run_id.clone(), p)))
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// True when a live process already uses `name`.
+    pub fn live_name_taken(&self, name: &str) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM processes p JOIN runs r ON r.process_id = p.id
+             WHERE p.name = ?1 AND r.status IN ('starting', 'running', 'ready'))",
+            params![name],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Number of live runs.
+    pub fn live_count(&self) -> Result<usize> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM runs WHERE status IN ('starting', 'running', 'ready')",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as usize)
+    }
+
+    /// The stored result of a terminal run.
+    pub fn result(&self, run_id: &str) -> Result<Option<RunResult>> {
+        let json: Option<Option<String>> = self
+            .conn
+            .query_row(
+                "SELECT result FROM runs WHERE id = ?1",
+                params![run_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(match json.flatten() {
+            Some(j) => Some(serde_json::from_str(&j)?),
+            None => None,
+        })
+    }
+
+    fn notifications(
+        &self,
+        where_sql: &str,
+        p: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<Notification>> {
+        let sql = format!(
+            "SELECT i.run_id, i.owner, i.created_at, i.acked_at, r.result FROM inbox i
+             JOIN runs r ON r.id = i.run_id WHERE {where_sql} ORDER BY i.created_at, i.run_id"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(p, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, owner, created, acked, result) = row?;
+            let Some(result) = result else { continue };
+            out.push(Notification {
+                id,
+                owner,
+                created_at: ts(created),
+                acked_at: acked.map(ts),
+                result: serde_json::from_str(&result)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Unacknowledged notifications of `owner`, oldest first.
+    pub fn inbox(&self, owner: &str) -> Result<Vec<Notification>> {
+        self.notifications("i.owner = ?1 AND i.acked_at IS NULL", &[&owner])
+    }
+
+    /// Acknowledges `ids` of `owner` (all pending ones when `ids` is empty and `all`); returns
+    /// the notifications acknowledged now. Unknown or already acknowledged ids are skipped.
+    pub fn ack(
+        &mut self,
+        owner: &str,
+        ids: &[String],
+        all: bool,
+        now: Timestamp,
+    ) -> Result<Vec<Notification>> {
+        let pending = self.inbox(owner)?;
+        let chosen: Vec<Notification> = pending
+            .into_iter()
+            .filter(|n| all || ids.contains(&n.id))
+            .collect();
+        let tx = self.conn.transaction()?;
+        for n in &chosen {
+            tx.execute(
+                "UPDATE inbox SET acked_at = ?2 WHERE run_id = ?1 AND acked_at IS NULL",
+                params![n.id, ms(now)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(chosen
+            .into_iter()
+            .map(|mut n| {
+                n.acked_at = Some(now);
+                n
+            })
+            .collect())
+    }
+
+    /// The notification for `run_id`, read or not.
+    pub fn notification(&self, run_id: &str) -> Result<Option<Notification>> {
+        Ok(self.notifications("i.run_id = ?1", &[&run_id])?.pop())
+    }
+
+    /// Deletes terminal runs that ended before `cutoff` and whose notification is read (or
+    /// absent), then processes left without runs. Returns the deleted run ids, so their
+    /// directories can be removed.
+    pub fn prune(&mut self, cutoff: Timestamp) -> Result<Vec<String>> {
+        let tx = self.conn.transaction()?;
+        let ids: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT r.id FROM runs r WHERE r.ended_at IS NOT NULL AND r.ended_at < ?1
+                 AND r.status NOT IN ('starting', 'running', 'ready')
+                 AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.run_id = r.id AND i.acked_at IS NULL)
+                 AND r.seq < (SELECT max(seq) FROM runs x WHERE x.process_id = r.process_id)
+                 UNION
+                 SELECT r.id FROM runs r JOIN processes p ON p.id = r.process_id
+                 WHERE NOT EXISTS (SELECT 1 FROM runs x WHERE x.process_id = p.id
+                     AND (x.ended_at IS NULL OR x.ended_at >= ?1
+                          OR EXISTS (SELECT 1 FROM inbox i WHERE i.run_id = x.id AND i.acked_at IS NULL)))",
+            )?;
+            stmt.query_map(params![ms(cutoff)], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for id in &ids {
+            tx.execute("DELETE FROM runs WHERE id = ?1", params![id])?;
+        }
+        tx.execute(
+            "DELETE FROM processes WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.process_id = processes.id)",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(ids)
+    }
+}

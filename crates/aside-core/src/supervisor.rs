@@ -1,0 +1,1160 @@
+//! `Supervisor`: starts shims, watches them, stops and restarts runs, reconciles after a crash
+//! and turns every terminal run into one result and one inbox notification.
+//!
+//! The supervisor is not the parent of the commands (their shims are, see [`crate::shim`]); it
+//! learns that a run ended when its shim exits — by waiting on the shim it spawned, or, after a
+//! daemon restart, on a pidfd of the shim it re-attached to — and then reads the shim's exit
+//! record. Because the record is on disk, [`Supervisor::reconcile`] can account for every run
+//! after `kill -9` of the daemon: shim alive → re-attach; exit record present → result;
+//! neither → `abandoned`, with what is left of the run's session killed.
+//!
+//! Nothing here holds a lock across a wait: a stop that waits out a grace period blocks only
+//! its own caller.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use aside_proto::{
+    AckResponse, Command, ErrorCode, HUMAN_OWNER, InboxResponse, LogEntry, LogQuery, LogsResponse,
+    Notification, ProcessInfo, RunRequest, RunResult, Spec, Status, StopAllResponse, StopRequest,
+    WaitOutcome, WaitQuery, WaitResponse,
+};
+use jiff::Timestamp;
+use regex::Regex;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::logs::{self, LineSplitter, LogReader};
+use crate::paths::StateDir;
+use crate::proc;
+use crate::rundir::{CONTROL_FILE, ExitRecord, RunDir, SHIM_LOG, StopControl};
+use crate::store::{Finish, ListFilter, NewProcess, ProcessRow, Store, StoreError};
+
+/// Default grace between SIGTERM and SIGKILL: 5 s.
+pub const DEFAULT_GRACE_MS: u64 = 5_000;
+/// Bytes of output kept at the start of a result.
+pub const RESULT_HEAD_BYTES: usize = 2048;
+/// Bytes of output kept at the end of a result.
+pub const RESULT_TAIL_BYTES: usize = 4096;
+/// Longest line a log read returns, in bytes; longer ones are cut with a note.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Longest the daemon waits for a new shim to report its pid.
+const SHIM_REPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A follower or waiter re-reads at least this often even without a file event.
+const SAFETY_RECHECK: Duration = Duration::from_secs(1);
+
+/// Errors of supervisor operations; each maps to one [`ErrorCode`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No such process or run.
+    #[error("{0}")]
+    NotFound(String),
+    /// A bad request.
+    #[error("{0}")]
+    Invalid(String),
+    /// Clashes with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The requester may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The state database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file or process operation failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl Error {
+    /// The wire error kind.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::NotFound(_) => ErrorCode::NotFound,
+            Error::Invalid(_) => ErrorCode::InvalidRequest,
+            Error::Conflict(_) => ErrorCode::Conflict,
+            Error::Forbidden(_) => ErrorCode::Forbidden,
+            Error::Store(_) | Error::Io(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+fn io_err(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let msg = format!("{what} {}", path.display());
+    move |e| Error::Io(format!("{msg}: {e}"))
+}
+
+/// Tunables of a supervisor.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The executable started as `EXE __shim <run_dir>` for each run.
+    pub shim_exe: PathBuf,
+    /// Default log cap in bytes.
+    pub default_log_cap: u64,
+    /// Terminal runs older than this are pruned (their notifications read).
+    pub prune_after: Duration,
+}
+
+struct Live {
+    process_id: String,
+    /// Known once the shim reported (its signal handlers are installed by then).
+    shim_pid: Option<i32>,
+    done: watch::Sender<bool>,
+}
+
+struct Inner {
+    state: StateDir,
+    settings: Settings,
+    store: Mutex<Store>,
+    live: Mutex<HashMap<String, Live>>,
+    log_events: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    /// Serializes name checks with inserts so two `run --name x` cannot both win.
+    start_lock: tokio::sync::Mutex<()>,
+}
+
+/// The runtime. Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Strips a trailing `&` (the command is in the background already), but not `&&`.
+pub fn strip_trailing_ampersand(cmd: &str) -> &str {
+    let t = cmd.trim_end();
+    match t.strip_suffix('&') {
+        Some(rest) if !rest.ends_with('&') => rest.trim_end(),
+        _ => t,
+    }
+}
+
+fn may_control(requester: &str, owner: &str) -> bool {
+    requester == owner || requester == HUMAN_OWNER
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'))
+}
+
+fn base_name(cmd: &Command) -> String {
+    let first = match cmd {
+        Command::Shell(s) => s.split_whitespace().next().unwrap_or("proc").to_string(),
+        Command::Argv(a) => a.first().cloned().unwrap_or_else(|| "proc".into()),
+    };
+    let base = first.rsplit('/').next().unwrap_or(&first);
+    let clean: String = base
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(32)
+        .collect();
+    if clean.is_empty() {
+        "proc".into()
+    } else {
+        clean
+    }
+}
+
+fn classify(exit: &ExitRecord) -> (Status, Option<String>) {
+    if exit.error.is_some() {
+        return (Status::Failed, None);
+    }
+    if let Some(stop) = &exit.stop {
+        return (Status::Stopped, Some(stop.requested_by.clone()));
+    }
+    if exit.timed_out {
+        return (Status::TimedOut, None);
+    }
+    match exit.exit_code {
+        Some(0) if exit.stdout_bytes + exit.stderr_bytes == 0 => (Status::CompletedEmpty, None),
+        Some(0) => (Status::Completed, None),
+        _ => (Status::Failed, None),
+    }
+}
+
+impl Supervisor {
+    /// Opens the store in `state` (which must exist, see [`StateDir::ensure`]) and starts the
+    /// log watcher. Call [`Supervisor::reconcile`] next. Errors: the database is foreign or
+    /// unreadable.
+    pub fn open(state: StateDir, settings: Settings) -> Result<Supervisor> {
+        let store = Store::open(&state.db())?;
+        let log_events: Arc<Mutex<HashMap<String, watch::Sender<u64>>>> = Default::default();
+        let events = Arc::clone(&log_events);
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let Ok(ev) = res else { return };
+            let map = lock(&events);
+            for path in &ev.paths {
+                // runs/<run_id>/log/<segment>
+                let run = path
+                    .parent()
+                    .and_then(Path::parent)
+                    .and_then(Path::file_name)
+                    .and_then(|n| n.to_str());
+                if let Some(tx) = run.and_then(|r| map.get(r)) {
+                    tx.send_modify(|n| *n += 1);
+                }
+            }
+        })
+        .map_err(|e| {
+            tracing::warn!("file watching unavailable, log follows re-read every second: {e}")
+        })
+        .ok();
+        Ok(Supervisor {
+            inner: Arc::new(Inner {
+                state,
+                settings,
+                store: Mutex::new(store),
+                live: Mutex::new(HashMap::new()),
+                log_events,
+                watcher: Mutex::new(watcher),
+                start_lock: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.inner.store)
+    }
+
+    fn run_dir(&self, run_id: &str) -> RunDir {
+        RunDir::new(self.inner.state.run_dir(run_id))
+    }
+
+    /// Number of live runs.
+    pub fn live_count(&self) -> usize {
+        lock(&self.inner.live).len()
+    }
+
+    fn watch_logs(&self, run_id: &str, dir: &Path) {
+        lock(&self.inner.log_events)
+            .entry(run_id.to_string())
+            .or_insert_with(|| watch::channel(0).0);
+        if let Some(w) = lock(&self.inner.watcher).as_mut() {
+            use notify::Watcher;
+            if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
+                tracing::warn!("cannot watch {}: {e}", dir.display());
+            }
+        }
+    }
+
+    fn unwatch_logs(&self, run_id: &str, dir: &Path) {
+        if let Some(tx) = lock(&self.inner.log_events).remove(run_id) {
+            tx.send_modify(|n| *n += 1);
+        }
+        if let Some(w) = lock(&self.inner.watcher).as_mut() {
+            use notify::Watcher;
+            let _ = w.unwatch(dir);
+        }
+    }
+
+    fn log_rx(&self, run_id: &str) -> Option<watch::Receiver<u64>> {
+        lock(&self.inner.log_events)
+            .get(run_id)
+            .map(|t| t.subscribe())
+    }
+
+    /// `None` when the run is not live (terminal, or unknown).
+    fn done_rx(&self, run_id: &str) -> Option<watch::Receiver<bool>> {
+        lock(&self.inner.live)
+            .get(run_id)
+            .map(|l| l.done.subscribe())
+    }
+
+    /// The process with this id or name (the newest, for a reused name).
+    pub fn find(&self, reference: &str) -> Result<ProcessRow> {
+        self.store().find(reference)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "no process named or with id {reference:?}: `aside status --all` lists them"
+            ))
+        })
+    }
+
+    /// Processes with their latest run (see [`Store::list`]).
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<ProcessInfo>> {
+        Ok(self
+            .store()
+            .list(filter)?
+            .into_iter()
+            .map(|r| r.info)
+            .collect())
+    }
+
+    fn validate(&self, req: RunRequest) -> Result<(Option<String>, String, Option<String>, Spec)> {
+        let cmd = match req.cmd {
+            Some(Command::Shell(s)) => {
+                let s = strip_trailing_ampersand(&s);
+                if s.trim().is_empty() {
+                    return Err(Error::Invalid(
+                        "the command is empty: give the command to run, e.g. `aside run 'make test'`".into(),
+                    ));
+                }
+                Command::Shell(s.to_string())
+            }
+            Some(Command::Argv(a)) if a.first().is_some_and(|p| !p.is_empty()) => Command::Argv(a),
+            _ => {
+                return Err(Error::Invalid(
+                    "the command is empty: give the command to run, e.g. `aside run 'make test'`"
+                        .into(),
+                ));
+            }
+        };
+        let cwd = req
+            .cwd
+            .ok_or_else(|| Error::Invalid("cwd is required: an absolute directory".into()))?;
+        let cwd_path = Path::new(&cwd);
+        if !cwd_path.is_absolute() {
+            return Err(Error::Invalid(format!(
+                "cwd {cwd:?} is not absolute: pass an absolute directory"
+            )));
+        }
+        match fs::metadata(cwd_path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::Invalid(format!(
+                    "cwd {cwd} is not a directory: pass a directory with --cwd"
+                )));
+            }
+            Err(e) => {
+                return Err(Error::Invalid(format!(
+                    "cwd {cwd} cannot be used: {e}; pass an existing directory with --cwd"
+                )));
+            }
+        }
+        if rustix::fs::access(
+            cwd_path,
+            rustix::fs::Access::EXEC_OK | rustix::fs::Access::READ_OK,
+        )
+        .is_err()
+        {
+            return Err(Error::Invalid(format!(
+                "cwd {cwd} is not readable and searchable by this user: pass another directory with --cwd"
+            )));
+        }
+        if req.timeout_ms == Some(0) {
+            return Err(Error::Invalid(
+                "timeout must be longer than 0: e.g. --timeout 30s".into(),
+            ));
+        }
+        let log_cap_bytes = req
+            .log_cap_bytes
+            .unwrap_or(self.inner.settings.default_log_cap);
+        if log_cap_bytes < logs::MIN_LOG_CAP {
+            return Err(Error::Invalid(format!(
+                "log cap {log_cap_bytes} bytes is below the minimum of {} bytes",
+                logs::MIN_LOG_CAP
+            )));
+        }
+        if let Some(name) = &req.name
+            && !valid_name(name)
+        {
+            return Err(Error::Invalid(format!(
+                "invalid name {name:?}: use 1-64 letters, digits and - _ . : @"
+            )));
+        }
+        let env = if req.env.is_empty() {
+            std::env::vars().collect()
+        } else {
+            req.env
+        };
+        let owner = req
+            .owner
+            .filter(|o| !o.is_empty())
+            .unwrap_or_else(|| HUMAN_OWNER.to_string());
+        Ok((
+            req.name,
+            owner,
+            req.team.filter(|t| !t.is_empty()),
+            Spec {
+                cmd,
+                cwd,
+                env,
+                timeout_ms: req.timeout_ms,
+                grace_ms: req.grace_ms.unwrap_or(DEFAULT_GRACE_MS),
+                log_cap_bytes,
+            },
+        ))
+    }
+
+    /// Starts a command in the background and answers once it runs (with its pid) or failed
+    /// to start. Errors: invalid request (empty command, bad cwd, bad name), a name in use by a
+    /// live process, or the state directory refusing writes.
+    pub async fn run(&self, req: RunRequest) -> Result<ProcessInfo> {
+        let (name, owner, team, spec) = self.validate(req)?;
+        let process_id = uuid::Uuid::now_v7().to_string();
+        let run_id = uuid::Uuid::now_v7().to_string();
+        {
+            let _guard = self.inner.start_lock.lock().await;
+            let name = {
+                let store = self.store();
+                match name {
+                    Some(n) => {
+                        if store.live_name_taken(&n)? {
+                            return Err(Error::Conflict(format!(
+                                "the name {n:?} is already used by a running process: choose another --name, or stop it first (`aside stop {n}`)"
+                            )));
+                        }
+                        n
+                    }
+                    None => {
+                        let base = base_name(&spec.cmd);
+                        let mut candidate = base.clone();
+                        let mut i = 2;
+                        while store.live_name_taken(&candidate)? {
+                            candidate = format!("{base}-{i}");
+                            i += 1;
+                        }
+                        candidate
+                    }
+                }
+            };
+            let p = NewProcess {
+                id: process_id.clone(),
+                name,
+                owner,
+                team,
+                spec: spec.clone(),
+            };
+            self.store().insert_process(&p, &run_id, Timestamp::now())?;
+            self.register_live(&run_id, &process_id);
+        }
+        self.launch(&run_id, &spec).await;
+        Ok(self.find(&process_id)?.info)
+    }
+
+    fn register_live(&self, run_id: &str, process_id: &str) {
+        lock(&self.inner.live).insert(
+            run_id.to_string(),
+            Live {
+                process_id: process_id.to_string(),
+                shim_pid: None,
+                done: watch::channel(false).0,
+            },
+        );
+    }
+
+    /// Writes the run directory, starts the shim and waits for its report. Failures become the
+    /// run's result (status `failed`) rather than errors: the run exists either way.
+    async fn launch(&self, run_id: &str, spec: &Spec) {
+        let rd = self.run_dir(run_id);
+        let prepared = rd
+            .create(spec)
+            .and_then(|()| fs::create_dir_all(rd.log_dir()))
+            .and_then(|()| fs::File::create(rd.path().join(SHIM_LOG)));
+        let shim_log = match prepared {
+            Ok(f) => f,
+            Err(e) => {
+                let msg = format!("could not prepare {}: {e}", rd.path().display());
+                self.finish_without_shim(run_id, Status::Failed, msg);
+                return;
+            }
+        };
+        self.watch_logs(run_id, &rd.log_dir());
+        let spawned = tokio::process::Command::new(&self.inner.settings.shim_exe)
+            .arg("__shim")
+            .arg(rd.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(shim_log))
+            .kill_on_drop(false)
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!(
+                    "could not start the shim {}: {e}",
+                    self.inner.settings.shim_exe.display()
+                );
+                self.finish_without_shim(run_id, Status::Failed, msg);
+                return;
+            }
+        };
+        let shim_pid = child.id().map(|p| p as i32);
+        let mut report = String::new();
+        if let Some(out) = child.stdout.take() {
+            let mut out = tokio::io::BufReader::new(out);
+            let _ = tokio::time::timeout(SHIM_REPORT_TIMEOUT, out.read_line(&mut report)).await;
+        }
+        let report: serde_json::Value = serde_json::from_str(&report).unwrap_or_default();
+        if let Some(pid) = report.get("pid").and_then(|p| p.as_i64()) {
+            if let Err(e) = self
+                .store()
+                .set_running(run_id, pid as i32, Timestamp::now())
+            {
+                tracing::error!("run {run_id}: cannot record pid {pid}: {e}");
+            }
+            if let Some(live) = lock(&self.inner.live).get_mut(run_id) {
+                live.shim_pid = shim_pid;
+            }
+        }
+        let me = self.clone();
+        let run = run_id.to_string();
+        let mut done = self.done_rx(run_id);
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+            me.finalize(&run);
+        });
+        if report.get("error").is_some()
+            && let Some(done) = done.as_mut()
+        {
+            // The shim wrote its exit record already: answer with the failure.
+            let _ = tokio::time::timeout(SHIM_REPORT_TIMEOUT, done.wait_for(|d| *d)).await;
+        }
+    }
+
+    fn finish_without_shim(&self, run_id: &str, status: Status, error: String) {
+        tracing::warn!("run {run_id}: {error}");
+        self.record_finish(
+            run_id,
+            Finish {
+                status,
+                exit_code: None,
+                signal: None,
+                ended_at: Timestamp::now(),
+                stopped_by: None,
+                error: Some(error),
+            },
+            None,
+        );
+    }
+
+    /// Called once the run's shim is gone: turns its exit record (or its absence) into the
+    /// result and notification. Idempotent.
+    fn finalize(&self, run_id: &str) {
+        let rd = self.run_dir(run_id);
+        match rd.exit() {
+            Ok(Some(exit)) => {
+                let (status, stopped_by) = classify(&exit);
+                self.record_finish(
+                    run_id,
+                    Finish {
+                        status,
+                        exit_code: exit.exit_code,
+                        signal: exit.signal,
+                        ended_at: exit.ended_at,
+                        stopped_by,
+                        error: exit.error.clone(),
+                    },
+                    Some(&exit),
+                );
+            }
+            other => {
+                let why = match other {
+                    Err(e) => format!("its exit record is unreadable ({e})"),
+                    _ => "its shim ended without recording an exit status".to_string(),
+                };
+                let killed = self.kill_leftovers(&rd);
+                let mut msg = format!("result unknown: {why}");
+                if killed > 0 {
+                    msg.push_str(&format!("; SIGKILL to {killed} leftover processes"));
+                }
+                self.finish_without_shim(run_id, Status::Abandoned, msg);
+            }
+        }
+    }
+
+    /// Kills what is left of a run whose shim is gone: the members of its session that started
+    /// no earlier than it did.
+    fn kill_leftovers(&self, rd: &RunDir) -> usize {
+        let Ok(Some(shim)) = rd.shim() else { return 0 };
+        let members = proc::session_members(shim.pid, shim.starttime);
+        proc::signal_all(members.iter().map(|p| p.pid), libc::SIGKILL)
+    }
+
+    fn record_finish(&self, run_id: &str, finish: Finish, exit: Option<&ExitRecord>) {
+        let rd = self.run_dir(run_id);
+        let row = {
+            let store = self.store();
+            lock(&self.inner.live)
+                .get(run_id)
+                .map(|l| l.process_id.clone())
+                .map_or_else(|| store.find_by_run(run_id), |pid| store.find(&pid))
+        };
+        let row = match row {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                tracing::error!("run {run_id} finished but its process is not in the database");
+                self.end_live(run_id, &rd);
+                return;
+            }
+            Err(e) => {
+                tracing::error!("run {run_id}: cannot load its process: {e}");
+                return;
+            }
+        };
+        let mut output = logs::summarize(
+            &LogReader::new(&rd.log_dir()),
+            RESULT_HEAD_BYTES,
+            RESULT_TAIL_BYTES,
+        )
+        .unwrap_or_default();
+        if let Some(exit) = exit {
+            output.stdout_bytes = exit.stdout_bytes;
+            output.stderr_bytes = exit.stderr_bytes;
+        }
+        let started_at = row.info.started_at;
+        let result = RunResult {
+            run_id: run_id.to_string(),
+            process_id: row.info.id.clone(),
+            name: row.info.name.clone(),
+            owner: row.info.owner.clone(),
+            team: row.info.team.clone(),
+            command: row.info.command.clone(),
+            cwd: row.info.cwd.clone(),
+            status: finish.status,
+            exit_code: finish.exit_code,
+            signal: finish.signal.map(proc::signal_name),
+            started_at,
+            ended_at: finish.ended_at,
+            duration_ms: finish
+                .ended_at
+                .duration_since(started_at)
+                .as_millis()
+                .max(0) as u64,
+            stopped_by: finish.stopped_by.clone(),
+            error: finish.error.clone(),
+            output,
+            log_dir: rd.log_dir().display().to_string(),
+        };
+        let written = self
+            .store()
+            .finish_run(run_id, &finish, &result, &row.info.owner);
+        match written {
+            Ok(true) => tracing::info!("run {run_id} ({}) {}", row.info.name, finish.status),
+            Ok(false) => {}
+            Err(e) => {
+                // Leave the run live in the database: the next start reconciles it from disk.
+                tracing::error!("run {run_id}: cannot record its result: {e}");
+            }
+        }
+        self.end_live(run_id, &rd);
+    }
+
+    fn end_live(&self, run_id: &str, rd: &RunDir) {
+        if let Some(live) = lock(&self.inner.live).remove(run_id) {
+            live.done.send_replace(true);
+        }
+        self.unwatch_logs(run_id, &rd.log_dir());
+    }
+
+    fn check_control(requester: &str, row: &ProcessRow, verb: &str) -> Result<()> {
+        if may_control(requester, &row.info.owner) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "{requester} may not {verb} {:?}: it is owned by {}; only its owner or a human may {verb} it",
+                row.info.name, row.info.owner
+            )))
+        }
+    }
+
+    /// Stops a process: `req.signal` (default SIGTERM) to every process of its tree, then
+    /// SIGKILL after the grace; answers with the final state. Idempotent: a terminal process
+    /// is returned as it is. Errors: unknown process, bad signal, requester not its owner nor
+    /// a human.
+    pub async fn stop(
+        &self,
+        reference: &str,
+        req: &StopRequest,
+        requester: &str,
+    ) -> Result<ProcessInfo> {
+        let row = self.find(reference)?;
+        Self::check_control(requester, &row, "stop")?;
+        let signal = match &req.signal {
+            Some(s) => proc::parse_signal(s).map_err(Error::Invalid)?,
+            None => libc::SIGTERM,
+        };
+        if row.info.status.is_terminal() {
+            return Ok(row.info);
+        }
+        let run_id = row.info.run_id.clone();
+        let grace_ms = req.grace_ms.unwrap_or(row.spec.grace_ms);
+        let mut done = None;
+        // A run still starting has no shim to signal yet: wait briefly for it.
+        for _ in 0..100 {
+            let found = lock(&self.inner.live)
+                .get(&run_id)
+                .map(|l| (l.shim_pid, l.done.subscribe()));
+            match found {
+                Some((Some(pid), rx)) => {
+                    done = Some((pid, rx));
+                    break;
+                }
+                Some((None, _)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                None => break,
+            }
+        }
+        let Some((shim_pid, mut done)) = done else {
+            return Ok(self.find(&row.info.id)?.info);
+        };
+        let rd = self.run_dir(&run_id);
+        rd.write(
+            CONTROL_FILE,
+            &StopControl {
+                signal,
+                grace_ms,
+                requested_by: requester.to_string(),
+            },
+        )
+        .map_err(io_err("cannot write the stop request in", rd.path()))?;
+        // SAFETY: kill(2) to the run's shim, which is live (its monitor has not finished it).
+        unsafe { libc::kill(shim_pid, libc::SIGUSR1) };
+        let _ = done.wait_for(|d| *d).await;
+        Ok(self.find(&row.info.id)?.info)
+    }
+
+    /// Stops every live process (of `owner`, if given) the requester may stop, concurrently.
+    pub async fn stop_all(&self, owner: Option<&str>, requester: &str) -> Result<StopAllResponse> {
+        let live = self.store().list(&ListFilter {
+            all: false,
+            owner: owner.map(str::to_string),
+            team: None,
+        })?;
+        let mut resp = StopAllResponse::default();
+        let mut tasks = Vec::new();
+        for row in live.into_iter().filter(|r| !r.info.status.is_terminal()) {
+            if !may_control(requester, &row.info.owner) {
+                resp.refused.push(row.info.name);
+                continue;
+            }
+            let me = self.clone();
+            let requester = requester.to_string();
+            tasks.push(tokio::spawn(async move {
+                me.stop(&row.info.id, &StopRequest::default(), &requester)
+                    .await
+            }));
+        }
+        for t in tasks {
+            if let Ok(Ok(info)) = t.await {
+                resp.stopped.push(info);
+            }
+        }
+        Ok(resp)
+    }
+
+    /// Stops the process if it runs, then starts a new run of the same spec (restarts + 1).
+    pub async fn restart(&self, reference: &str, requester: &str) -> Result<ProcessInfo> {
+        let row = self.find(reference)?;
+        Self::check_control(requester, &row, "restart")?;
+        if !row.info.status.is_terminal() {
+            self.stop(&row.info.id, &StopRequest::default(), requester)
+                .await?;
+        }
+        let run_id = uuid::Uuid::now_v7().to_string();
+        {
+            let _guard = self.inner.start_lock.lock().await;
+            let row = self.find(&row.info.id)?;
+            if !row.info.status.is_terminal() {
+                return Err(Error::Conflict(format!(
+                    "{:?} was started again meanwhile; nothing restarted",
+                    row.info.name
+                )));
+            }
+            let newest = self.find(&row.info.name)?;
+            if newest.info.id != row.info.id && !newest.info.status.is_terminal() {
+                return Err(Error::Conflict(format!(
+                    "the name {:?} is now used by another running process ({}): stop it first",
+                    row.info.name, newest.info.id
+                )));
+            }
+            self.store()
+                .insert_run(&row.info.id, &run_id, row.seq + 1, Timestamp::now())?;
+            self.register_live(&run_id, &row.info.id);
+        }
+        self.launch(&run_id, &row.spec).await;
+        Ok(self.find(&row.info.id)?.info)
+    }
+
+    fn resolve_run(&self, row: &ProcessRow, run: Option<&str>) -> Result<String> {
+        match run {
+            None => Ok(row.info.run_id.clone()),
+            Some(r) => {
+                let found = self.store().find_by_run(r)?;
+                match found {
+                    Some(p) if p.info.id == row.info.id => Ok(r.to_string()),
+                    _ => Err(Error::NotFound(format!(
+                        "run {r} is not a run of {:?}",
+                        row.info.name
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// Reads a run's log once (see [`LogQuery`]; `follow` is ignored here, see
+    /// [`Supervisor::follow`]). Errors: unknown process or run, invalid grep regex.
+    pub fn logs(&self, reference: &str, q: &LogQuery) -> Result<LogsResponse> {
+        let row = self.find(reference)?;
+        let run_id = self.resolve_run(&row, q.run.as_deref())?;
+        let grep = compile_grep(q.grep.as_deref())?;
+        let complete = self.done_rx(&run_id).is_none();
+        let rd = self.run_dir(&run_id);
+        let (pieces, cursor) = LogReader::new(&rd.log_dir())
+            .read_from(q.since.unwrap_or(0))
+            .map_err(io_err("cannot read the log in", &rd.log_dir()))?;
+        let mut entries = logs::pieces_to_entries(&pieces, q.stream, MAX_LINE_BYTES);
+        filter_entries(&mut entries, grep.as_ref(), q.head, q.tail);
+        Ok(LogsResponse {
+            run_id,
+            entries,
+            cursor,
+            complete,
+        })
+    }
+
+    /// Streams a run's log into `tx` as it grows, until the run has ended and everything is
+    /// sent, or the receiver goes away. `tail` applies to what exists when it starts.
+    pub async fn follow(
+        &self,
+        reference: &str,
+        q: LogQuery,
+        tx: mpsc::Sender<LogEntry>,
+    ) -> Result<()> {
+        let row = self.find(reference)?;
+        let run_id = self.resolve_run(&row, q.run.as_deref())?;
+        let grep = compile_grep(q.grep.as_deref())?;
+        let reader = LogReader::new(&self.run_dir(&run_id).log_dir());
+        let mut log_rx = self.log_rx(&run_id);
+        let mut done_rx = self.done_rx(&run_id);
+        let mut splitter = LineSplitter::new(q.stream, MAX_LINE_BYTES);
+        let mut cursor = q.since.unwrap_or(0);
+        let mut first = true;
+        tokio::spawn(async move {
+            loop {
+                let ended = done_rx.as_ref().is_none_or(|d| *d.borrow());
+                let Ok((pieces, end)) = reader.read_from(cursor) else {
+                    return;
+                };
+                cursor = end;
+                let mut entries = splitter.feed(&pieces);
+                if ended {
+                    entries.extend(splitter.flush());
+                }
+                filter_entries(
+                    &mut entries,
+                    grep.as_ref(),
+                    None,
+                    if first { q.tail } else { None },
+                );
+                first = false;
+                for e in entries {
+                    if tx.send(e).await.is_err() {
+                        return;
+                    }
+                }
+                if ended {
+                    return;
+                }
+                tokio::select! {
+                    _ = changed(&mut log_rx) => {}
+                    _ = changed_bool(&mut done_rx) => {}
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(SAFETY_RECHECK) => {}
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Waits for a run to end (no `until`) or for a pattern in its output, seen in what was
+    /// written before the call as well as after, on either stream. Errors: unknown process,
+    /// invalid regex.
+    pub async fn wait(&self, reference: &str, q: &WaitQuery) -> Result<WaitResponse> {
+        let row = self.find(reference)?;
+        let run_id = row.info.run_id.clone();
+        let matcher = match &q.until {
+            None => None,
+            Some(p) if q.regex => {
+                Some(Matcher::Regex(Regex::new(p).map_err(|e| {
+                    Error::Invalid(format!("invalid regex {p:?}: {e}"))
+                })?))
+            }
+            Some(p) => Some(Matcher::Plain(p.clone())),
+        };
+        let deadline = q
+            .timeout_ms
+            .map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
+        let reader = LogReader::new(&self.run_dir(&run_id).log_dir());
+        let mut log_rx = self.log_rx(&run_id);
+        let mut done_rx = self.done_rx(&run_id);
+        let mut splitter = LineSplitter::new(aside_proto::StreamFilter::All, MAX_LINE_BYTES);
+        let mut cursor = 0;
+        loop {
+            let ended = done_rx.as_ref().is_none_or(|d| *d.borrow());
+            if let Some(m) = &matcher {
+                let (pieces, end) = reader
+                    .read_from(cursor)
+                    .map_err(|e| Error::Io(format!("cannot read the log of run {run_id}: {e}")))?;
+                cursor = end;
+                let found = splitter
+                    .feed(&pieces)
+                    .into_iter()
+                    .filter_map(|e| match e {
+                        LogEntry::Line { text, stream, .. }
+                            if stream != aside_proto::LogStream::Aside =>
+                        {
+                            Some(text)
+                        }
+                        _ => None,
+                    })
+                    .chain(
+                        splitter
+                            .pending()
+                            .filter(|(s, _)| *s != aside_proto::LogStream::Aside)
+                            .map(|(_, t)| t),
+                    )
+                    .find(|t| m.is_match(t));
+                if let Some(line) = found {
+                    return self.wait_answer(&row.info.id, WaitOutcome::Matched, Some(line));
+                }
+            }
+            if ended {
+                let outcome = if matcher.is_some() {
+                    WaitOutcome::ExitedWithoutMatch
+                } else {
+                    WaitOutcome::Exited
+                };
+                return self.wait_answer(&row.info.id, outcome, None);
+            }
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let watch_logs = matcher.is_some();
+            tokio::select! {
+                _ = sleep => return self.wait_answer(&row.info.id, WaitOutcome::TimedOut, None),
+                _ = changed(&mut log_rx), if watch_logs => {}
+                _ = changed_bool(&mut done_rx) => {}
+                _ = tokio::time::sleep(SAFETY_RECHECK), if watch_logs => {}
+            }
+        }
+    }
+
+    fn wait_answer(
+        &self,
+        id: &str,
+        outcome: WaitOutcome,
+        line: Option<String>,
+    ) -> Result<WaitResponse> {
+        let process = self.find(id)?.info;
+        let result = if process.status.is_terminal() {
+            self.store().result(&process.run_id)?
+        } else {
+            None
+        };
+        Ok(WaitResponse {
+            outcome,
+            process,
+            line,
+            result,
+        })
+    }
+
+    /// The result of a process's latest run, once it has ended.
+    pub fn result(&self, reference: &str) -> Result<Option<RunResult>> {
+        let row = self.find(reference)?;
+        Ok(self.store().result(&row.info.run_id)?)
+    }
+
+    /// Unacknowledged notifications of `owner`, oldest first.
+    pub fn inbox(&self, owner: &str) -> Result<InboxResponse> {
+        Ok(InboxResponse {
+            notifications: self.store().inbox(owner)?,
+        })
+    }
+
+    /// Acknowledges notifications of `owner` (`all`: every pending one).
+    pub fn ack(&self, owner: &str, ids: &[String], all: bool) -> Result<AckResponse> {
+        Ok(AckResponse {
+            acked: self.store().ack(owner, ids, all, Timestamp::now())?,
+        })
+    }
+
+    /// The notification of a run, read or not.
+    pub fn notification(&self, run_id: &str) -> Result<Option<Notification>> {
+        Ok(self.store().notification(run_id)?)
+    }
+
+    /// Accounts for every run not yet terminal after a (re)start: shim alive → re-attach;
+    /// exit record → result; neither → `abandoned` with its leftovers killed. Returns how many
+    /// runs were re-attached.
+    pub fn reconcile(&self) -> Result<usize> {
+        let runs = self.store().unfinished_runs()?;
+        let mut reattached = 0;
+        for (run_id, row) in runs {
+            let rd = self.run_dir(&run_id);
+            if matches!(rd.exit(), Ok(Some(_))) {
+                self.register_live(&run_id, &row.info.id);
+                self.finalize(&run_id);
+                continue;
+            }
+            let shim = rd.shim().ok().flatten();
+            let alive = shim
+                .as_ref()
+                .filter(|s| proc::is_alive(s.shim_pid, Some(s.shim_starttime)));
+            match alive.map(|s| (s.shim_pid, s.pid, s.started_at)) {
+                Some((shim_pid, pid, started_at)) => {
+                    if row.info.status == Status::Starting
+                        && let Err(e) = self.store().set_running(&run_id, pid, started_at)
+                    {
+                        tracing::error!("run {run_id}: {e}");
+                    }
+                    match self.reattach(&run_id, &row.info.id, shim_pid, &rd) {
+                        Ok(()) => reattached += 1,
+                        Err(e) => {
+                            tracing::error!(
+                                "run {run_id}: cannot re-attach to shim {shim_pid}: {e}"
+                            );
+                            self.register_live(&run_id, &row.info.id);
+                            self.finalize(&run_id);
+                        }
+                    }
+                }
+                None => {
+                    self.register_live(&run_id, &row.info.id);
+                    self.finalize(&run_id);
+                }
+            }
+        }
+        Ok(reattached)
+    }
+
+    fn reattach(&self, run_id: &str, process_id: &str, shim_pid: i32, rd: &RunDir) -> Result<()> {
+        let pid = rustix::process::Pid::from_raw(shim_pid)
+            .ok_or_else(|| Error::Io(format!("invalid shim pid {shim_pid}")))?;
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+            .map_err(|e| Error::Io(format!("pidfd_open({shim_pid}): {e}")))?;
+        // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open and the same for its life.
+        let afd = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
+            .map_err(|e| Error::Io(format!("cannot poll pidfd of {shim_pid}: {e}")))?;
+        self.register_live(run_id, process_id);
+        if let Some(live) = lock(&self.inner.live).get_mut(run_id) {
+            live.shim_pid = Some(shim_pid);
+        }
+        self.watch_logs(run_id, &rd.log_dir());
+        let me = self.clone();
+        let run = run_id.to_string();
+        tokio::spawn(async move {
+            // A pidfd becomes readable when the process exits.
+            let _ = afd.readable().await;
+            me.finalize(&run);
+        });
+        Ok(())
+    }
+
+    /// Deletes terminal runs older than the prune age whose notifications were read, and
+    /// their directories. Returns how many runs were removed.
+    pub fn prune(&self) -> Result<usize> {
+        let age = jiff::SignedDuration::try_from(self.inner.settings.prune_after)
+            .unwrap_or(jiff::SignedDuration::from_hours(24));
+        let cutoff = Timestamp::now()
+            .checked_sub(age)
+            .unwrap_or(Timestamp::UNIX_EPOCH);
+        let ids = self.store().prune(cutoff)?;
+        for id in &ids {
+            let _ = fs::remove_dir_all(self.inner.state.run_dir(id));
+        }
+        Ok(ids.len())
+    }
+}
+
+async fn changed(rx: &mut Option<watch::Receiver<u64>>) {
+    match rx {
+        Some(r) => {
+            if r.changed().await.is_err() {
+                // The run ended and its sender is gone: stop listening to it.
+                *rx = None;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn changed_bool(rx: &mut Option<watch::Receiver<bool>>) {
+    match rx {
+        Some(r) => {
+            if r.changed().await.is_err() {
+                *rx = None;
+                // Sender dropped after sending `true`: the run ended.
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+enum Matcher {
+    Plain(String),
+    Regex(Regex),
+}
+
+impl Matcher {
+    fn is_match(&self, line: &str) -> bool {
+        match self {
+            Matcher::Plain(p) => line.contains(p.as_str()),
+            Matcher::Regex(r) => r.is_match(line),
+        }
+    }
+}
+
+fn compile_grep(grep: Option<&str>) -> Result<Option<Regex>> {
+    grep.map(|g| {
+        Regex::new(g).map_err(|e| Error::Invalid(format!("invalid --grep regex {g:?}: {e}")))
+    })
+    .transpose()
+}
+
+fn filter_entries(
+    entries: &mut Vec<LogEntry>,
+    grep: Option<&Regex>,
+    head: Option<usize>,
+    tail: Option<usize>,
+) {
+    if let Some(re) = grep {
+        entries.retain(|e| matches!(e, LogEntry::Line { text, .. } if re.is_match(text)));
+    }
+    if let Some(n) = head {
+        entries.truncate(n);
+    }
+    if let Some(n) = tail {
+        let skip = entries.len().saturating_sub(n);
+        entries.drain(..skip);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_ampersand_is_stripped_but_not_and_and() {
+        assert_eq!(strip_trailing_ampersand("sleep 5 &"), "sleep 5");
+        assert_eq!(strip_trailing_ampersand("sleep 5&  "), "sleep 5");
+        assert_eq!(strip_trailing_ampersand("a &&"), "a &&");
+        assert_eq!(strip_trailing_ampersand("echo hi"), "echo hi");
+    }
+
+    #[test]
+    fn names_are_derived_from_the_program() {
+        assert_eq!(
+            base_name(&Command::Shell("/usr/bin/python3 -m http.server".into())),
+            "python3"
+        );
+        assert_eq!(base_name(&Command::Shell("  ".into())), "proc");
+        assert!(valid_name("api-1.dev"));
+        assert!(!valid_name("bad name"));
+    }
+}

@@ -1,0 +1,564 @@
+//! Wire types of the `aside` API, shared by the daemon and every client.
+//!
+//! Everything here is plain data: serde for JSON on the wire and schemars for the JSON Schema
+//! that documents `--json` output (`aside schema`). This crate does no IO.
+//!
+//! Vocabulary follows DESIGN.md: a *process* is one managed command (id + optional name), a
+//! *run* is one execution of it, a *result* is the record of a terminal run and a
+//! *notification* is a result waiting in its owner's *inbox*.
+//!
+//! ```
+//! use aside_proto::{Command, Status};
+//! let cmd: Command = serde_json::from_str(r#""make test""#).unwrap();
+//! assert_eq!(cmd.display(), "make test");
+//! assert!(Status::TimedOut.is_terminal());
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jiff::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Version of the HTTP API. Client and daemon send it in [`PROTOCOL_HEADER`] on every request
+/// and response and refuse to talk when it differs.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Header carrying [`PROTOCOL_VERSION`] in both directions.
+pub const PROTOCOL_HEADER: &str = "aside-protocol";
+/// Header carrying the requester's owner (who is asking), e.g. for stop permission checks.
+pub const OWNER_HEADER: &str = "aside-owner";
+/// The owner of a person at the CLI or dashboard; a `human` may stop anything.
+pub const HUMAN_OWNER: &str = "human";
+
+/// Lifecycle status of a run, exactly DESIGN.md's vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Accepted; the shim is starting the command.
+    Starting,
+    /// The command is running.
+    Running,
+    /// Still running, and its ready pattern was seen.
+    Ready,
+    /// Exited 0 and wrote output.
+    Completed,
+    /// Exited 0 and wrote no output at all.
+    CompletedEmpty,
+    /// Non-zero exit, killed by a signal it did not ask for, or could not be started.
+    Failed,
+    /// Killed because it ran past its timeout.
+    TimedOut,
+    /// Ended by a stop request (`stopped_by` says whose).
+    Stopped,
+    /// Lost across a host or shim crash; its result is unknown.
+    Abandoned,
+}
+
+impl Status {
+    /// Every status, in lifecycle order.
+    pub const ALL: [Status; 9] = [
+        Status::Starting,
+        Status::Running,
+        Status::Ready,
+        Status::Completed,
+        Status::CompletedEmpty,
+        Status::Failed,
+        Status::TimedOut,
+        Status::Stopped,
+        Status::Abandoned,
+    ];
+
+    /// True once the run has ended and will never change again.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Status::Starting | Status::Running | Status::Ready)
+    }
+
+    /// The snake_case name used on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Starting => "starting",
+            Status::Running => "running",
+            Status::Ready => "ready",
+            Status::Completed => "completed",
+            Status::CompletedEmpty => "completed_empty",
+            Status::Failed => "failed",
+            Status::TimedOut => "timed_out",
+            Status::Stopped => "stopped",
+            Status::Abandoned => "abandoned",
+        }
+    }
+
+    /// Inverse of [`Status::as_str`]; `None` for an unknown name.
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What to run: a shell string (run as `sh -c CMD`) or an argv list (run directly).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Command {
+    /// Run by `sh -c`.
+    Shell(String),
+    /// Executed directly; the first element is the program.
+    Argv(Vec<String>),
+}
+
+impl Command {
+    /// A one-line rendering for tables and results (argv elements joined by spaces).
+    pub fn display(&self) -> String {
+        match self {
+            Command::Shell(s) => s.clone(),
+            Command::Argv(v) => v.join(" "),
+        }
+    }
+}
+
+/// `POST /v1/processes`: start a command in the background.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct RunRequest {
+    /// The command. A trailing `&` on a shell string is stripped: it runs in the background anyway.
+    pub cmd: Option<Command>,
+    /// Unique among live processes; generated from the command when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Owner of the process; `human` when absent.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Optional team.
+    #[serde(default)]
+    pub team: Option<String>,
+    /// Absolute working directory; must exist.
+    pub cwd: Option<String>,
+    /// Complete environment of the command (the CLI sends its own, with `--env` overrides).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Kill the whole tree after this many ms.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Time between SIGTERM and SIGKILL when stopping, in ms (default 5000).
+    #[serde(default)]
+    pub grace_ms: Option<u64>,
+    /// Log cap in bytes (default 8 MiB): the head and a rotating tail are kept.
+    #[serde(default)]
+    pub log_cap_bytes: Option<u64>,
+}
+
+/// The stored, validated form of what a process runs. Restarts reuse it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Spec {
+    /// What to run.
+    pub cmd: Command,
+    /// Absolute working directory.
+    pub cwd: String,
+    /// Complete environment.
+    pub env: BTreeMap<String, String>,
+    /// Timeout in ms, if any.
+    pub timeout_ms: Option<u64>,
+    /// SIGTERM → SIGKILL grace in ms.
+    pub grace_ms: u64,
+    /// Log cap in bytes.
+    pub log_cap_bytes: u64,
+}
+
+/// One process as `status` shows it: identity plus the state of its latest run.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ProcessInfo {
+    /// Process id (UUIDv7).
+    pub id: String,
+    /// Process name, unique among live processes.
+    pub name: String,
+    /// Who started it.
+    pub owner: String,
+    /// Optional team.
+    pub team: Option<String>,
+    /// The command, rendered on one line.
+    pub command: String,
+    /// Working directory.
+    pub cwd: String,
+    /// Id of the latest run (UUIDv7).
+    pub run_id: String,
+    /// How many times the process was restarted (runs − 1).
+    pub restarts: u32,
+    /// Status of the latest run.
+    pub status: Status,
+    /// Pid of the main process (also its process group and session id), once started.
+    pub pid: Option<u32>,
+    /// Exit code, when it exited normally.
+    pub exit_code: Option<i32>,
+    /// Name of the signal that ended it (e.g. `SIGKILL`), when one did.
+    pub signal: Option<String>,
+    /// When the run started.
+    pub started_at: Timestamp,
+    /// When the run ended.
+    pub ended_at: Option<Timestamp>,
+    /// Run time in ms: to `ended_at`, or to now while running.
+    pub duration_ms: u64,
+    /// Who asked for the stop, for `stopped` runs.
+    pub stopped_by: Option<String>,
+    /// Why it failed to start, for spawn errors and abandoned runs.
+    pub error: Option<String>,
+}
+
+/// A bounded extract of a run's output: its head and tail, with the bytes between them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct OutputSummary {
+    /// First bytes of the interleaved output (lossy UTF-8).
+    pub head: String,
+    /// Last bytes of the interleaved output (lossy UTF-8); empty when `head` holds it all.
+    pub tail: String,
+    /// Bytes between `head` and `tail`, whether dropped by the log cap or just not shown.
+    pub elided_bytes: u64,
+    /// Bytes written to stdout.
+    pub stdout_bytes: u64,
+    /// Bytes written to stderr.
+    pub stderr_bytes: u64,
+}
+
+/// The structured record of a terminal run.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RunResult {
+    /// Run id.
+    pub run_id: String,
+    /// Process id.
+    pub process_id: String,
+    /// Process name.
+    pub name: String,
+    /// Owner.
+    pub owner: String,
+    /// Team.
+    pub team: Option<String>,
+    /// The command, on one line.
+    pub command: String,
+    /// Working directory.
+    pub cwd: String,
+    /// Terminal status.
+    pub status: Status,
+    /// Exit code, when it exited normally.
+    pub exit_code: Option<i32>,
+    /// Signal name, when a signal ended it.
+    pub signal: Option<String>,
+    /// Start time.
+    pub started_at: Timestamp,
+    /// End time.
+    pub ended_at: Timestamp,
+    /// `ended_at − started_at` in ms.
+    pub duration_ms: u64,
+    /// Who stopped it, for `stopped`.
+    pub stopped_by: Option<String>,
+    /// Spawn error or abandonment reason.
+    pub error: Option<String>,
+    /// Head and tail of the output.
+    pub output: OutputSummary,
+    /// Directory holding the run's logs.
+    pub log_dir: String,
+}
+
+/// A result waiting in its owner's inbox until acknowledged. Its id is the run id: one per run.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Notification {
+    /// Notification id (equal to the run id).
+    pub id: String,
+    /// Addressee.
+    pub owner: String,
+    /// When the run's result was recorded.
+    pub created_at: Timestamp,
+    /// When it was acknowledged, if it was.
+    pub acked_at: Option<Timestamp>,
+    /// The result.
+    pub result: RunResult,
+}
+
+/// `POST /v1/processes/{ref}/stop`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct StopRequest {
+    /// First signal to send (default `SIGTERM`), e.g. `SIGINT`, `INT` or `2`.
+    #[serde(default)]
+    pub signal: Option<String>,
+    /// Grace before SIGKILL, in ms (default: the process's own).
+    #[serde(default)]
+    pub grace_ms: Option<u64>,
+}
+
+/// `POST /v1/stop-all`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct StopAllRequest {
+    /// Only this owner's processes.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// Answer of stop-all: the processes it stopped, in their final state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct StopAllResponse {
+    /// Final state of each stopped process.
+    pub stopped: Vec<ProcessInfo>,
+    /// Live processes left running because the requester may not stop them.
+    pub refused: Vec<String>,
+}
+
+/// Which streams a log read covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamFilter {
+    /// Standard output (and `aside` annotations).
+    #[default]
+    Stdout,
+    /// Standard error (and `aside` annotations).
+    Stderr,
+    /// Both, interleaved in arrival order.
+    All,
+}
+
+/// Where a piece of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    /// The process's stdout.
+    Stdout,
+    /// The process's stderr.
+    Stderr,
+    /// An annotation written by `aside` itself (`[aside] timed out after 30s: …`).
+    Aside,
+}
+
+/// `GET /v1/processes/{ref}/logs` query.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct LogQuery {
+    /// Streams to read.
+    #[serde(default)]
+    pub stream: StreamFilter,
+    /// Last N lines only.
+    #[serde(default)]
+    pub tail: Option<usize>,
+    /// First N lines only.
+    #[serde(default)]
+    pub head: Option<usize>,
+    /// Start after this cursor (from an earlier read); non-consuming and resumable.
+    #[serde(default)]
+    pub since: Option<u64>,
+    /// Only lines matching this regex.
+    #[serde(default)]
+    pub grep: Option<String>,
+    /// Keep the response open and stream new entries as NDJSON until the run ends.
+    #[serde(default)]
+    pub follow: bool,
+    /// A specific run of the process (default: its latest).
+    #[serde(default)]
+    pub run: Option<String>,
+}
+
+/// One entry of a log read: a line, or the marker of a gap left by the log cap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LogEntry {
+    /// A line (or the unterminated end of one), without its newline, rendered lossily.
+    Line {
+        /// Stream it was written to.
+        stream: LogStream,
+        /// When the chunk holding it was read.
+        ts: Timestamp,
+        /// Position just after this line; pass as `since` to continue.
+        cursor: u64,
+        /// The text.
+        text: String,
+    },
+    /// Output dropped by the log cap between head and tail.
+    Elided {
+        /// How many bytes of output are missing here.
+        bytes: u64,
+        /// Position just after the gap.
+        cursor: u64,
+    },
+}
+
+/// Answer of a (non-follow) log read.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct LogsResponse {
+    /// The run read.
+    pub run_id: String,
+    /// Entries, oldest first.
+    pub entries: Vec<LogEntry>,
+    /// Cursor to pass as `since` to read only what comes next.
+    pub cursor: u64,
+    /// True when the run has ended: nothing more will be written.
+    pub complete: bool,
+}
+
+/// `GET /v1/processes/{ref}/wait` query.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct WaitQuery {
+    /// Output pattern to wait for (substring, or regex with `regex`).
+    #[serde(default)]
+    pub until: Option<String>,
+    /// Treat `until` as a regex.
+    #[serde(default)]
+    pub regex: bool,
+    /// Give up after this many ms.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// How a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitOutcome {
+    /// The pattern was seen.
+    Matched,
+    /// The run ended (its output fully captured).
+    Exited,
+    /// The run ended without the pattern appearing.
+    ExitedWithoutMatch,
+    /// The timeout passed first.
+    TimedOut,
+}
+
+/// Answer of a wait.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct WaitResponse {
+    /// How the wait ended.
+    pub outcome: WaitOutcome,
+    /// The process as the wait ended.
+    pub process: ProcessInfo,
+    /// The line that matched, for `matched`.
+    pub line: Option<String>,
+    /// The result, when the run ended.
+    pub result: Option<RunResult>,
+}
+
+/// `GET /v1/owners/{owner}/inbox` answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct InboxResponse {
+    /// Unacknowledged notifications, oldest first.
+    pub notifications: Vec<Notification>,
+}
+
+/// `POST /v1/owners/{owner}/inbox/ack`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct AckRequest {
+    /// Notification ids to acknowledge.
+    #[serde(default)]
+    pub ids: Vec<String>,
+    /// Acknowledge every pending notification of the owner.
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// Answer of an ack: the notifications acknowledged now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct AckResponse {
+    /// Acknowledged notifications.
+    pub acked: Vec<Notification>,
+}
+
+/// `GET /v1/daemon` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DaemonStatus {
+    /// Daemon pid.
+    pub pid: u32,
+    /// [`PROTOCOL_VERSION`] of the daemon.
+    pub protocol: u32,
+    /// Daemon version (crate version).
+    pub version: String,
+    /// State directory.
+    pub state_dir: String,
+    /// Socket path.
+    pub socket: String,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// Live (not terminal) processes.
+    pub live_processes: usize,
+    /// Idle time after which it exits with nothing running, in ms (0: never).
+    pub idle_timeout_ms: u64,
+}
+
+/// Machine-readable error kinds; each maps to one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// No such process, run or notification (404; CLI exit 2).
+    NotFound,
+    /// The request is malformed or names something invalid (400).
+    InvalidRequest,
+    /// It clashes with current state, e.g. a name in use (409).
+    Conflict,
+    /// The requester may not do this (403).
+    Forbidden,
+    /// Client and daemon speak different protocol versions (400).
+    ProtocolMismatch,
+    /// The feature is not built yet (501).
+    NotSupported,
+    /// Anything else (500).
+    Internal,
+}
+
+/// Error body of every non-2xx answer: `{"error": {"code": …, "message": …}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ApiError,
+}
+
+/// An error: a kind plus one sentence saying what is wrong and what to do.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ApiError {
+    /// Kind.
+    pub code: ErrorCode,
+    /// What happened, to what, and what to do next.
+    pub message: String,
+}
+
+/// JSON Schemas of the documented `--json` outputs, by name (`status`, `result`, …).
+pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
+    fn s<T: JsonSchema>() -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default()
+    }
+    vec![
+        ("status", s::<Vec<ProcessInfo>>()),
+        ("process", s::<ProcessInfo>()),
+        ("result", s::<RunResult>()),
+        ("notification", s::<Notification>()),
+        ("inbox", s::<InboxResponse>()),
+        ("log-entry", s::<LogEntry>()),
+        ("logs", s::<LogsResponse>()),
+        ("wait", s::<WaitResponse>()),
+        ("run-request", s::<RunRequest>()),
+        ("error", s::<ErrorBody>()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_round_trip() {
+        for st in Status::ALL {
+            assert_eq!(Status::parse(st.as_str()), Some(st));
+            let json = serde_json::to_string(&st).unwrap();
+            assert_eq!(json, format!("\"{}\"", st.as_str()));
+        }
+        assert_eq!(Status::parse("killed"), None);
+    }
+
+    #[test]
+    fn command_accepts_string_or_argv() {
+        let c: Command = serde_json::from_str(r#"["ls","-l"]"#).unwrap();
+        assert_eq!(c, Command::Argv(vec!["ls".into(), "-l".into()]));
+        assert_eq!(c.display(), "ls -l");
+    }
+
+    #[test]
+    fn every_schema_generates() {
+        for (name, schema) in schemas() {
+            assert!(schema.is_object(), "{name}");
+        }
+    }
+}
