@@ -192,12 +192,18 @@ fn run(rd: &RunDir) -> io::Result<()> {
                 Command::Argv(a) => a.first().cloned().unwrap_or_default(),
             };
             let msg = format!("could not start {program:?} in {}: {e}", spec.cwd);
+            // The shell's conventions: 127 for a command not found, 126 for not executable.
+            let exit_code = match e.kind() {
+                io::ErrorKind::NotFound => Some(127),
+                io::ErrorKind::PermissionDenied => Some(126),
+                _ => None,
+            };
             let _ = log.annotate(&msg);
             report(&serde_json::json!({ "error": msg }));
             return rd.write(
                 EXIT_FILE,
                 &ExitRecord {
-                    exit_code: None,
+                    exit_code,
                     signal: None,
                     ended_at: Timestamp::now(),
                     timed_out: false,

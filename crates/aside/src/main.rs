@@ -1,1 +1,28 @@
-fn main() {}
+//! `aside`: set a command aside; get its result back.
+//!
+//! One binary: the CLI (`aside run|status|logs|wait|stop|…`), the daemon (`aside daemon …`),
+//! and the per-process shim (`aside __shim <run_dir>`, internal, see `aside_core::shim`). The
+//! shim is dispatched before anything else is set up so each shim stays small.
+
+mod cli;
+mod client;
+mod daemon;
+mod render;
+
+use clap::Parser;
+
+fn main() {
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == "__shim") {
+        let code = match args.next() {
+            Some(dir) => aside_core::shim::shim_main(std::path::Path::new(&dir)),
+            None => {
+                eprintln!("aside __shim: missing run directory");
+                2
+            }
+        };
+        std::process::exit(code);
+    }
+    let cli = cli::Cli::parse();
+    std::process::exit(cli::main(cli));
+}

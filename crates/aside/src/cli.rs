@@ -1,0 +1,999 @@
+//! The command line: a superset of agent-procs' commands, flags and exit codes
+//! (0 success, 1 error or timeout, 2 no such process or no logs).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aside_core::paths::StateDir;
+use aside_proto::{
+    AckRequest, AckResponse, Command, DaemonStatus, ErrorCode, HUMAN_OWNER, InboxResponse,
+    LogEntry, LogStream, LogsResponse, ProcessInfo, RunRequest, RunResult, Status, StopAllRequest,
+    StopAllResponse, StopRequest, StreamFilter, WaitOutcome, WaitResponse,
+};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use http_body_util::BodyExt;
+use hyper::Method;
+
+use crate::client::{Client, ClientError, Result, enc, start_daemon};
+use crate::daemon::DaemonOptions;
+use crate::render;
+
+/// Set a command aside; get its result back.
+#[derive(Debug, Parser)]
+#[command(name = "aside", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Start a command in the background (answers at once with its name, id and pid).
+    Run(RunArgs),
+    /// Show processes: live ones and finished ones whose result is unread (`--all`: every one kept).
+    #[command(visible_alias = "ps")]
+    Status(StatusArgs),
+    /// Print a process's output.
+    Logs(LogsArgs),
+    /// Wait for a process to exit, or for a pattern in its output.
+    Wait(WaitArgs),
+    /// Stop a process: SIGTERM to its whole tree, SIGKILL after the grace period.
+    Stop(StopArgs),
+    /// Stop every running process (that you may stop).
+    StopAll(StopAllArgs),
+    /// Stop a process if it runs, then start it again with the same command.
+    Restart(RestartArgs),
+    /// Show (and acknowledge) the results waiting for an owner.
+    Inbox(InboxArgs),
+    /// Show the structured result of a finished process.
+    Result(ResultArgs),
+    /// Control the daemon.
+    Daemon {
+        #[command(subcommand)]
+        cmd: DaemonCmd,
+    },
+    /// Print shell completions.
+    Completions {
+        /// bash, zsh, fish, powershell or elvish.
+        shell: clap_complete::Shell,
+    },
+    /// Print the JSON Schema of a `--json` output (status, process, result, notification, inbox, log-entry, logs, wait, run-request, error).
+    Schema {
+        /// Which schema; all of them when omitted.
+        name: Option<String>,
+    },
+}
+
+fn parse_duration_ms(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(secs * 1000);
+    }
+    let d: jiff::SignedDuration = t.parse().map_err(|_| {
+        format!("invalid duration {s:?}: use a number with a unit, like 500ms, 30s, 5m or 1h")
+    })?;
+    if d.is_negative() {
+        return Err(format!("invalid duration {s:?}: it must not be negative"));
+    }
+    Ok(d.as_millis() as u64)
+}
+
+fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: use bytes, or KiB, MiB, GiB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
+        _ => return Err(format!("invalid size unit in {s:?}: use KiB, MiB or GiB")),
+    };
+    Ok(n * mult)
+}
+
+fn parse_env(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("invalid --env {s:?}: use KEY=VALUE")),
+    }
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The command: one argument is run by `sh -c`; several are run as an argv, without a
+    /// shell. Put `--` before a command whose arguments start with `-`.
+    #[arg(required = true, num_args = 1.., value_name = "CMD")]
+    cmd: Vec<String>,
+    /// Name, unique among running processes (default: from the command).
+    #[arg(long)]
+    name: Option<String>,
+    /// Owner of the process.
+    #[arg(long, env = "ASIDE_OWNER")]
+    owner: Option<String>,
+    /// Team of the process.
+    #[arg(long, env = "ASIDE_TEAM")]
+    team: Option<String>,
+    /// Working directory (default: the current one).
+    #[arg(long)]
+    cwd: Option<PathBuf>,
+    /// Set an environment variable (repeatable); the rest of the environment is this shell's.
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Kill the whole tree after this long (500ms, 30s, 5m, 1h).
+    #[arg(long, value_parser = parse_duration_ms, value_name = "DUR")]
+    timeout: Option<u64>,
+    /// Grace between SIGTERM and SIGKILL when stopping (default 5s).
+    #[arg(long, value_parser = parse_duration_ms, value_name = "DUR")]
+    grace: Option<u64>,
+    /// Log cap: the head and a rotating tail of this many bytes are kept (default 8MiB).
+    #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
+    log_cap: Option<u64>,
+    /// Foreground: stream the output, wait for the end (or DUR), exit with its exit code.
+    #[arg(long, value_name = "DUR", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    wait: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// One process, by name or id.
+    reference: Option<String>,
+    /// Include finished processes whose result was already read.
+    #[arg(long)]
+    all: bool,
+    /// Only this owner's processes.
+    #[arg(long)]
+    owner: Option<String>,
+    /// Only this team's processes.
+    #[arg(long)]
+    team: Option<String>,
+    /// Print JSON (schema: `aside schema status`).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("streams").multiple(false)))]
+struct LogsArgs {
+    /// Process name or id.
+    reference: String,
+    /// Last N lines.
+    #[arg(long)]
+    tail: Option<usize>,
+    /// First N lines.
+    #[arg(long)]
+    head: Option<usize>,
+    /// Only what comes after this cursor (from `--json` output).
+    #[arg(long)]
+    since: Option<u64>,
+    /// Keep printing new output until the process ends.
+    #[arg(long, short)]
+    follow: bool,
+    /// Standard output (the default).
+    #[arg(long, group = "streams")]
+    stdout: bool,
+    /// Standard error.
+    #[arg(long, group = "streams")]
+    stderr: bool,
+    /// Both streams, interleaved in arrival order.
+    #[arg(long, group = "streams")]
+    all: bool,
+    /// Only lines matching this regex.
+    #[arg(long)]
+    grep: Option<String>,
+    /// A specific run (default: the latest).
+    #[arg(long)]
+    run: Option<String>,
+    /// One JSON record per line (stream, ts, cursor, text).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("until_or_exit").required(true).multiple(false)))]
+struct WaitArgs {
+    /// Process name or id.
+    reference: String,
+    /// Wait for the process to exit (with its output fully captured).
+    #[arg(long, group = "until_or_exit")]
+    exit: bool,
+    /// Wait for this text in the output (before or after the call, either stream).
+    #[arg(long, group = "until_or_exit", value_name = "PATTERN")]
+    until: Option<String>,
+    /// Treat PATTERN as a regex.
+    #[arg(long)]
+    regex: bool,
+    /// Give up after this long (exit 1).
+    #[arg(long, value_parser = parse_duration_ms, value_name = "DUR")]
+    timeout: Option<u64>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct StopArgs {
+    /// Process name or id.
+    reference: String,
+    /// First signal (default SIGTERM).
+    #[arg(long)]
+    signal: Option<String>,
+    /// Grace before SIGKILL (default: the process's own, 5s unless set at run).
+    #[arg(long, value_parser = parse_duration_ms, value_name = "DUR")]
+    grace: Option<u64>,
+    /// Who is asking (only the owner or a human may stop).
+    #[arg(long, env = "ASIDE_OWNER")]
+    owner: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct StopAllArgs {
+    /// Only this owner's processes.
+    #[arg(long)]
+    owner: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct RestartArgs {
+    /// Process name or id.
+    reference: String,
+    /// Who is asking (only the owner or a human may restart).
+    #[arg(long, env = "ASIDE_OWNER")]
+    owner: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("ack_or_drain").multiple(false)))]
+struct InboxArgs {
+    /// Whose inbox (default: $ASIDE_OWNER, else human).
+    #[arg(long, env = "ASIDE_OWNER")]
+    owner: Option<String>,
+    /// Acknowledge these notification ids.
+    #[arg(long, num_args = 1.., group = "ack_or_drain", value_name = "ID")]
+    ack: Vec<String>,
+    /// Print every pending result and acknowledge them.
+    #[arg(long, group = "ack_or_drain")]
+    drain: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ResultArgs {
+    /// Process name or id.
+    reference: String,
+    /// Print JSON (schema: `aside schema result`).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+struct DaemonFlags {
+    /// Exit after this long with nothing running and no requests (0: never).
+    #[arg(long, env = "ASIDE_IDLE_TIMEOUT", value_parser = parse_duration_ms, default_value = "5m", value_name = "DUR")]
+    idle_timeout: u64,
+    /// Prune finished runs (whose results were read) older than this.
+    #[arg(long, env = "ASIDE_PRUNE_AFTER", value_parser = parse_duration_ms, default_value = "24h", value_name = "DUR")]
+    prune_after: u64,
+    /// Default per-run log cap.
+    #[arg(long, env = "ASIDE_LOG_CAP", value_parser = parse_bytes, default_value = "8MiB", value_name = "BYTES")]
+    log_cap: u64,
+}
+
+impl DaemonFlags {
+    fn options(&self) -> DaemonOptions {
+        DaemonOptions {
+            idle_timeout: Duration::from_millis(self.idle_timeout),
+            prune_after: Duration::from_millis(self.prune_after),
+            log_cap: self.log_cap,
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            format!("--idle-timeout={}ms", self.idle_timeout),
+            format!("--prune-after={}ms", self.prune_after),
+            format!("--log-cap={}", self.log_cap),
+        ]
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum DaemonCmd {
+    /// Start the daemon in the background (if it is not running).
+    Start(DaemonFlags),
+    /// Stop the daemon; processes keep running under their shims.
+    Stop,
+    /// Show whether the daemon runs, its pid, socket and state directory.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the daemon in the foreground (what `start` and auto-start run).
+    #[command(hide = true)]
+    Run(DaemonFlags),
+}
+
+fn owner_or_human(o: Option<String>) -> String {
+    o.filter(|s| !s.is_empty())
+        .unwrap_or_else(|| HUMAN_OWNER.to_string())
+}
+
+fn env_owner() -> String {
+    owner_or_human(std::env::var("ASIDE_OWNER").ok())
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer_pretty(&mut out, v);
+    let _ = writeln!(out);
+}
+
+/// Exit code for a child's ending, shell style: its code, 128 + signal, 124 for a timeout.
+fn child_exit_code(p: &ProcessInfo) -> i32 {
+    match (p.status, p.exit_code, &p.signal) {
+        (Status::TimedOut, _, _) => 124,
+        (_, Some(c), _) => c,
+        (_, None, Some(sig)) => 128 + aside_core::proc::parse_signal(sig).unwrap_or(0),
+        (Status::Completed | Status::CompletedEmpty, None, None) => 0,
+        _ => 1,
+    }
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn main(cli: Cli) -> i32 {
+    if let Cmd::Daemon {
+        cmd: DaemonCmd::Run(flags),
+    } = &cli.cmd
+    {
+        return crate::daemon::run(flags.options());
+    }
+    if let Cmd::Completions { shell } = &cli.cmd {
+        clap_complete::generate(*shell, &mut Cli::command(), "aside", &mut std::io::stdout());
+        return 0;
+    }
+    if let Cmd::Schema { name } = &cli.cmd {
+        return schema(name.as_deref());
+    }
+    let state = match StateDir::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("aside: {e}");
+            return 1;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("aside: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(dispatch(cli.cmd, state)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("aside: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn schema(name: Option<&str>) -> i32 {
+    let all = aside_proto::schemas();
+    match name {
+        None => {
+            let map: serde_json::Map<String, serde_json::Value> =
+                all.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            print_json(&map);
+            0
+        }
+        Some(n) => match all.into_iter().find(|(k, _)| *k == n) {
+            Some((_, v)) => {
+                print_json(&v);
+                0
+            }
+            None => {
+                let names: Vec<&str> = aside_proto::schemas().iter().map(|(k, _)| *k).collect();
+                eprintln!("aside: no schema named {n:?} (known: {})", names.join(", "));
+                2
+            }
+        },
+    }
+}
+
+async fn dispatch(cmd: Cmd, state: StateDir) -> Result<i32> {
+    match cmd {
+        Cmd::Run(a) => run(a, state).await,
+        Cmd::Status(a) => status(a, state).await,
+        Cmd::Logs(a) => logs(a, state).await,
+        Cmd::Wait(a) => wait(a, state).await,
+        Cmd::Stop(a) => stop(a, state).await,
+        Cmd::StopAll(a) => stop_all(a, state).await,
+        Cmd::Restart(a) => restart(a, state).await,
+        Cmd::Inbox(a) => inbox(a, state).await,
+        Cmd::Result(a) => result(a, state).await,
+        Cmd::Daemon { cmd } => daemon(cmd, state).await,
+        Cmd::Completions { .. } | Cmd::Schema { .. } => Ok(0),
+    }
+}
+
+async fn run(a: RunArgs, state: StateDir) -> Result<i32> {
+    let here = std::env::current_dir().map_err(|e| {
+        ClientError::new(
+            ErrorCode::InvalidRequest,
+            format!("the current directory is unusable ({e}): pass --cwd"),
+        )
+    })?;
+    let cwd = match a.cwd {
+        Some(c) if c.is_absolute() => c,
+        Some(c) => here.join(c),
+        None => here,
+    };
+    let mut env: BTreeMap<String, String> = std::env::vars().collect();
+    env.extend(a.env);
+    let cmd = if a.cmd.len() == 1 {
+        Command::Shell(a.cmd[0].clone())
+    } else {
+        Command::Argv(a.cmd)
+    };
+    let owner = owner_or_human(a.owner);
+    let req = RunRequest {
+        cmd: Some(cmd),
+        name: a.name,
+        owner: Some(owner.clone()),
+        team: a.team,
+        cwd: Some(cwd.display().to_string()),
+        env,
+        timeout_ms: a.timeout,
+        grace_ms: a.grace,
+        log_cap_bytes: a.log_cap,
+    };
+    let client = Client::new(state, owner, true);
+    let info: ProcessInfo = client.post("/v1/processes", &req).await?;
+    let Some(wait_for) = a.wait else {
+        if a.json {
+            print_json(&info);
+        } else if info.status == Status::Failed {
+            eprintln!(
+                "aside: {} failed to start: {}",
+                info.name,
+                info.error.as_deref().unwrap_or("unknown error")
+            );
+        } else {
+            println!(
+                "{} started (pid {}, id {})",
+                info.name,
+                info.pid.map_or("-".into(), |p| p.to_string()),
+                info.id
+            );
+        }
+        return Ok(if info.status == Status::Failed { 1 } else { 0 });
+    };
+    let limit = if wait_for.is_empty() {
+        None
+    } else {
+        Some(Duration::from_millis(
+            parse_duration_ms(&wait_for)
+                .map_err(|e| ClientError::new(ErrorCode::InvalidRequest, e))?,
+        ))
+    };
+    // Foreground: stream the output live, then the result.
+    let follow = async {
+        if a.json {
+            return Ok(());
+        }
+        let path = format!(
+            "/v1/processes/{}/logs?follow=true&stream=all",
+            enc(&info.id)
+        );
+        stream_entries(&client, &path, |e| {
+            let line = render::entry(e, false);
+            match e {
+                LogEntry::Line {
+                    stream: LogStream::Stderr,
+                    ..
+                } => eprintln!("{line}"),
+                _ => println!("{line}"),
+            }
+        })
+        .await
+    };
+    let finished = match limit {
+        Some(d) => tokio::time::timeout(d, follow).await.ok(),
+        None => Some(follow.await),
+    };
+    match finished {
+        Some(r) => r?,
+        None => {
+            eprintln!(
+                "[aside] {} is still running in the background after {}: follow it with `aside logs {} -f`, wait with `aside wait {} --exit`",
+                info.name,
+                render::duration(limit.map_or(0, |d| d.as_millis() as u64)),
+                info.name,
+                info.name
+            );
+            return Ok(1);
+        }
+    }
+    let w: WaitResponse = client
+        .get(&format!("/v1/processes/{}/wait", enc(&info.id)))
+        .await?;
+    if a.json {
+        print_json(&w.result);
+    } else if let Some(r) = &w.result {
+        eprintln!(
+            "[aside] {} {} in {}",
+            r.name,
+            render::outcome(
+                r.status,
+                r.exit_code,
+                r.signal.as_deref(),
+                r.stopped_by.as_deref()
+            ),
+            render::duration(r.duration_ms)
+        );
+    }
+    Ok(child_exit_code(&w.process))
+}
+
+/// Reads an NDJSON log stream, calling `each` per entry, until the daemon ends it.
+async fn stream_entries(
+    client: &Client,
+    path: &str,
+    mut each: impl FnMut(&LogEntry),
+) -> Result<()> {
+    let resp = client.send(Method::GET, path, None).await?;
+    let mut body = resp.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out = std::io::stdout();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ClientError::new(ErrorCode::Internal, format!("log stream broken: {e}"))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&data);
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            if let Ok(entry) = serde_json::from_slice::<LogEntry>(&line) {
+                each(&entry);
+            }
+        }
+        let _ = out.flush();
+    }
+    Ok(())
+}
+
+async fn status(a: StatusArgs, state: StateDir) -> Result<i32> {
+    let client = Client::new(state, env_owner(), true);
+    if let Some(r) = a.reference {
+        let p: ProcessInfo = client.get(&format!("/v1/processes/{}", enc(&r))).await?;
+        if a.json {
+            print_json(&p);
+        } else {
+            print!("{}", render::table(std::slice::from_ref(&p)));
+        }
+        return Ok(0);
+    }
+    let mut q = vec![format!("all={}", a.all)];
+    if let Some(o) = &a.owner {
+        q.push(format!("owner={}", enc(o)));
+    }
+    if let Some(t) = &a.team {
+        q.push(format!("team={}", enc(t)));
+    }
+    let procs: Vec<ProcessInfo> = client
+        .get(&format!("/v1/processes?{}", q.join("&")))
+        .await?;
+    if a.json {
+        print_json(&procs);
+    } else if procs.is_empty() {
+        println!(
+            "no processes (`aside status --all` includes finished ones whose result was read)"
+        );
+    } else {
+        print!("{}", render::table(&procs));
+    }
+    Ok(0)
+}
+
+async fn logs(a: LogsArgs, state: StateDir) -> Result<i32> {
+    let client = Client::new(state, env_owner(), true);
+    let stream = if a.all {
+        StreamFilter::All
+    } else if a.stderr {
+        StreamFilter::Stderr
+    } else {
+        StreamFilter::Stdout
+    };
+    let stream_name = match stream {
+        StreamFilter::All => "all",
+        StreamFilter::Stderr => "stderr",
+        StreamFilter::Stdout => "stdout",
+    };
+    let mut q = vec![format!("stream={stream_name}")];
+    if let Some(n) = a.tail {
+        q.push(format!("tail={n}"));
+    }
+    if let Some(n) = a.head {
+        q.push(format!("head={n}"));
+    }
+    if let Some(c) = a.since {
+        q.push(format!("since={c}"));
+    }
+    if let Some(g) = &a.grep {
+        q.push(format!("grep={}", enc(g)));
+    }
+    if let Some(r) = &a.run {
+        q.push(format!("run={}", enc(r)));
+    }
+    let with_stream = stream == StreamFilter::All;
+    let print = |e: &LogEntry| {
+        if a.json {
+            println!("{}", serde_json::to_string(e).unwrap_or_default());
+        } else {
+            println!("{}", render::entry(e, with_stream));
+        }
+    };
+    if a.follow && a.head.is_none() {
+        q.push("follow=true".into());
+        let path = format!("/v1/processes/{}/logs?{}", enc(&a.reference), q.join("&"));
+        stream_entries(&client, &path, print).await?;
+        return Ok(0);
+    }
+    let path = format!("/v1/processes/{}/logs?{}", enc(&a.reference), q.join("&"));
+    let resp: LogsResponse = client.get(&path).await?;
+    if resp.entries.is_empty() && resp.cursor == 0 && a.since.is_none() {
+        eprintln!("aside: no logs for {} yet", a.reference);
+        return Ok(2);
+    }
+    let mut out = std::io::stdout().lock();
+    for e in &resp.entries {
+        let _ = if a.json {
+            writeln!(out, "{}", serde_json::to_string(e).unwrap_or_default())
+        } else {
+            writeln!(out, "{}", render::entry(e, with_stream))
+        };
+    }
+    Ok(0)
+}
+
+async fn wait(a: WaitArgs, state: StateDir) -> Result<i32> {
+    let client = Client::new(state, env_owner(), true);
+    let mut q = Vec::new();
+    if let Some(p) = &a.until {
+        q.push(format!("until={}", enc(p)));
+        q.push(format!("regex={}", a.regex));
+    }
+    if let Some(ms) = a.timeout {
+        q.push(format!("timeout_ms={ms}"));
+    }
+    let w: WaitResponse = client
+        .get(&format!(
+            "/v1/processes/{}/wait?{}",
+            enc(&a.reference),
+            q.join("&")
+        ))
+        .await?;
+    if a.json {
+        print_json(&w);
+    } else {
+        let p = &w.process;
+        let ended = render::outcome(
+            p.status,
+            p.exit_code,
+            p.signal.as_deref(),
+            p.stopped_by.as_deref(),
+        );
+        match w.outcome {
+            WaitOutcome::Matched => {
+                println!("{}: matched: {}", p.name, w.line.as_deref().unwrap_or(""))
+            }
+            WaitOutcome::Exited => println!(
+                "{}: {ended} after {}",
+                p.name,
+                render::duration(p.duration_ms)
+            ),
+            WaitOutcome::ExitedWithoutMatch => eprintln!(
+                "aside: {} ended ({ended}) without printing {:?}",
+                p.name,
+                a.until.as_deref().unwrap_or("")
+            ),
+            WaitOutcome::TimedOut => eprintln!(
+                "aside: timed out after {} waiting for {}; it is {}",
+                render::duration(a.timeout.unwrap_or(0)),
+                p.name,
+                p.status
+            ),
+        }
+    }
+    Ok(match w.outcome {
+        WaitOutcome::Matched | WaitOutcome::Exited => 0,
+        WaitOutcome::ExitedWithoutMatch | WaitOutcome::TimedOut => 1,
+    })
+}
+
+async fn stop(a: StopArgs, state: StateDir) -> Result<i32> {
+    if let Some(sig) = &a.signal {
+        aside_core::proc::parse_signal(sig)
+            .map_err(|e| ClientError::new(ErrorCode::InvalidRequest, e))?;
+    }
+    let client = Client::new(state, owner_or_human(a.owner), true);
+    let req = StopRequest {
+        signal: a.signal,
+        grace_ms: a.grace,
+    };
+    let p: ProcessInfo = client
+        .post(&format!("/v1/processes/{}/stop", enc(&a.reference)), &req)
+        .await?;
+    if a.json {
+        print_json(&p);
+    } else {
+        println!(
+            "{}: {} after {}",
+            p.name,
+            render::outcome(
+                p.status,
+                p.exit_code,
+                p.signal.as_deref(),
+                p.stopped_by.as_deref()
+            ),
+            render::duration(p.duration_ms)
+        );
+    }
+    Ok(0)
+}
+
+async fn stop_all(a: StopAllArgs, state: StateDir) -> Result<i32> {
+    let client = Client::new(state, env_owner(), true);
+    let resp: StopAllResponse = client
+        .post("/v1/stop-all", &StopAllRequest { owner: a.owner })
+        .await?;
+    if a.json {
+        print_json(&resp);
+    } else {
+        for p in &resp.stopped {
+            println!(
+                "{}: {}",
+                p.name,
+                render::outcome(
+                    p.status,
+                    p.exit_code,
+                    p.signal.as_deref(),
+                    p.stopped_by.as_deref()
+                )
+            );
+        }
+        if resp.stopped.is_empty() {
+            println!("nothing to stop");
+        }
+        if !resp.refused.is_empty() {
+            eprintln!(
+                "aside: not stopped (owned by others): {}",
+                resp.refused.join(", ")
+            );
+        }
+    }
+    Ok(if resp.refused.is_empty() { 0 } else { 1 })
+}
+
+async fn restart(a: RestartArgs, state: StateDir) -> Result<i32> {
+    let client = Client::new(state, owner_or_human(a.owner), true);
+    let p: ProcessInfo = client
+        .post(
+            &format!("/v1/processes/{}/restart", enc(&a.reference)),
+            &serde_json::json!({}),
+        )
+        .await?;
+    if a.json {
+        print_json(&p);
+    } else {
+        println!(
+            "{} restarted (pid {}, restart {})",
+            p.name,
+            p.pid.map_or("-".into(), |v| v.to_string()),
+            p.restarts
+        );
+    }
+    Ok(if p.status == Status::Failed { 1 } else { 0 })
+}
+
+async fn inbox(a: InboxArgs, state: StateDir) -> Result<i32> {
+    let owner = owner_or_human(a.owner);
+    let client = Client::new(state, owner.clone(), true);
+    let path = format!("/v1/owners/{}/inbox", enc(&owner));
+    if a.drain || !a.ack.is_empty() {
+        let req = AckRequest {
+            ids: a.ack.clone(),
+            all: a.drain,
+        };
+        let resp: AckResponse = client.post(&format!("{path}/ack"), &req).await?;
+        if a.json {
+            print_json(&resp);
+        } else {
+            for n in &resp.acked {
+                print!("{}", render::notification(n));
+            }
+            if resp.acked.is_empty() && a.drain {
+                println!("no pending results for {owner}");
+            }
+        }
+        let missing: Vec<&String> = a
+            .ack
+            .iter()
+            .filter(|id| !resp.acked.iter().any(|n| &n.id == *id))
+            .collect();
+        if !missing.is_empty() {
+            eprintln!(
+                "aside: no pending notification for {owner} with id {}",
+                missing
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return Ok(2);
+        }
+        return Ok(0);
+    }
+    let resp: InboxResponse = client.get(&path).await?;
+    if a.json {
+        print_json(&resp);
+    } else if resp.notifications.is_empty() {
+        println!("no pending results for {owner}");
+    } else {
+        for n in &resp.notifications {
+            print!("{}", render::notification(n));
+        }
+    }
+    Ok(0)
+}
+
+async fn result(a: ResultArgs, state: StateDir) -> Result<i32> {
+    let client = Client::new(state, env_owner(), true);
+    let r: RunResult = client
+        .get(&format!("/v1/processes/{}/result", enc(&a.reference)))
+        .await?;
+    if a.json {
+        print_json(&r);
+    } else {
+        print!("{}", render::result(&r));
+    }
+    Ok(0)
+}
+
+async fn daemon(cmd: DaemonCmd, state: StateDir) -> Result<i32> {
+    match cmd {
+        DaemonCmd::Start(flags) => {
+            start_daemon(&state, &flags.args())?;
+            let client = Client::new(state, env_owner(), false);
+            let s: DaemonStatus = client.get("/v1/daemon").await?;
+            println!("aside daemon running (pid {}, socket {})", s.pid, s.socket);
+            Ok(0)
+        }
+        DaemonCmd::Stop => {
+            let client = Client::new(state, env_owner(), false);
+            let s: DaemonStatus = match client.get("/v1/daemon").await {
+                Ok(s) => s,
+                Err(_) => {
+                    println!("aside daemon is not running");
+                    return Ok(0);
+                }
+            };
+            let _: serde_json::Value = client
+                .post("/v1/daemon/stop", &serde_json::json!({}))
+                .await?;
+            wait_for_exit(s.pid as i32, Duration::from_secs(10));
+            println!(
+                "aside daemon stopped (pid {}); running processes keep running",
+                s.pid
+            );
+            Ok(0)
+        }
+        DaemonCmd::Status { json } => {
+            let client = Client::new(state.clone(), env_owner(), false);
+            match client.get::<DaemonStatus>("/v1/daemon").await {
+                Ok(s) if json => {
+                    print_json(&s);
+                    Ok(0)
+                }
+                Ok(s) => {
+                    println!(
+                        "aside daemon running: pid {}, protocol {}, version {}\n  socket {}\n  state  {}\n  {} live processes, up since {}",
+                        s.pid,
+                        s.protocol,
+                        s.version,
+                        s.socket,
+                        s.state_dir,
+                        s.live_processes,
+                        render::time(s.started_at)
+                    );
+                    Ok(0)
+                }
+                Err(e) if e.code == ErrorCode::ProtocolMismatch => Err(e),
+                Err(_) => {
+                    if json {
+                        print_json(
+                            &serde_json::json!({ "running": false, "socket": state.socket() }),
+                        );
+                    } else {
+                        println!(
+                            "aside daemon is not running (socket {})",
+                            state.socket().display()
+                        );
+                    }
+                    Ok(3)
+                }
+            }
+        }
+        DaemonCmd::Run(_) => Ok(0),
+    }
+}
+
+/// Blocks until process `pid` exits (via a pidfd) or `limit` passes.
+fn wait_for_exit(pid: i32, limit: Duration) {
+    let Some(p) = rustix::process::Pid::from_raw(pid) else {
+        return;
+    };
+    let Ok(fd) = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) else {
+        return; // already gone
+    };
+    let mut fds = [libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: a valid one-element pollfd array.
+    unsafe { libc::poll(fds.as_mut_ptr(), 1, limit.as_millis() as i32) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert_eq!(parse_duration_ms("30s"), Ok(30_000));
+        assert_eq!(parse_duration_ms("5m"), Ok(300_000));
+        assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
+        assert_eq!(parse_duration_ms("7"), Ok(7_000));
+        assert!(parse_duration_ms("soon").is_err());
+        assert!(parse_duration_ms("-5s").is_err());
+    }
+
+    #[test]
+    fn sizes_accept_binary_units() {
+        assert_eq!(parse_bytes("8MiB"), Ok(8 * 1024 * 1024));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("8 parsecs").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

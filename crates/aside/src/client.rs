@@ -1,0 +1,292 @@
+//! `Client`: the API client every front end uses — HTTP/1.1 over the daemon's Unix socket.
+//!
+//! It starts the daemon when nobody answers on the socket (see [`Client::connect`]), sends
+//! [`PROTOCOL_HEADER`] and the requester's owner on every request, and refuses to go on when the
+//! daemon speaks another protocol version.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use aside_core::paths::StateDir;
+use aside_proto::{ErrorBody, ErrorCode, OWNER_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::UnixStream;
+
+/// How long a CLI waits for a daemon it started to report ready.
+const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A failed API call: what went wrong and the exit code it maps to (agent-procs' convention:
+/// 2 for "no such process", 1 for everything else).
+#[derive(Debug)]
+pub struct ClientError {
+    /// Error kind, from the daemon or local.
+    pub code: ErrorCode,
+    /// One line saying what is wrong and what to do.
+    pub message: String,
+}
+
+impl ClientError {
+    /// A local error of kind `code`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ClientError {
+        ClientError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self.code {
+            ErrorCode::NotFound => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Result of client calls.
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+fn internal(e: impl std::fmt::Display) -> ClientError {
+    ClientError::new(ErrorCode::Internal, e.to_string())
+}
+
+/// A connection factory for one daemon (one state directory).
+pub struct Client {
+    state: StateDir,
+    owner: String,
+    autostart: bool,
+}
+
+impl Client {
+    /// A client for the daemon of `state`, asking as `owner`. With `autostart`, a request that
+    /// finds no daemon starts one first.
+    pub fn new(state: StateDir, owner: String, autostart: bool) -> Client {
+        Client {
+            state,
+            owner,
+            autostart,
+        }
+    }
+
+    /// Connects to the socket; starts the daemon when none answers (and `autostart`).
+    /// Errors: no daemon and autostart off (`NotFound`-free `Internal`), or it failed to start.
+    pub async fn connect(&self) -> Result<UnixStream> {
+        let socket = self.state.socket();
+        match UnixStream::connect(&socket).await {
+            Ok(s) => return Ok(s),
+            Err(e) if !self.autostart => {
+                return Err(ClientError::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "no aside daemon answers at {} ({e}): start one with `aside daemon start`",
+                        socket.display()
+                    ),
+                ));
+            }
+            Err(_) => {}
+        }
+        start_daemon(&self.state, &[])?;
+        // The daemon said it is listening (or that another one holds the lock and is about to).
+        let deadline = Instant::now() + DAEMON_START_TIMEOUT;
+        loop {
+            match UnixStream::connect(&socket).await {
+                Ok(s) => return Ok(s),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(ClientError::new(
+                        ErrorCode::Internal,
+                        format!(
+                            "the aside daemon did not come up at {}: {e}; see {}",
+                            socket.display(),
+                            self.state.daemon_log().display()
+                        ),
+                    ));
+                }
+                // Only reached when two daemons raced for the lock: the winner is binding.
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+
+    /// Sends one request and returns the response once its headers arrived, after checking
+    /// the protocol version and turning error bodies into [`ClientError`]s.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response<Incoming>> {
+        let stream = self.connect().await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(internal)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://aside{path}"))
+            .header("host", "aside")
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+            .header(OWNER_HEADER, &self.owner)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(internal)?;
+        let resp = sender.send_request(req).await.map_err(|e| {
+            ClientError::new(
+                ErrorCode::Internal,
+                format!("the aside daemon closed the connection: {e}"),
+            )
+        })?;
+        let theirs = resp
+            .headers()
+            .get(PROTOCOL_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u32>().ok());
+        if theirs != Some(PROTOCOL_VERSION) {
+            let theirs = theirs.map_or("no".to_string(), |v| v.to_string());
+            return Err(ClientError::new(
+                ErrorCode::ProtocolMismatch,
+                format!(
+                    "the daemon at {} speaks protocol version {theirs}, this aside speaks {PROTOCOL_VERSION}: stop it with `aside daemon stop` (running processes keep running) and retry",
+                    self.state.socket().display()
+                ),
+            ));
+        }
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(internal)?
+            .to_bytes();
+        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => ClientError::new(b.error.code, b.error.message),
+            Err(_) => ClientError::new(
+                if status == StatusCode::NOT_FOUND {
+                    ErrorCode::NotFound
+                } else {
+                    ErrorCode::Internal
+                },
+                format!(
+                    "daemon answered {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                ),
+            ),
+        })
+    }
+
+    /// A JSON request with a JSON answer.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
+        let body = body
+            .map(|b| serde_json::to_vec(b))
+            .transpose()
+            .map_err(internal)?;
+        let resp = self.send(method, path, body).await?;
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(internal)?
+            .to_bytes();
+        serde_json::from_slice(&bytes)
+            .map_err(|e| internal(format!("unexpected answer from the daemon: {e}")))
+    }
+
+    /// `GET` with a JSON answer.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    /// `POST` of `body` with a JSON answer.
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+}
+
+/// Starts `aside daemon run` for `state`, detached, and waits until it reports that it is
+/// listening (or that another daemon holds the lock). Errors carry the daemon's own message.
+pub fn start_daemon(state: &StateDir, extra_args: &[String]) -> Result<()> {
+    state.ensure().map_err(internal)?;
+    let exe = std::env::current_exe().map_err(internal)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state.daemon_log())
+        .map_err(|e| internal(format!("cannot open {}: {e}", state.daemon_log().display())))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("daemon")
+        .arg("run")
+        .args(extra_args)
+        .env("ASIDE_HOME", state.root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    // Its own process group from birth, so a Ctrl-C to the caller's group never reaches it;
+    // the daemon then calls setsid itself.
+    cmd.process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| internal(format!("cannot start the aside daemon: {e}")))?;
+    let Some(out) = child.stdout.take() else {
+        return Err(internal("the aside daemon has no stdout"));
+    };
+    // Reaped by a thread so the CLI leaves no zombie if it lives on (e.g. `logs -f`).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+        let _ = child.wait();
+    });
+    let line = rx
+        .recv_timeout(DAEMON_START_TIMEOUT)
+        .map_err(|_| internal("the aside daemon did not report ready in 10s"))?;
+    let line = line.trim();
+    if line == "ready" || line == "running" {
+        Ok(())
+    } else if let Some(msg) = line.strip_prefix("error: ") {
+        Err(internal(msg))
+    } else {
+        Err(internal(format!(
+            "the aside daemon failed to start; see {}",
+            state.daemon_log().display()
+        )))
+    }
+}
+
+/// Percent-encodes a path segment or query value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,515 @@
+//! The daemon: one HTTP/JSON API (`/v1/…`) on a Unix socket in front of the
+//! [`Supervisor`]. Handlers are thin — parse, call core, map the error.
+//!
+//! Life cycle: started by the first CLI command that needs it (or `aside daemon start`); one
+//! per state directory, guarded by an exclusive `flock` on `daemon.lock`; in its own session so
+//! killing the caller's process group does not kill it. It reports `ready` on stdout once it
+//! listens (no poll sleeps in the CLI), reconciles every unfinished run, and exits after an
+//! idle time with nothing running, on `POST /v1/daemon/stop`, or on SIGTERM/SIGINT — leaving
+//! the processes running under their shims and removing its socket.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aside_core::paths::StateDir;
+use aside_core::store::ListFilter;
+use aside_core::supervisor::{Error, Settings, Supervisor};
+use aside_proto::{
+    AckRequest, ApiError, DaemonStatus, ErrorBody, ErrorCode, HUMAN_OWNER, LogQuery, OWNER_HEADER,
+    PROTOCOL_HEADER, PROTOCOL_VERSION, RunRequest, StopAllRequest, StopRequest, WaitQuery,
+};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, watch};
+
+/// How long in-flight requests (follows, waits) get to finish once the daemon stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How often finished runs are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Daemon tunables, from `aside daemon start|run` flags or the environment.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Exit after this long with nothing running and no requests; zero: never.
+    pub idle_timeout: Duration,
+    /// Terminal runs older than this are pruned (unread notifications never).
+    pub prune_after: Duration,
+    /// Default per-run log cap in bytes.
+    pub log_cap: u64,
+}
+
+#[derive(Clone)]
+struct App {
+    sup: Supervisor,
+    state: StateDir,
+    started_at: Timestamp,
+    opts: DaemonOptions,
+    last_activity_ms: Arc<AtomicI64>,
+    in_flight: Arc<AtomicUsize>,
+    stopping: watch::Sender<bool>,
+}
+
+/// Writes one line to the CLI that started us (on stdout), then detaches stdout.
+fn report(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto our own stdout.
+        unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
+    }
+}
+
+/// `aside daemon run`: the daemon in the foreground. Returns the process exit code.
+pub fn run(opts: DaemonOptions) -> i32 {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ASIDE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    let state = match StateDir::from_env().and_then(|s| s.ensure().map(|()| s)) {
+        Ok(s) => s,
+        Err(e) => {
+            report(&format!("error: {e}"));
+            return 1;
+        }
+    };
+    // SAFETY: setsid has no preconditions; failure (already a leader) is harmless.
+    unsafe { libc::setsid() };
+    let lock = match File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(state.lock())
+    {
+        Ok(f) => f,
+        Err(e) => {
+            report(&format!(
+                "error: cannot open {}: {e}",
+                state.lock().display()
+            ));
+            return 1;
+        }
+    };
+    if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        // Another daemon owns this state directory; the caller connects to it.
+        report("running");
+        return 0;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            report(&format!("error: cannot start the async runtime: {e}"));
+            return 1;
+        }
+    };
+    let code = rt.block_on(serve(state, opts));
+    drop(lock);
+    code
+}
+
+async fn serve(state: StateDir, opts: DaemonOptions) -> i32 {
+    let shim_exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            report(&format!("error: cannot find the aside executable: {e}"));
+            return 1;
+        }
+    };
+    let settings = Settings {
+        shim_exe,
+        default_log_cap: opts.log_cap,
+        prune_after: opts.prune_after,
+    };
+    let sup = match Supervisor::open(state.clone(), settings) {
+        Ok(s) => s,
+        Err(e) => {
+            report(&format!("error: {e}"));
+            return 1;
+        }
+    };
+    let socket = state.socket();
+    let _ = std::fs::remove_file(&socket);
+    let listener = match tokio::net::UnixListener::bind(&socket) {
+        Ok(l) => l,
+        Err(e) => {
+            report(&format!(
+                "error: cannot listen on {}: {e}",
+                socket.display()
+            ));
+            return 1;
+        }
+    };
+    if let Err(e) = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)) {
+        report(&format!("error: cannot restrict {}: {e}", socket.display()));
+        return 1;
+    }
+    match sup.reconcile() {
+        Ok(n) if n > 0 => tracing::info!("re-attached to {n} running processes"),
+        Ok(_) => {}
+        Err(e) => tracing::error!("reconcile failed: {e}"),
+    }
+    if let Err(e) = sup.prune() {
+        tracing::error!("prune failed: {e}");
+    }
+    let (stopping, _) = watch::channel(false);
+    let app = App {
+        sup,
+        state: state.clone(),
+        started_at: Timestamp::now(),
+        opts,
+        last_activity_ms: Arc::new(AtomicI64::new(Timestamp::now().as_millisecond())),
+        in_flight: Arc::new(AtomicUsize::new(0)),
+        stopping,
+    };
+    tokio::spawn(watch_signals(app.stopping.clone()));
+    tokio::spawn(idle_and_prune(app.clone()));
+    tracing::info!(
+        "aside daemon {} (protocol {PROTOCOL_VERSION}) listening on {}",
+        env!("CARGO_PKG_VERSION"),
+        socket.display()
+    );
+    report("ready");
+
+    let mut stop_rx = app.stopping.subscribe();
+    let mut force_rx = app.stopping.subscribe();
+    let server = axum::serve(listener, router(app.clone())).with_graceful_shutdown(async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    });
+    tokio::select! {
+        r = server => if let Err(e) = r { tracing::error!("server error: {e}") },
+        _ = async {
+            let _ = force_rx.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {}
+    }
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!(
+        "aside daemon stopped; {} processes keep running under their shims",
+        app.sup.live_count()
+    );
+    0
+}
+
+async fn watch_signals(stopping: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    stopping.send_replace(true);
+}
+
+async fn idle_and_prune(app: App) {
+    let mut last_prune = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = tokio::time::Instant::now();
+            if let Err(e) = app.sup.prune() {
+                tracing::error!("prune failed: {e}");
+            }
+        }
+        let idle = app.opts.idle_timeout;
+        if idle.is_zero() {
+            continue;
+        }
+        let quiet_ms =
+            Timestamp::now().as_millisecond() - app.last_activity_ms.load(Ordering::SeqCst);
+        if app.sup.live_count() == 0
+            && app.in_flight.load(Ordering::SeqCst) == 0
+            && quiet_ms >= idle.as_millis() as i64
+        {
+            tracing::info!("idle for {quiet_ms} ms with nothing running: exiting");
+            app.stopping.send_replace(true);
+            return;
+        }
+    }
+}
+
+fn router(app: App) -> Router {
+    Router::new()
+        .route("/v1/version", get(version))
+        .route("/v1/daemon", get(daemon_status))
+        .route("/v1/daemon/stop", post(daemon_stop))
+        .route("/v1/processes", get(list).post(create))
+        .route("/v1/processes/{reference}", get(show))
+        .route("/v1/processes/{reference}/stop", post(stop))
+        .route("/v1/processes/{reference}/restart", post(restart))
+        .route("/v1/processes/{reference}/logs", get(logs))
+        .route("/v1/processes/{reference}/wait", get(wait))
+        .route("/v1/processes/{reference}/result", get(result))
+        .route("/v1/stop-all", post(stop_all))
+        .route("/v1/owners/{owner}/inbox", get(inbox))
+        .route("/v1/owners/{owner}/inbox/ack", post(ack))
+        .fallback(|| async {
+            api_error(
+                ErrorCode::NotFound,
+                "no such endpoint: the API lives under /v1/ (see ARCHITECTURE.md)".into(),
+            )
+        })
+        .layer(middleware::from_fn_with_state(app.clone(), protocol_layer))
+        .with_state(app)
+}
+
+/// Checks the client's protocol version, stamps ours on every answer, tracks activity.
+async fn protocol_layer(State(app): State<App>, req: Request, next: Next) -> Response {
+    app.last_activity_ms
+        .store(Timestamp::now().as_millisecond(), Ordering::SeqCst);
+    let theirs = req
+        .headers()
+        .get(PROTOCOL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut resp = match theirs {
+        Some(v) if v != PROTOCOL_VERSION.to_string() => api_error(
+            ErrorCode::ProtocolMismatch,
+            format!(
+                "this client speaks protocol version {v}, the daemon speaks {PROTOCOL_VERSION}: use an aside of the same version, or stop the daemon with `aside daemon stop` and let the newer one start"
+            ),
+        ),
+        _ => {
+            app.in_flight.fetch_add(1, Ordering::SeqCst);
+            let r = next.run(req).await;
+            app.in_flight.fetch_sub(1, Ordering::SeqCst);
+            app.last_activity_ms
+                .store(Timestamp::now().as_millisecond(), Ordering::SeqCst);
+            r
+        }
+    };
+    resp.headers_mut()
+        .insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL_VERSION));
+    resp
+}
+
+fn api_error(code: ErrorCode, message: String) -> Response {
+    let status = match code {
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::InvalidRequest | ErrorCode::ProtocolMismatch => StatusCode::BAD_REQUEST,
+        ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::NotSupported => StatusCode::NOT_IMPLEMENTED,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (
+        status,
+        Json(ErrorBody {
+            error: ApiError { code, message },
+        }),
+    )
+        .into_response()
+}
+
+struct ApiErr(Response);
+
+impl From<Error> for ApiErr {
+    fn from(e: Error) -> ApiErr {
+        ApiErr(api_error(e.code(), e.to_string()))
+    }
+}
+
+impl IntoResponse for ApiErr {
+    fn into_response(self) -> Response {
+        self.0
+    }
+}
+
+type ApiResult<T> = Result<T, ApiErr>;
+
+fn requester(headers: &HeaderMap) -> String {
+    headers
+        .get(OWNER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or(HUMAN_OWNER)
+        .to_string()
+}
+
+fn body<T: DeserializeOwned + Default>(bytes: &Bytes) -> ApiResult<T> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiErr(api_error(
+            ErrorCode::InvalidRequest,
+            format!("invalid JSON body: {e}"),
+        ))
+    })
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    q.map(|Query(v)| v).map_err(|e| {
+        ApiErr(api_error(
+            ErrorCode::InvalidRequest,
+            format!("invalid query: {}", e.body_text()),
+        ))
+    })
+}
+
+async fn version() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "protocol": PROTOCOL_VERSION, "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn daemon_status(State(app): State<App>) -> Json<DaemonStatus> {
+    Json(DaemonStatus {
+        pid: std::process::id(),
+        protocol: PROTOCOL_VERSION,
+        version: env!("CARGO_PKG_VERSION").into(),
+        state_dir: app.state.root().display().to_string(),
+        socket: app.state.socket().display().to_string(),
+        started_at: app.started_at,
+        live_processes: app.sup.live_count(),
+        idle_timeout_ms: app.opts.idle_timeout.as_millis() as u64,
+    })
+}
+
+async fn daemon_stop(State(app): State<App>) -> Json<serde_json::Value> {
+    app.stopping.send_replace(true);
+    Json(serde_json::json!({ "stopping": true, "pid": std::process::id() }))
+}
+
+async fn create(State(app): State<App>, bytes: Bytes) -> ApiResult<Response> {
+    let req: RunRequest = body(&bytes)?;
+    let info = app.sup.run(req).await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    all: bool,
+    owner: Option<String>,
+    team: Option<String>,
+}
+
+async fn list(
+    State(app): State<App>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let q = query(q)?;
+    let filter = ListFilter {
+        all: q.all,
+        owner: q.owner,
+        team: q.team,
+    };
+    Ok(Json(app.sup.list(&filter)?).into_response())
+}
+
+async fn show(State(app): State<App>, Path(reference): Path<String>) -> ApiResult<Response> {
+    Ok(Json(app.sup.find(&reference)?.info).into_response())
+}
+
+async fn stop(
+    State(app): State<App>,
+    Path(reference): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> ApiResult<Response> {
+    let req: StopRequest = body(&bytes)?;
+    let info = app.sup.stop(&reference, &req, &requester(&headers)).await?;
+    Ok(Json(info).into_response())
+}
+
+async fn restart(
+    State(app): State<App>,
+    Path(reference): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let info = app.sup.restart(&reference, &requester(&headers)).await?;
+    Ok(Json(info).into_response())
+}
+
+async fn stop_all(State(app): State<App>, headers: HeaderMap, bytes: Bytes) -> ApiResult<Response> {
+    let req: StopAllRequest = body(&bytes)?;
+    let resp = app
+        .sup
+        .stop_all(req.owner.as_deref(), &requester(&headers))
+        .await?;
+    Ok(Json(resp).into_response())
+}
+
+async fn logs(
+    State(app): State<App>,
+    Path(reference): Path<String>,
+    q: Result<Query<LogQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let q = query(q)?;
+    if !q.follow || q.head.is_some() {
+        return Ok(Json(app.sup.logs(&reference, &q)?).into_response());
+    }
+    let (tx, rx) = mpsc::channel(256);
+    app.sup.follow(&reference, q, tx).await?;
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let entry = rx.recv().await?;
+        let mut line = serde_json::to_vec(&entry).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), rx))
+    });
+    Ok((
+        [("content-type", "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+async fn wait(
+    State(app): State<App>,
+    Path(reference): Path<String>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let q = query(q)?;
+    Ok(Json(app.sup.wait(&reference, &q).await?).into_response())
+}
+
+async fn result(State(app): State<App>, Path(reference): Path<String>) -> ApiResult<Response> {
+    match app.sup.result(&reference)? {
+        Some(r) => Ok(Json(r).into_response()),
+        None => Err(ApiErr(api_error(
+            ErrorCode::Conflict,
+            format!(
+                "{reference:?} is still running: it has no result yet (`aside wait {reference} --exit`)"
+            ),
+        ))),
+    }
+}
+
+async fn inbox(State(app): State<App>, Path(owner): Path<String>) -> ApiResult<Response> {
+    Ok(Json(app.sup.inbox(&owner)?).into_response())
+}
+
+async fn ack(
+    State(app): State<App>,
+    Path(owner): Path<String>,
+    bytes: Bytes,
+) -> ApiResult<Response> {
+    let req: AckRequest = body(&bytes)?;
+    Ok(Json(app.sup.ack(&owner, &req.ids, req.all)?).into_response())
+}

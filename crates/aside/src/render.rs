@@ -1,0 +1,157 @@
+//! Human-readable renderings of API records for the terminal.
+
+use aside_proto::{LogEntry, LogStream, Notification, ProcessInfo, RunResult, Status};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+/// `1.2s`, `3m04s`, `2h05m`.
+pub fn duration(ms: u64) -> String {
+    let s = ms / 1000;
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if s < 60 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+/// Local wall-clock time, `2026-11-21 15:04:05`.
+pub fn time(t: Timestamp) -> String {
+    t.to_zoned(TimeZone::system())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// `completed (exit 0)`, `failed (SIGKILL)`, `stopped by human (SIGTERM)`.
+pub fn outcome(
+    status: Status,
+    exit_code: Option<i32>,
+    signal: Option<&str>,
+    stopped_by: Option<&str>,
+) -> String {
+    let mut s = status.to_string();
+    if let Some(by) = stopped_by {
+        s.push_str(&format!(" by {by}"));
+    }
+    match (exit_code, signal) {
+        (Some(c), _) => s.push_str(&format!(" (exit {c})")),
+        (None, Some(sig)) => s.push_str(&format!(" ({sig})")),
+        _ => {}
+    }
+    s
+}
+
+/// The `status` table.
+pub fn table(procs: &[ProcessInfo]) -> String {
+    let header = [
+        "ID", "NAME", "OWNER", "STATUS", "PID", "EXIT", "STARTED", "ENDED", "DURATION", "COMMAND",
+    ];
+    let rows: Vec<[String; 10]> = procs
+        .iter()
+        .map(|p| {
+            [
+                p.id.clone(),
+                p.name.clone(),
+                match &p.team {
+                    Some(t) => format!("{}@{t}", p.owner),
+                    None => p.owner.clone(),
+                },
+                p.status.to_string(),
+                p.pid.map_or("-".into(), |v| v.to_string()),
+                match (p.exit_code, &p.signal) {
+                    (Some(c), _) => c.to_string(),
+                    (None, Some(s)) => s.clone(),
+                    _ => "-".into(),
+                },
+                time(p.started_at),
+                p.ended_at.map_or("-".into(), time),
+                duration(p.duration_ms),
+                p.command.replace('\n', " "),
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate().take(9) {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        for (i, c) in cells.iter().enumerate() {
+            if i == 9 {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push('\n');
+    };
+    line(header.to_vec(), &mut out);
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+/// One log entry as a terminal line (without the newline).
+pub fn entry(e: &LogEntry, with_stream: bool) -> String {
+    match e {
+        LogEntry::Line { stream, text, .. } => {
+            if with_stream && *stream == LogStream::Stderr {
+                format!("[stderr] {text}")
+            } else {
+                text.clone()
+            }
+        }
+        LogEntry::Elided { bytes, .. } => {
+            format!("[aside] … {bytes} bytes elided by the log cap …")
+        }
+    }
+}
+
+/// A result as a compact block: headline, command, output tail.
+pub fn result(r: &RunResult) -> String {
+    let mut out = format!(
+        "{} {} in {} — run {}\n  $ {}\n",
+        r.name,
+        outcome(
+            r.status,
+            r.exit_code,
+            r.signal.as_deref(),
+            r.stopped_by.as_deref()
+        ),
+        duration(r.duration_ms),
+        r.run_id,
+        r.command
+    );
+    if let Some(e) = &r.error {
+        out.push_str(&format!("  error: {e}\n"));
+    }
+    let text = if r.output.tail.is_empty() {
+        &r.output.head
+    } else {
+        &r.output.tail
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let shown = &lines[lines.len().saturating_sub(10)..];
+    if r.output.elided_bytes > 0 || lines.len() > shown.len() {
+        out.push_str(&format!(
+            "  … ({} bytes of output; `aside logs {} --all` shows more)\n",
+            r.output.stdout_bytes + r.output.stderr_bytes,
+            r.name
+        ));
+    }
+    for l in shown {
+        out.push_str(&format!("  │ {l}\n"));
+    }
+    out
+}
+
+/// An inbox notification.
+pub fn notification(n: &Notification) -> String {
+    format!("● [{}] {}", n.id, result(&n.result))
+}
