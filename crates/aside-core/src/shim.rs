@@ -254,6 +254,7 @@ fn run(rd: &RunDir) -> io::Result<()> {
             .map(|ms| started + Duration::from_millis(ms)),
         timeout_ms: spec.timeout_ms.unwrap_or(0),
         kill_at: None,
+        kill_grace_ms: spec.grace_ms,
         main_status: None,
         timed_out: false,
         stop: None,
@@ -292,8 +293,10 @@ fn run(rd: &RunDir) -> io::Result<()> {
             };
             sup.stop(ctl, &mut log);
         }
+        // One chunk per stream per pass keeps stdout and stderr in arrival order as far as
+        // two pipes can tell it.
         for s in streams.iter_mut() {
-            drain_stream(s, &mut buf, &mut log);
+            drain_stream(s, &mut buf, &mut log, 1);
         }
         sup.check_deadlines(&mut log);
         if sup.main_status.is_some() {
@@ -309,6 +312,7 @@ fn run(rd: &RunDir) -> io::Result<()> {
                         if n == 1 { "" } else { "es" }
                     ));
                     sup.kill_at = Some(Instant::now() + sup.grace);
+                    sup.kill_grace_ms = sup.grace.as_millis() as u64;
                 }
             }
             if live.is_empty() {
@@ -322,7 +326,7 @@ fn run(rd: &RunDir) -> io::Result<()> {
     }
     // One last non-blocking drain: anything written before the last writer died.
     for s in streams.iter_mut() {
-        drain_stream(s, &mut buf, &mut log);
+        drain_stream(s, &mut buf, &mut log, usize::MAX);
     }
     let (exit_code, signal) = match sup.main_status {
         Some(MainStatus::Exited(c)) => (Some(c), None),
@@ -375,10 +379,10 @@ fn poll_fds(wake: &File, streams: &[Stream], wait: Option<Duration>) -> io::Resu
     Ok(())
 }
 
-/// Reads what a pipe has now (bounded per call so one flooding stream cannot starve the
-/// other or the signal checks); closes it at EOF.
-fn drain_stream(s: &mut Stream, buf: &mut [u8], log: &mut LogWriter) {
-    for _ in 0..16 {
+/// Reads what a pipe has now, at most `max_reads` chunks (so one flooding stream cannot
+/// starve the other or the signal checks); closes it at EOF.
+fn drain_stream(s: &mut Stream, buf: &mut [u8], log: &mut LogWriter, max_reads: usize) {
+    for _ in 0..max_reads {
         let Some(f) = s.file.as_mut() else { return };
         match f.read(buf) {
             Ok(0) => {
@@ -414,6 +418,8 @@ struct Supervision {
     timeout_at: Option<Instant>,
     timeout_ms: u64,
     kill_at: Option<Instant>,
+    /// The grace that set `kill_at`, for the annotation.
+    kill_grace_ms: u64,
     main_status: Option<MainStatus>,
     timed_out: bool,
     stop: Option<StopControl>,
@@ -481,7 +487,10 @@ impl Supervision {
             if n == 1 { "" } else { "es" }
         ));
         let at = Instant::now() + Duration::from_millis(ctl.grace_ms);
-        self.kill_at = Some(self.kill_at.map_or(at, |k| k.min(at)));
+        if self.kill_at.is_none_or(|k| at < k) {
+            self.kill_at = Some(at);
+            self.kill_grace_ms = ctl.grace_ms;
+        }
         self.timeout_at = None;
         if self.stop.is_none() {
             self.stop = Some(ctl);
@@ -501,6 +510,7 @@ impl Supervision {
                     if n == 1 { "" } else { "es" }
                 ));
                 self.kill_at = Some(now + self.grace);
+                self.kill_grace_ms = self.grace.as_millis() as u64;
             }
         }
         if self.kill_at.is_some_and(|t| now >= t) {
@@ -508,7 +518,7 @@ impl Supervision {
             if n > 0 {
                 let _ = log.annotate(&format!(
                     "grace period of {} over: SIGKILL to {n} process{}",
-                    human_ms(self.grace.as_millis() as u64),
+                    human_ms(self.kill_grace_ms),
                     if n == 1 { "" } else { "es" }
                 ));
             }

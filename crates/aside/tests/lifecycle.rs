@@ -1,0 +1,478 @@
+//! Run, watch, stop and collect: the life of one process through the real CLI and daemon.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn lines(out: &str) -> Vec<&str> {
+    out.lines().collect()
+}
+
+#[test]
+fn full_cycle_run_status_logs_wait_result_inbox() {
+    let env = Env::new();
+    // Pauses between writes: two pipes cannot order writes the shim sees at the same moment.
+    let p = env.run(&[
+        "--name",
+        "job",
+        "echo one; sleep 0.1; echo two >&2; sleep 0.1; echo three",
+    ]);
+    assert_eq!(p["name"], "job");
+    assert_eq!(p["owner"], "human");
+    assert!(p["pid"].as_u64().is_some(), "run answers with the pid: {p}");
+
+    let w = env.wait_exit("job");
+    assert_eq!(w["outcome"], "exited");
+    assert_eq!(w["process"]["status"], "completed");
+    assert_eq!(w["process"]["exit_code"], 0);
+
+    // wait --exit returns once output is fully captured: logs shows the last line at once.
+    let out = env.aside(&["logs", "job"]).ok();
+    assert_eq!(lines(&out.stdout), ["one", "three"]);
+    let err = env.aside(&["logs", "job", "--stderr"]).ok();
+    assert_eq!(lines(&err.stdout), ["two"]);
+    let all = env.aside(&["logs", "job", "--all"]).ok();
+    assert_eq!(lines(&all.stdout), ["one", "[stderr] two", "three"]);
+
+    let st = env.status("job");
+    assert_eq!(st["status"], "completed");
+    assert!(st["ended_at"].is_string());
+
+    let r = env.aside(&["result", "job", "--json"]).ok().json();
+    assert_eq!(r["status"], "completed");
+    assert_eq!(r["exit_code"], 0);
+    assert_eq!(r["output"]["stdout_bytes"], 10);
+    assert_eq!(r["output"]["stderr_bytes"], 4);
+    assert!(r["output"]["head"].as_str().unwrap().contains("three"));
+
+    let inbox = env.aside(&["inbox", "--json"]).ok().json();
+    let notes = inbox["notifications"].as_array().unwrap();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0]["id"], p["run_id"]);
+    assert_eq!(notes[0]["result"]["name"], "job");
+
+    // Unread results show in plain `status`; once acknowledged only `--all` shows them.
+    let listed = env.aside(&["status", "--json"]).ok().json();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let run_id = p["run_id"].as_str().unwrap();
+    env.aside(&["inbox", "--ack", run_id]).ok();
+    let inbox = env.aside(&["inbox", "--json"]).ok().json();
+    assert!(inbox["notifications"].as_array().unwrap().is_empty());
+    let listed = env.aside(&["status", "--json"]).ok().json();
+    assert!(listed.as_array().unwrap().is_empty());
+    assert_eq!(env.status_all().len(), 1);
+}
+
+#[test]
+fn missing_command_fails_with_exit_127() {
+    let env = Env::new();
+    env.run(&["--name", "nope", "definitely-not-a-command-xyz"]);
+    let w = env.wait_exit("nope");
+    assert_eq!(w["process"]["status"], "failed");
+    assert_eq!(w["process"]["exit_code"], 127);
+    let err = env.aside(&["logs", "nope", "--stderr"]).ok();
+    assert!(err.stdout.contains("not found"), "{}", err.stdout);
+
+    // The same without a shell: an argv whose program does not exist.
+    let o = env.aside(&[
+        "run",
+        "--name",
+        "argv",
+        "--",
+        "definitely-not-a-command-xyz",
+        "-v",
+    ]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("failed to start"), "{}", o.stderr);
+    assert_eq!(env.status("argv")["exit_code"], 127);
+
+    // Foreground mode exits with the child's code.
+    let o = env.aside(&["run", "--name", "fg", "--wait", "exit 42"]);
+    assert_eq!(o.code, 42, "{}", o.stderr);
+}
+
+#[test]
+fn empty_output_is_completed_empty() {
+    let env = Env::new();
+    env.run(&["--name", "quiet", "true"]);
+    assert_eq!(
+        env.wait_exit("quiet")["process"]["status"],
+        "completed_empty"
+    );
+    let o = env.aside(&["logs", "quiet"]);
+    assert_eq!(o.code, 2, "no logs is exit 2: {}", o.stderr);
+}
+
+#[test]
+fn timeout_kills_the_whole_tree() {
+    let env = Env::new();
+    let m = marker("tmo");
+    let cmd = format!(
+        "setsid sleep 300 {m} & (sleep 301 {m} &); nohup sleep 302 {m} >/dev/null 2>&1 & sleep 303 {m}"
+    );
+    let cmd = cmd.replace(&format!(" {m}"), &format!(" --{m}"));
+    // GNU sleep rejects unknown options, so use a harmless variable instead.
+    let cmd = cmd.replace(&format!("--{m}"), "");
+    let cmd = format!("export M={m}; {cmd}");
+    env.run(&[
+        "--name",
+        "tree",
+        "--timeout",
+        "1s",
+        "--grace",
+        "500ms",
+        &cmd,
+    ]);
+    let w = env.wait_exit("tree");
+    assert_eq!(w["process"]["status"], "timed_out");
+    let logs = env.aside(&["logs", "tree"]).ok().stdout;
+    assert!(
+        logs.contains("[aside] timed out after 1s: SIGTERM to"),
+        "{logs}"
+    );
+    let leftovers = pids_with_env("M", &m);
+    assert!(
+        leftovers.is_empty(),
+        "processes of the tree survived: {leftovers:?}"
+    );
+}
+
+/// Pids whose environment has `key=value`.
+fn pids_with_env(key: &str, value: &str) -> Vec<i32> {
+    let needle = format!("{key}={value}");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ"))
+            && env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
+            && alive(pid)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn stop_kills_setsid_grandchild_and_double_forked_daemon() {
+    let env = Env::new();
+    let m = marker("stp");
+    let script = env.write(
+        "tree.sh",
+        "setsid sh -c 'sleep 400' &\n\
+         sh -c 'sh -c \"sleep 401\" &' \n\
+         echo spawned\n\
+         sleep 402\n",
+    );
+    let cmd = format!("export M={m}; sh {}", script.display());
+    env.run(&["--name", "svc", &cmd]);
+    env.aside(&["wait", "svc", "--until", "spawned", "--timeout", "10s"])
+        .ok();
+    eventually(Duration::from_secs(5), "the tree to be up", || {
+        pids_with_env("M", &m).len() >= 4
+    });
+    let before = pids_with_env("M", &m);
+    let stopped = env.aside(&["stop", "svc", "--json"]).ok().json();
+    assert_eq!(stopped["status"], "stopped");
+    assert_eq!(stopped["stopped_by"], "human");
+    let left: Vec<i32> = before.into_iter().filter(|p| alive(*p)).collect();
+    assert!(left.is_empty(), "survived stop: {left:?}");
+    // Stopping again is idempotent.
+    let again = env.aside(&["stop", "svc", "--json"]).ok().json();
+    assert_eq!(again["status"], "stopped");
+}
+
+#[test]
+fn main_exit_kills_leftovers_and_says_so() {
+    let env = Env::new();
+    let m = marker("lft");
+    let cmd = format!("export M={m}; nohup sleep 500 >/dev/null 2>&1 & echo main done");
+    env.run(&["--name", "leaver", "--grace", "300ms", &cmd]);
+    let w = env.wait_exit("leaver");
+    assert_eq!(w["process"]["status"], "completed");
+    let logs = env.aside(&["logs", "leaver"]).ok().stdout;
+    assert!(
+        logs.contains("[aside] main process ended (exit 0); SIGTERM to 1 leftover process"),
+        "{logs}"
+    );
+    assert!(pids_with_env("M", &m).is_empty());
+}
+
+#[test]
+fn sigterm_ignoring_process_is_killed_after_grace_while_status_answers() {
+    let env = Env::new();
+    env.run(&[
+        "--name",
+        "stubborn",
+        "trap 'echo ignoring TERM' TERM; echo armed; while :; do sleep 0.05; done",
+    ]);
+    env.aside(&["wait", "stubborn", "--until", "armed", "--timeout", "10s"])
+        .ok();
+    let home = env.home.clone();
+    let work = env.work.clone();
+    let stopper = std::thread::spawn(move || {
+        std::process::Command::new(BIN)
+            .env("ASIDE_HOME", &home)
+            .current_dir(&work)
+            .args(["stop", "stubborn", "--grace", "3s", "--json"])
+            .output()
+            .expect("stop")
+    });
+    // The stop is under way once the process has seen its SIGTERM...
+    env.aside(&[
+        "wait",
+        "stubborn",
+        "--until",
+        "ignoring TERM",
+        "--timeout",
+        "10s",
+    ])
+    .ok();
+    // ...and status answers during the grace period, before the SIGKILL.
+    let st = env.status("stubborn");
+    assert_eq!(
+        st["status"], "running",
+        "status must answer while the stop waits: {st}"
+    );
+    let out: Out = stopper.join().expect("stopper").into();
+    let p = out.ok().json();
+    assert_eq!(p["status"], "stopped");
+    assert_eq!(p["signal"], "SIGKILL");
+    let logs = env.aside(&["logs", "stubborn"]).ok().stdout;
+    assert!(
+        logs.contains("grace period of 3s over: SIGKILL to"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn stop_with_a_signal_and_restart_makes_a_new_run() {
+    let env = Env::new();
+    let first = env.run(&[
+        "--name",
+        "loop",
+        "trap 'echo got INT; exit 5' INT; echo up; while :; do sleep 0.05; done",
+    ]);
+    env.aside(&["wait", "loop", "--until", "up", "--timeout", "10s"])
+        .ok();
+    let p = env
+        .aside(&["stop", "loop", "--signal", "INT", "--json"])
+        .ok()
+        .json();
+    assert_eq!(p["status"], "stopped");
+    assert_eq!(p["exit_code"], 5);
+    let r = env.aside(&["restart", "loop", "--json"]).ok().json();
+    assert_eq!(r["id"], first["id"]);
+    assert_ne!(r["run_id"], first["run_id"]);
+    assert_eq!(r["restarts"], 1);
+    assert_eq!(r["status"], "running");
+    env.aside(&["wait", "loop", "--until", "up", "--timeout", "10s"])
+        .ok();
+    // Logs of the earlier run stay readable.
+    let old = env
+        .aside(&["logs", "loop", "--run", first["run_id"].as_str().unwrap()])
+        .ok();
+    assert!(old.stdout.contains("got INT"), "{}", old.stdout);
+}
+
+#[test]
+fn only_the_owner_or_a_human_may_stop() {
+    let env = Env::new();
+    env.run(&[
+        "--name", "mine", "--owner", "agent-a", "--team", "t1", "sleep 60",
+    ]);
+    let o = env.aside(&["stop", "mine", "--owner", "agent-b"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr
+            .contains("agent-b may not stop \"mine\": it is owned by agent-a"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(env.status("mine")["status"], "running");
+    let o = env.aside(&["restart", "mine", "--owner", "agent-b"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    // stop-all by another agent leaves it alone and says so.
+    let o = env
+        .command()
+        .env("ASIDE_OWNER", "agent-b")
+        .args(["stop-all"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(env.status("mine")["status"], "running");
+    let team = env.aside(&["status", "--team", "t1", "--json"]).ok().json();
+    assert_eq!(team.as_array().unwrap().len(), 1);
+    let p = env
+        .aside(&["stop", "mine", "--owner", "agent-a", "--json"])
+        .ok()
+        .json();
+    assert_eq!(p["stopped_by"], "agent-a");
+    // Its result goes to its owner's inbox, not the human's.
+    let inbox = env
+        .aside(&["inbox", "--owner", "agent-a", "--json"])
+        .ok()
+        .json();
+    assert_eq!(inbox["notifications"].as_array().unwrap().len(), 1);
+    let human = env.aside(&["inbox", "--json"]).ok().json();
+    assert!(human["notifications"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn wait_until_sees_output_before_and_after_and_fails_on_exit_without_match() {
+    let env = Env::new();
+    let gate = env.work.join("gate");
+    let cmd = format!(
+        "echo early-line; while [ ! -e {} ]; do sleep 0.02; done; echo late-line; sleep 60",
+        gate.display()
+    );
+    env.run(&["--name", "w", &cmd]);
+    // Written before the call.
+    env.aside(&["wait", "w", "--until", "early-line", "--timeout", "10s"])
+        .ok();
+    let home = env.home.clone();
+    let waiter = std::thread::spawn(move || {
+        std::process::Command::new(BIN)
+            .env("ASIDE_HOME", home)
+            .args([
+                "wait",
+                "w",
+                "--until",
+                "late-l[a-z]+",
+                "--regex",
+                "--timeout",
+                "20s",
+            ])
+            .output()
+            .expect("wait")
+    });
+    std::fs::write(&gate, "").unwrap();
+    let o: Out = waiter.join().unwrap().into();
+    assert_eq!(o.ok().stdout.trim(), "w: matched: late-line");
+
+    env.run(&["--name", "short", "echo something else; exit 0"]);
+    let o = env.aside(&[
+        "wait",
+        "short",
+        "--until",
+        "never-printed",
+        "--timeout",
+        "20s",
+    ]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("without printing"), "{}", o.stderr);
+
+    let o = env.aside(&["wait", "w", "--until", "never", "--timeout", "300ms"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("timed out"), "{}", o.stderr);
+}
+
+#[test]
+fn logs_since_cursor_tail_head_grep_and_follow() {
+    let env = Env::new();
+    let gate = env.work.join("gate");
+    let cmd = format!(
+        "for i in 1 2 3 4 5; do echo line$i; done; while [ ! -e {} ]; do sleep 0.02; done; echo line6",
+        gate.display()
+    );
+    env.run(&["--name", "l", &cmd]);
+    env.aside(&["wait", "l", "--until", "line5", "--timeout", "10s"])
+        .ok();
+    let tail = env.aside(&["logs", "l", "--tail", "2"]).ok();
+    assert_eq!(lines(&tail.stdout), ["line4", "line5"]);
+    let head = env.aside(&["logs", "l", "--head", "1"]).ok();
+    assert_eq!(lines(&head.stdout), ["line1"]);
+    let grep = env.aside(&["logs", "l", "--grep", "line[24]"]).ok();
+    assert_eq!(lines(&grep.stdout), ["line2", "line4"]);
+    let json = env.aside(&["logs", "l", "--json"]).ok();
+    let last: Value = serde_json::from_str(json.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["stream"], "stdout");
+    assert!(last["ts"].is_string());
+    let cursor = last["cursor"].as_u64().unwrap().to_string();
+
+    let home = env.home.clone();
+    let follower = std::thread::spawn(move || {
+        std::process::Command::new(BIN)
+            .env("ASIDE_HOME", home)
+            .args(["logs", "l", "--follow", "--tail", "1"])
+            .output()
+            .expect("follow")
+    });
+    std::fs::write(&gate, "").unwrap();
+    env.wait_exit("l");
+    let f: Out = follower.join().unwrap().into();
+    let f = f.ok();
+    assert_eq!(lines(&f.stdout).last(), Some(&"line6"), "{}", f.stdout);
+
+    let since = env.aside(&["logs", "l", "--since", &cursor]).ok();
+    assert_eq!(lines(&since.stdout), ["line6"]);
+}
+
+#[test]
+fn trailing_ampersand_is_stripped() {
+    let env = Env::new();
+    let p = env.run(&["--name", "amp", "echo bg &"]);
+    assert_eq!(p["command"], "echo bg");
+    env.wait_exit("amp");
+    assert_eq!(env.aside(&["logs", "amp"]).ok().stdout, "bg\n");
+}
+
+#[test]
+fn run_wait_streams_output_and_times_out_into_the_background() {
+    let env = Env::new();
+    let o = env.aside(&[
+        "run",
+        "--name",
+        "fg",
+        "--wait",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(o.code, 3);
+    assert_eq!(o.stdout, "out\n");
+    assert!(o.stderr.contains("err\n"), "{}", o.stderr);
+    assert!(o.stderr.contains("fg failed (exit 3)"), "{}", o.stderr);
+
+    let o = env.aside(&[
+        "run",
+        "--name",
+        "slow",
+        "--wait=300ms",
+        "echo begun; sleep 30",
+    ]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("still running in the background"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(env.status("slow")["status"], "running");
+}
+
+#[test]
+fn env_and_cwd_are_the_callers_with_overrides() {
+    let env = Env::new();
+    let sub = env.work.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let o = env
+        .command()
+        .env("FROM_CALLER", "yes")
+        .args([
+            "run", "--name", "e", "--cwd", "sub", "--env", "EXTRA=1", "--json",
+        ])
+        .arg("echo $FROM_CALLER $EXTRA $(pwd)")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    env.wait_exit("e");
+    let out = env.aside(&["logs", "e"]).ok().stdout;
+    assert_eq!(out.trim(), format!("yes 1 {}", sub.display()));
+    // stdin is /dev/null: a reader sees EOF at once.
+    env.run(&["--name", "stdin", "cat; echo eof"]);
+    env.wait_exit("stdin");
+    assert_eq!(env.aside(&["logs", "stdin"]).ok().stdout, "eof\n");
+}
