@@ -101,10 +101,9 @@ impl Client {
             }
             Err(_) => {}
         }
-        start_daemon(&self.state, &[])?;
-        // The daemon said it is listening (or that another one holds the lock and is about to).
         let deadline = Instant::now() + DAEMON_START_TIMEOUT;
         loop {
+            let started = start_daemon(&self.state, &[])?;
             match UnixStream::connect(&socket).await {
                 Ok(s) => return Ok(s),
                 Err(e) if Instant::now() >= deadline => {
@@ -117,8 +116,13 @@ impl Client {
                         ),
                     ));
                 }
-                // Only reached when two daemons raced for the lock: the winner is binding.
-                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                // Another daemon holds the lock: it is either still binding (two CLIs raced)
+                // or dying (its threads still hold the lock for a moment after a crash).
+                // Either way, try again shortly.
+                Err(_) if started == Started::OtherHolds => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                Err(_) => {}
             }
         }
     }
@@ -227,9 +231,18 @@ impl Client {
     }
 }
 
+/// What [`start_daemon`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// The new daemon listens.
+    Listening,
+    /// Another daemon holds the state directory's lock.
+    OtherHolds,
+}
+
 /// Starts `aside daemon run` for `state`, detached, and waits until it reports that it is
 /// listening (or that another daemon holds the lock). Errors carry the daemon's own message.
-pub fn start_daemon(state: &StateDir, extra_args: &[String]) -> Result<()> {
+pub fn start_daemon(state: &StateDir, extra_args: &[String]) -> Result<Started> {
     state.ensure().map_err(internal)?;
     let exe = std::env::current_exe().map_err(internal)?;
     let log = std::fs::OpenOptions::new()
@@ -266,8 +279,10 @@ pub fn start_daemon(state: &StateDir, extra_args: &[String]) -> Result<()> {
         .recv_timeout(DAEMON_START_TIMEOUT)
         .map_err(|_| internal("the aside daemon did not report ready in 10s"))?;
     let line = line.trim();
-    if line == "ready" || line == "running" {
-        Ok(())
+    if line == "ready" {
+        Ok(Started::Listening)
+    } else if line == "running" {
+        Ok(Started::OtherHolds)
     } else if let Some(msg) = line.strip_prefix("error: ") {
         Err(internal(msg))
     } else {

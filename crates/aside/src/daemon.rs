@@ -108,8 +108,13 @@ pub fn run(opts: DaemonOptions) -> i32 {
             return 1;
         }
     };
-    if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+    if let Err(e) = rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         // Another daemon owns this state directory; the caller connects to it.
+        tracing::info!(
+            "{} is locked ({e}) by pid {}: another daemon serves this state directory",
+            state.lock().display(),
+            lock_holder(&lock).map_or("?".into(), |p| p.to_string())
+        );
         report("running");
         return 0;
     }
@@ -127,6 +132,18 @@ pub fn run(opts: DaemonOptions) -> i32 {
     let code = rt.block_on(serve(state, opts));
     drop(lock);
     code
+}
+
+/// The pid holding a lock on `file`, from `/proc/locks` (`… FLOCK ADVISORY WRITE <pid> <maj>:<min>:<inode> …`).
+fn lock_holder(file: &File) -> Option<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = file.metadata().ok()?.ino();
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let ino = f.get(5)?.rsplit(':').next()?.parse::<u64>().ok()?;
+        (ino == inode).then(|| f.get(4)?.parse().ok()).flatten()
+    })
 }
 
 async fn serve(state: StateDir, opts: DaemonOptions) -> i32 {

@@ -126,6 +126,17 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Keep the state of a failed test for the post-mortem (daemon.log, run dirs).
+            let kept = self.dir.path().with_extension("failed");
+            let _ = std::fs::create_dir_all(&kept);
+            let _ = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(&self.home)
+                .arg(&kept)
+                .status();
+            eprintln!("test state kept in {}", kept.display());
+        }
         // Leave nothing behind: every process of every run, then the daemon.
         if let Ok(o) = Command::new(BIN)
             .env("ASIDE_HOME", &self.home)
