@@ -345,17 +345,27 @@ fn api_error(code: ErrorCode, message: String) -> Response {
         .into_response()
 }
 
-struct ApiErr(Response);
+/// A handler error: rendered as [`ErrorBody`] with the status of its code.
+struct ApiErr {
+    code: ErrorCode,
+    message: String,
+}
+
+impl ApiErr {
+    fn new(code: ErrorCode, message: String) -> ApiErr {
+        ApiErr { code, message }
+    }
+}
 
 impl From<Error> for ApiErr {
     fn from(e: Error) -> ApiErr {
-        ApiErr(api_error(e.code(), e.to_string()))
+        ApiErr::new(e.code(), e.to_string())
     }
 }
 
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
-        self.0
+        api_error(self.code, self.message)
     }
 }
 
@@ -374,20 +384,16 @@ fn body<T: DeserializeOwned + Default>(bytes: &Bytes) -> ApiResult<T> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(bytes).map_err(|e| {
-        ApiErr(api_error(
-            ErrorCode::InvalidRequest,
-            format!("invalid JSON body: {e}"),
-        ))
-    })
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiErr::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {e}")))
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
     q.map(|Query(v)| v).map_err(|e| {
-        ApiErr(api_error(
+        ApiErr::new(
             ErrorCode::InvalidRequest,
             format!("invalid query: {}", e.body_text()),
-        ))
+        )
     })
 }
 
@@ -509,12 +515,12 @@ async fn wait(
 async fn result(State(app): State<App>, Path(reference): Path<String>) -> ApiResult<Response> {
     match app.sup.result(&reference)? {
         Some(r) => Ok(Json(r).into_response()),
-        None => Err(ApiErr(api_error(
+        None => Err(ApiErr::new(
             ErrorCode::Conflict,
             format!(
                 "{reference:?} is still running: it has no result yet (`aside wait {reference} --exit`)"
             ),
-        ))),
+        )),
     }
 }
 

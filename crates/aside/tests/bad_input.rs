@@ -1,0 +1,187 @@
+//! Bad input gets one clear line, exit 1 or 2, and changes nothing.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+
+use common::*;
+
+#[track_caller]
+fn refused(o: Out, code: i32, needle: &str) {
+    assert_eq!(o.code, code, "stdout: {}\nstderr: {}", o.stdout, o.stderr);
+    assert!(
+        o.stderr.contains(needle),
+        "expected {needle:?} in: {}",
+        o.stderr
+    );
+    assert!(o.stdout.is_empty(), "nothing on stdout: {}", o.stdout);
+}
+
+#[test]
+fn each_bad_request_is_refused_clearly_and_leaves_everything_running() {
+    let env = Env::new();
+    let p = env.run(&["--name", "keep", "sleep 60"]);
+
+    refused(
+        env.aside(&["status", "nope"]),
+        2,
+        "no process named or with id \"nope\"",
+    );
+    refused(env.aside(&["stop", "nope"]), 2, "no process named");
+    refused(env.aside(&["logs", "nope"]), 2, "no process named");
+    refused(
+        env.aside(&["wait", "nope", "--exit"]),
+        2,
+        "no process named",
+    );
+    refused(env.aside(&["restart", "nope"]), 2, "no process named");
+    refused(
+        env.aside(&["run", "--name", "keep", "sleep 1"]),
+        1,
+        "the name \"keep\" is already used by a running process",
+    );
+    refused(env.aside(&["run", ""]), 1, "the command is empty");
+    refused(env.aside(&["run", "   &"]), 1, "the command is empty");
+    refused(
+        env.aside(&["run", "--cwd", "/definitely/not/here", "true"]),
+        1,
+        "cwd /definitely/not/here cannot be used",
+    );
+    let file = env.write("plain-file", "x");
+    refused(
+        env.aside(&["run", "--cwd", file.to_str().unwrap(), "true"]),
+        1,
+        "is not a directory",
+    );
+    refused(
+        env.aside(&["run", "--timeout", "soon", "true"]),
+        2,
+        "invalid duration \"soon\"",
+    );
+    refused(
+        env.aside(&["run", "--grace=-3s", "true"]),
+        2,
+        "must not be negative",
+    );
+    refused(
+        env.aside(&["run", "--name", "has space", "true"]),
+        1,
+        "invalid name",
+    );
+    refused(
+        env.aside(&["logs", "keep", "--grep", "("]),
+        1,
+        "invalid --grep regex",
+    );
+    refused(
+        env.aside(&["wait", "keep", "--until", "(", "--regex", "--timeout", "1s"]),
+        1,
+        "invalid regex",
+    );
+    refused(
+        env.aside(&["stop", "keep", "--signal", "SIGFOO"]),
+        1,
+        "unknown signal \"SIGFOO\"",
+    );
+    refused(
+        env.aside(&["stop", "keep", "--owner", "intruder"]),
+        1,
+        "intruder may not stop \"keep\"",
+    );
+    refused(
+        env.aside(&["inbox", "--ack", "no-such-id"]),
+        2,
+        "no pending notification",
+    );
+
+    // Nothing changed: the process runs, with its run, and no new process was recorded.
+    let st = env.status("keep");
+    assert_eq!(st["status"], "running");
+    assert_eq!(st["run_id"], p["run_id"]);
+    assert_eq!(env.status_all().len(), 1);
+}
+
+/// A fake daemon of another protocol version answers on the socket.
+#[test]
+fn a_daemon_of_another_protocol_version_is_refused_clearly() {
+    let env = Env::new();
+    let sock_dir = env.home.join("run");
+    std::fs::create_dir_all(&sock_dir).unwrap();
+    let listener = UnixListener::bind(sock_dir.join("aside.sock")).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = conn.read(&mut buf);
+        let body = r#"{"error":{"code":"internal","message":"old"}}"#;
+        let _ = write!(
+            conn,
+            "HTTP/1.1 200 OK\r\naside-protocol: 99\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    });
+    refused(
+        env.aside(&["status"]),
+        1,
+        "speaks protocol version 99, this aside speaks 1",
+    );
+    server.join().unwrap();
+}
+
+#[test]
+fn the_daemon_refuses_a_client_of_another_protocol_version() {
+    let env = Env::new();
+    env.aside(&["daemon", "start"]).ok();
+    let mut conn =
+        std::os::unix::net::UnixStream::connect(env.home.join("run/aside.sock")).unwrap();
+    write!(
+        conn,
+        "GET /v1/processes HTTP/1.1\r\nhost: aside\r\naside-protocol: 7\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(resp.contains("\"code\":\"protocol_mismatch\""), "{resp}");
+    assert!(resp.contains("aside-protocol: 1"), "{resp}");
+}
+
+#[test]
+fn an_unusable_state_directory_is_refused() {
+    let env = Env::new();
+    let blocker = env.write("not-a-dir", "");
+    let o: Out = env
+        .command()
+        .env("ASIDE_HOME", blocker.join("state"))
+        .args(["run", "true"])
+        .output()
+        .unwrap()
+        .into();
+    refused(o, 1, "cannot create state directory");
+}
+
+#[test]
+fn a_corrupt_database_is_refused_and_left_untouched() {
+    let env = Env::new();
+    std::fs::create_dir_all(&env.home).unwrap();
+    let db = env.home.join("aside.db");
+    let garbage = b"this is not a database, but somebody's precious file\n".repeat(100);
+    std::fs::write(&db, &garbage).unwrap();
+    refused(env.aside(&["run", "true"]), 1, "is not an aside database");
+    assert_eq!(std::fs::read(&db).unwrap(), garbage);
+}
+
+#[test]
+fn a_foreign_sqlite_database_is_refused_and_left_untouched() {
+    let env = Env::new();
+    std::fs::create_dir_all(&env.home).unwrap();
+    let db = env.home.join("aside.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("CREATE TABLE accounts (id INTEGER); INSERT INTO accounts VALUES (1);")
+            .unwrap();
+    }
+    let before = std::fs::read(&db).unwrap();
+    refused(env.aside(&["status"]), 1, "is not an aside database");
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+}
