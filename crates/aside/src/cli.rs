@@ -59,6 +59,18 @@ enum Cmd {
         /// bash, zsh, fish, powershell or elvish.
         shell: clap_complete::Shell,
     },
+    /// Not yet supported: start a project from aside.yaml / agent-procs.yaml.
+    Up(NotYet),
+    /// Not yet supported: stop a project's processes.
+    Down(NotYet),
+    /// Not yet supported: list or clean projects (agent-procs sessions).
+    Session(NotYet),
+    /// Not yet supported: the terminal UI.
+    Ui(NotYet),
+    /// Not yet supported: the web dashboard.
+    Web(NotYet),
+    /// Not yet supported: the MCP server for agents.
+    Mcp(NotYet),
     /// Print the JSON Schema of a `--json` output (status, process, result, notification, inbox, log-entry, logs, wait, run-request, error).
     Schema {
         /// Which schema; all of them when omitted.
@@ -102,6 +114,21 @@ fn parse_env(s: &str) -> std::result::Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("invalid --env {s:?}: use KEY=VALUE")),
     }
+}
+
+/// Arguments of a command that is not built yet: accepted so the answer is a clear
+/// "not yet supported" instead of a usage error.
+#[derive(Debug, Args)]
+struct NotYet {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    _args: Vec<String>,
+}
+
+fn not_yet(what: &str, coming_with: &str) -> i32 {
+    eprintln!(
+        "aside: `{what}` is not yet supported in this version ({coming_with}); see README.md for what works today"
+    );
+    1
 }
 
 #[derive(Debug, Args)]
@@ -374,6 +401,15 @@ pub fn main(cli: Cli) -> i32 {
     if let Cmd::Schema { name } = &cli.cmd {
         return schema(name.as_deref());
     }
+    match &cli.cmd {
+        Cmd::Up(_) => return not_yet("up", "project config files are planned"),
+        Cmd::Down(_) => return not_yet("down", "project config files are planned"),
+        Cmd::Session(_) => return not_yet("session", "projects are planned"),
+        Cmd::Ui(_) => return not_yet("ui", "the terminal UI is planned"),
+        Cmd::Web(_) => return not_yet("web", "the web dashboard is planned"),
+        Cmd::Mcp(_) => return not_yet("mcp", "the MCP server is planned"),
+        _ => {}
+    }
     let state = match StateDir::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -435,7 +471,14 @@ async fn dispatch(cmd: Cmd, state: StateDir) -> Result<i32> {
         Cmd::Inbox(a) => inbox(a, state).await,
         Cmd::Result(a) => result(a, state).await,
         Cmd::Daemon { cmd } => daemon(cmd, state).await,
-        Cmd::Completions { .. } | Cmd::Schema { .. } => Ok(0),
+        Cmd::Completions { .. }
+        | Cmd::Schema { .. }
+        | Cmd::Up(_)
+        | Cmd::Down(_)
+        | Cmd::Session(_)
+        | Cmd::Ui(_)
+        | Cmd::Web(_)
+        | Cmd::Mcp(_) => Ok(0),
     }
 }
 

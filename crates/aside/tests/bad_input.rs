@@ -185,3 +185,20 @@ fn a_foreign_sqlite_database_is_refused_and_left_untouched() {
     refused(env.aside(&["status"]), 1, "is not an aside database");
     assert_eq!(std::fs::read(&db).unwrap(), before);
 }
+
+#[test]
+fn commands_not_built_yet_say_so() {
+    let env = Env::new();
+    let cmds: [&[&str]; 4] = [
+        &["up", "--only", "api"],
+        &["down"],
+        &["mcp", "--owner", "x"],
+        &["ui"],
+    ];
+    for cmd in cmds {
+        let o = env.aside(&cmd);
+        assert_eq!(o.code, 1);
+        assert!(o.stderr.contains("is not yet supported"), "{}", o.stderr);
+    }
+    assert!(!env.home.join("aside.db").exists(), "nothing was started");
+}
