@@ -396,6 +396,17 @@ impl Store {
         )?)
     }
 
+    /// Names of live processes that are `base` or start with `base-`.
+    pub fn live_names_like(&self, base: &str) -> Result<std::collections::HashSet<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT p.name FROM processes p JOIN runs r ON r.process_id = p.id
+             WHERE (p.name = ?1 OR substr(p.name, 1, length(?1) + 1) = ?1 || '-')
+               AND r.status IN ('starting', 'running', 'ready')",
+        )?;
+        let rows = stmt.query_map(params![base], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Number of live runs.
     pub fn live_count(&self) -> Result<usize> {
         let n: i64 = self.conn.query_row(

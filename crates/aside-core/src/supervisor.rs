@@ -410,9 +410,10 @@ impl Supervisor {
                     }
                     None => {
                         let base = base_name(&spec.cmd);
+                        let taken = store.live_names_like(&base)?;
                         let mut candidate = base.clone();
                         let mut i = 2;
-                        while store.live_name_taken(&candidate)? {
+                        while taken.contains(&candidate) {
                             candidate = format!("{base}-{i}");
                             i += 1;
                         }

@@ -196,7 +196,7 @@ fn commands_not_built_yet_say_so() {
         &["ui"],
     ];
     for cmd in cmds {
-        let o = env.aside(&cmd);
+        let o = env.aside(cmd);
         assert_eq!(o.code, 1);
         assert!(o.stderr.contains("is not yet supported"), "{}", o.stderr);
     }

@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Benchmarks of aside as whole processes, each next to its reference, written to BENCHMARKS.md.
+
+Usage: bench/run   (builds the release binary, installs hyperfine if missing, runs this)
+
+Every number is a median of repeated runs on this machine. Timing of whole CLI processes uses
+hyperfine; latencies inside a run (run -> child running, exit -> status) are measured with
+timestamps written by the child itself. Nothing here asserts: the numbers are the output.
+"""
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ASIDE = os.path.join(ROOT, "target", "release", "aside")
+HOME = tempfile.mkdtemp(prefix="asb", dir="/tmp")
+ENV = dict(os.environ, ASIDE_HOME=os.path.join(HOME, "h"), ASIDE_IDLE_TIMEOUT="0")
+ENV.pop("ASIDE_OWNER", None)
+RESULTS = []
+
+
+def aside(*args, check=True):
+    return subprocess.run([ASIDE, *args], env=ENV, check=check, capture_output=True, text=True)
+
+
+def hyperfine(commands, runs=50, warmup=5, prepare=None):
+    out = os.path.join(HOME, "hf.json")
+    cmd = ["hyperfine", "-N", "--runs", str(runs), "--warmup", str(warmup), "--export-json", out]
+    if prepare:
+        cmd[1:2] = []  # prepare needs a shell
+        cmd += ["--prepare", prepare]
+    cmd += commands
+    subprocess.run(cmd, env=ENV, check=True, capture_output=True)
+    with open(out) as f:
+        return [r["median"] * 1000 for r in json.load(f)["results"]]
+
+
+def record(workload, value, reference, target, note=""):
+    RESULTS.append((workload, value, reference, target, note))
+    print(f"{workload}: {value}  (reference: {reference})", flush=True)
+
+
+def stop_everything():
+    aside("stop-all", "--json", check=False)
+    aside("daemon", "stop", check=False)
+
+
+def start_sleepers(n):
+    for i in range(n):
+        aside("run", "--name", f"s{i}", "sleep 600")
+
+
+def pss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def shim_pids():
+    runs = os.path.join(ENV["ASIDE_HOME"], "runs")
+    pids = []
+    for r in os.listdir(runs):
+        try:
+            with open(os.path.join(runs, r, "shim.json")) as f:
+                pids.append(json.load(f)["shim_pid"])
+        except (OSError, ValueError, KeyError):
+            pass
+    return [p for p in pids if os.path.exists(f"/proc/{p}")]
+
+
+def bench_warm_run():
+    aside("daemon", "start")
+    floor, run = hyperfine(["/bin/true", f"{ASIDE} run true"], runs=200, warmup=10)
+    record("warm `aside run` (whole CLI process)", f"{run:.2f} ms", f"`/bin/true` {floor:.2f} ms", "≤ 1.5 ms")
+    stop_everything()
+
+
+def bench_cold_run():
+    floor, cold = hyperfine(
+        ["/bin/true", f"{ASIDE} run true"],
+        runs=30,
+        warmup=2,
+        prepare=f"{ASIDE} daemon stop >/dev/null 2>&1; true",
+    )
+    record("cold `aside run` including the daemon's start", f"{cold:.2f} ms", f"`/bin/true` {floor:.2f} ms", "≤ 15 ms")
+    stop_everything()
+
+
+def child_start_latency(launch, n=40):
+    """ms from just before `launch(marker_file)` to the child's own first timestamp."""
+    samples = []
+    for i in range(n):
+        marker = os.path.join(HOME, f"m{i}")
+        cmd = f"date +%s%N > {marker}"
+        t0 = time.time_ns()
+        launch(cmd)
+        while not os.path.exists(marker) or os.path.getsize(marker) == 0:
+            time.sleep(0.0005)
+        with open(marker) as f:
+            samples.append((int(f.read().strip()) - t0) / 1e6)
+        os.remove(marker)
+    return statistics.median(samples)
+
+
+def bench_run_to_running():
+    aside("daemon", "start")
+    direct = child_start_latency(lambda c: subprocess.Popen(["/bin/sh", "-c", c]))
+    via = child_start_latency(lambda c: aside("run", c))
+    record(
+        "from `run` to the child actually running",
+        f"{via:.2f} ms",
+        f"`sh -c` spawned directly {direct:.2f} ms",
+        "≤ 3 ms",
+        "both include `sh` and `date` starting",
+    )
+    stop_everything()
+
+
+def bench_status(n, target):
+    aside("daemon", "start")
+    start_sleepers(n)
+    floor, status = hyperfine(["/bin/true", f"{ASIDE} status --json"], runs=50, warmup=5)
+    record(f"`status --json` with {n} running", f"{status:.2f} ms", f"`/bin/true` {floor:.2f} ms", target)
+    daemon = json.loads(aside("daemon", "status", "--json").stdout)["pid"]
+    shims = shim_pids()
+    daemon_pss = pss_kib(daemon)
+    shim_pss = sum(pss_kib(p) for p in shims) / max(len(shims), 1)
+    sleep_pss = statistics.median([pss_kib(int(p["pid"])) for p in json.loads(aside("status", "--json").stdout)][:50])
+    record(
+        f"memory with {n} running: daemon PSS; PSS per shim",
+        f"{daemon_pss / 1024:.1f} MiB; {shim_pss:.0f} KiB",
+        f"the `sleep` each shim runs: {sleep_pss:.0f} KiB",
+        "daemon ≤ 20 MiB at 1000; ≤ 256 KiB per process",
+    )
+    stop_everything()
+
+
+def bench_exit_to_status(n=40):
+    aside("daemon", "start")
+    samples = []
+    for i in range(n):
+        marker = os.path.join(HOME, f"e{i}")
+        name = f"x{i}"
+        aside("run", "--name", name, f"sleep 0.05; date +%s%N > {marker}")
+        aside("wait", name, "--exit")
+        t1 = time.time_ns()
+        with open(marker) as f:
+            samples.append((t1 - int(f.read().strip())) / 1e6)
+    record(
+        "from a process's exit to `wait --exit` returning (status and inbox entry written)",
+        f"{statistics.median(samples):.2f} ms",
+        "includes `date` exiting and the CLI process ending",
+        "≤ 2 ms to status; ≤ 5 ms to its inbox entry",
+        "the result and the inbox entry are one transaction",
+    )
+    stop_everything()
+
+
+def bench_throughput():
+    aside("daemon", "start")
+    line = "x" * 99
+    gen = f"yes {line} | head -c 200000000"
+    out = os.path.join(HOME, "out.txt")
+    redirect, via = hyperfine(
+        [f"sh -c '{gen} > {out}'", f"{ASIDE} run --wait '{gen}'"],
+        runs=10,
+        warmup=1,
+    )
+    record(
+        "200 MB of 100-byte lines, start to exit reported",
+        f"{via:.0f} ms ({via / redirect:.2f}×)",
+        f"redirected to a file {redirect:.0f} ms",
+        "≤ 1.1×",
+        "`run --wait` also streams the output back to the CLI",
+    )
+    stop_everything()
+
+
+def write_markdown():
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
+    lines = [
+        "# Benchmarks",
+        "",
+        "Measured by `bench/run` (which builds the release binary and writes this file), as whole",
+        f"processes on a {os.cpu_count()}-core machine ({cpu or 'unknown CPU'}), medians of repeated runs,",
+        f"each next to its reference in the same run. Last run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        "| workload | aside | reference (same run) | target | note |",
+        "|---|---|---|---|---|",
+    ]
+    for w, v, r, t, n in RESULTS:
+        lines.append(f"| {w} | {v} | {r} | {t} | {n} |")
+    lines += [
+        "",
+        "Reproduce: `bench/run` (needs `hyperfine`, which it installs with apt when missing).",
+        "",
+    ]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    print(f"wrote {path}")
+
+
+def main():
+    if not shutil.which("hyperfine"):
+        sys.exit("hyperfine is missing: apt-get install hyperfine")
+    try:
+        bench_warm_run()
+        bench_cold_run()
+        bench_run_to_running()
+        bench_status(200, "≤ 2.5 ms")
+        bench_status(1000, "≤ 5 ms")
+        bench_exit_to_status()
+        bench_throughput()
+    finally:
+        stop_everything()
+        shutil.rmtree(HOME, ignore_errors=True)
+    write_markdown()
+
+
+if __name__ == "__main__":
+    main()
