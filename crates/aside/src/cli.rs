@@ -589,12 +589,7 @@ async fn run(a: RunArgs, state: StateDir) -> Result<i32> {
         eprintln!(
             "[aside] {} {} in {}",
             r.name,
-            render::outcome(
-                r.status,
-                r.exit_code,
-                r.signal.as_deref(),
-                r.stopped_by.as_deref()
-            ),
+            render::result_outcome(r),
             render::duration(r.duration_ms)
         );
     }
@@ -745,12 +740,7 @@ async fn wait(a: WaitArgs, state: StateDir) -> Result<i32> {
         print_json(&w);
     } else {
         let p = &w.process;
-        let ended = render::outcome(
-            p.status,
-            p.exit_code,
-            p.signal.as_deref(),
-            p.stopped_by.as_deref(),
-        );
+        let ended = render::process_outcome(p);
         match w.outcome {
             WaitOutcome::Matched => {
                 println!("{}: matched: {}", p.name, w.line.as_deref().unwrap_or(""))
@@ -798,12 +788,7 @@ async fn stop(a: StopArgs, state: StateDir) -> Result<i32> {
         println!(
             "{}: {} after {}",
             p.name,
-            render::outcome(
-                p.status,
-                p.exit_code,
-                p.signal.as_deref(),
-                p.stopped_by.as_deref()
-            ),
+            render::process_outcome(&p),
             render::duration(p.duration_ms)
         );
     }
@@ -819,16 +804,7 @@ async fn stop_all(a: StopAllArgs, state: StateDir) -> Result<i32> {
         print_json(&resp);
     } else {
         for p in &resp.stopped {
-            println!(
-                "{}: {}",
-                p.name,
-                render::outcome(
-                    p.status,
-                    p.exit_code,
-                    p.signal.as_deref(),
-                    p.stopped_by.as_deref()
-                )
-            );
+            println!("{}: {}", p.name, render::process_outcome(p));
         }
         if resp.stopped.is_empty() {
             println!("nothing to stop");

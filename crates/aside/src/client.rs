@@ -176,12 +176,7 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(internal)?
-            .to_bytes();
+        let bytes = body_bytes(resp).await?;
         Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(b) => ClientError::new(b.error.code, b.error.message),
             Err(_) => ClientError::new(
@@ -209,13 +204,7 @@ impl Client {
             .map(|b| serde_json::to_vec(b))
             .transpose()
             .map_err(internal)?;
-        let resp = self.send(method, path, body).await?;
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(internal)?
-            .to_bytes();
+        let bytes = body_bytes(self.send(method, path, body).await?).await?;
         serde_json::from_slice(&bytes)
             .map_err(|e| internal(format!("unexpected answer from the daemon: {e}")))
     }
@@ -229,6 +218,15 @@ impl Client {
     pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
         self.call(Method::POST, path, Some(body)).await
     }
+}
+
+async fn body_bytes(resp: Response<Incoming>) -> Result<Bytes> {
+    Ok(resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(internal)?
+        .to_bytes())
 }
 
 /// What [`start_daemon`] found.
@@ -258,9 +256,17 @@ pub fn start_daemon(state: &StateDir, extra_args: &[String]) -> Result<Started> 
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log));
-    // Its own process group from birth, so a Ctrl-C to the caller's group never reaches it;
-    // the daemon then calls setsid itself.
-    cmd.process_group(0);
+    // Its own session from birth: a Ctrl-C or kill of the caller's process group, or the
+    // caller's terminal closing, never reaches it.
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = cmd
         .spawn()
         .map_err(|e| internal(format!("cannot start the aside daemon: {e}")))?;

@@ -44,6 +44,26 @@ pub fn outcome(
     s
 }
 
+/// [`outcome`] of a process's latest run.
+pub fn process_outcome(p: &ProcessInfo) -> String {
+    outcome(
+        p.status,
+        p.exit_code,
+        p.signal.as_deref(),
+        p.stopped_by.as_deref(),
+    )
+}
+
+/// [`outcome`] of a result.
+pub fn result_outcome(r: &RunResult) -> String {
+    outcome(
+        r.status,
+        r.exit_code,
+        r.signal.as_deref(),
+        r.stopped_by.as_deref(),
+    )
+}
+
 /// The `status` table.
 pub fn table(procs: &[ProcessInfo]) -> String {
     let header = [

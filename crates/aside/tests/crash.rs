@@ -275,6 +275,17 @@ fn killing_the_callers_process_group_does_not_kill_the_daemon() {
         env.home.join("run/aside.sock").exists() && env.aside(&["status", "g"]).code == 0
     });
     let daemon = env.daemon_pid().unwrap();
+    let sid = |pid: i32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let close = stat.rfind(')').unwrap();
+        stat[close + 1..]
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .parse::<i32>()
+            .unwrap()
+    };
+    assert_eq!(sid(daemon), daemon, "the daemon leads its own session");
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
     let _ = child.wait();
     assert!(alive(daemon));
