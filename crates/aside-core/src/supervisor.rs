@@ -47,6 +47,29 @@ const SHIM_REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A follower or waiter re-reads at least this often even without a file event.
 const SAFETY_RECHECK: Duration = Duration::from_secs(1);
 
+/// The open-files limit the daemon started with, restored for every shim (and so every
+/// command) by [`raise_fd_limit`]'s counterpart in the shim spawn.
+static ORIGINAL_NOFILE: std::sync::OnceLock<rustix::process::Rlimit> = std::sync::OnceLock::new();
+
+/// Raises this process's soft open-files limit to the hard one: a daemon holds a few
+/// descriptors per running process (the shim's pidfd, an inotify watch) and 1024 is a common
+/// soft default. Shims started afterwards get the original limit back, so commands see the
+/// limit they would have had without `aside`.
+pub fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        let _ = ORIGINAL_NOFILE.set(lim.clone());
+        let raised = rustix::process::Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!("cannot raise the open-files limit: {e}");
+        }
+    }
+}
+
 /// Errors of supervisor operations; each maps to one [`ErrorCode`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -463,14 +486,23 @@ impl Supervisor {
             }
         };
         self.watch_logs(run_id, &rd.log_dir());
-        let spawned = tokio::process::Command::new(&self.inner.settings.shim_exe)
-            .arg("__shim")
+        let mut cmd = tokio::process::Command::new(&self.inner.settings.shim_exe);
+        cmd.arg("__shim")
             .arg(rd.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(shim_log))
-            .kill_on_drop(false)
-            .spawn();
+            .kill_on_drop(false);
+        if let Some(lim) = ORIGINAL_NOFILE.get().cloned() {
+            // SAFETY: setrlimit is async-signal-safe; `lim` is moved in, nothing is allocated.
+            unsafe {
+                cmd.pre_exec(move || {
+                    rustix::process::setrlimit(rustix::process::Resource::Nofile, lim.clone())
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let spawned = cmd.spawn();
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {

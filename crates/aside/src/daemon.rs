@@ -118,6 +118,7 @@ pub fn run(opts: DaemonOptions) -> i32 {
         report("running");
         return 0;
     }
+    aside_core::supervisor::raise_fd_limit();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

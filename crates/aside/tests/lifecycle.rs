@@ -476,3 +476,32 @@ fn env_and_cwd_are_the_callers_with_overrides() {
     env.wait_exit("stdin");
     assert_eq!(env.aside(&["logs", "stdin"]).ok().stdout, "eof\n");
 }
+
+#[test]
+fn commands_keep_the_open_files_limit_the_daemon_started_with() {
+    let env = Env::new();
+    // The daemon starts under a low soft limit and raises its own; commands get 512 back.
+    let o: Out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn 512 && exec {BIN} run --name nofile 'ulimit -Sn'"
+        ))
+        .env("ASIDE_HOME", &env.home)
+        .current_dir(&env.work)
+        .output()
+        .unwrap()
+        .into();
+    o.ok();
+    env.wait_exit("nofile");
+    assert_eq!(env.aside(&["logs", "nofile"]).ok().stdout, "512\n");
+    let daemon = env.daemon_pid().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{daemon}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    assert!(
+        !line.contains(" 512 "),
+        "the daemon raised its own limit: {line}"
+    );
+}
