@@ -59,7 +59,7 @@ pub fn raise_fd_limit() {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let lim = getrlimit(Resource::Nofile);
     if lim.current < lim.maximum {
-        let _ = ORIGINAL_NOFILE.set(lim.clone());
+        let _ = ORIGINAL_NOFILE.set(lim);
         let raised = rustix::process::Rlimit {
             current: lim.maximum,
             maximum: lim.maximum,
@@ -493,11 +493,11 @@ impl Supervisor {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(shim_log))
             .kill_on_drop(false);
-        if let Some(lim) = ORIGINAL_NOFILE.get().cloned() {
+        if let Some(lim) = ORIGINAL_NOFILE.get().copied() {
             // SAFETY: setrlimit is async-signal-safe; `lim` is moved in, nothing is allocated.
             unsafe {
                 cmd.pre_exec(move || {
-                    rustix::process::setrlimit(rustix::process::Resource::Nofile, lim.clone())
+                    rustix::process::setrlimit(rustix::process::Resource::Nofile, lim)
                         .map_err(std::io::Error::from)
                 });
             }
