@@ -135,28 +135,24 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Response<Incoming>> {
-        let stream = self.connect().await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(internal)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("http://aside{path}"))
-            .header("host", "aside")
-            .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
-            .header(OWNER_HEADER, &self.owner)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(internal)?;
-        let resp = sender.send_request(req).await.map_err(|e| {
-            ClientError::new(
-                ErrorCode::Internal,
-                format!("the aside daemon closed the connection: {e}"),
-            )
-        })?;
+        // A daemon that is dying can still accept a connection and then drop it. A GET is
+        // safe to send again (to the next daemon); anything else might have been applied.
+        let attempts = if method == Method::GET { 2 } else { 1 };
+        let body = Bytes::from(body.unwrap_or_default());
+        let mut last_err = None;
+        let mut resp = None;
+        for _ in 0..attempts {
+            match self.send_once(method.clone(), path, body.clone()).await {
+                Ok(r) => {
+                    resp = Some(r);
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        let Some(resp) = resp else {
+            return Err(last_err.unwrap_or_else(|| internal("no attempt was made")));
+        };
         let theirs = resp
             .headers()
             .get(PROTOCOL_HEADER)
@@ -191,6 +187,37 @@ impl Client {
                 ),
             ),
         })
+    }
+
+    async fn send_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Response<Incoming>> {
+        let stream = self.connect().await?;
+        let closed = |e: hyper::Error| {
+            ClientError::new(
+                ErrorCode::Internal,
+                format!("the aside daemon closed the connection: {e}"),
+            )
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(closed)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://aside{path}"))
+            .header("host", "aside")
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+            .header(OWNER_HEADER, &self.owner)
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .map_err(internal)?;
+        sender.send_request(req).await.map_err(closed)
     }
 
     /// A JSON request with a JSON answer.

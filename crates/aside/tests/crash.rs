@@ -45,11 +45,7 @@ fn kill_9_of_the_daemon_loses_no_process_output_exit_status_or_result() {
     env.aside(&["wait", "survivor", "--until", "up", "--timeout", "10s"])
         .ok();
 
-    let daemon = env.daemon_pid().expect("daemon pid");
-    unsafe { libc::kill(daemon, libc::SIGKILL) };
-    eventually(Duration::from_secs(5), "the daemon to die", || {
-        !alive(daemon)
-    });
+    let daemon = env.kill_daemon();
 
     // While the daemon is down: release the gate, and let those processes end.
     std::fs::write(&gate, "").unwrap();
@@ -113,11 +109,7 @@ fn kill_9_of_the_daemon_loses_no_process_output_exit_status_or_result() {
     assert_eq!(names, ["downtime", "early", "flood", "killed", "survivor"]);
 
     // A second restart reconciles nothing twice.
-    let daemon = env.daemon_pid().unwrap();
-    unsafe { libc::kill(daemon, libc::SIGKILL) };
-    eventually(Duration::from_secs(5), "the daemon to die", || {
-        !alive(daemon)
-    });
+    env.kill_daemon();
     assert_eq!(notifications(&env, "human").len(), 5);
 }
 
@@ -187,11 +179,7 @@ fn a_shim_killed_while_the_daemon_is_down_is_abandoned_at_restart() {
         .ok();
     let shim = shim_record(&env, "lost");
     let pid = shim["pid"].as_i64().unwrap() as i32;
-    let daemon = env.daemon_pid().unwrap();
-    unsafe { libc::kill(daemon, libc::SIGKILL) };
-    eventually(Duration::from_secs(5), "the daemon to die", || {
-        !alive(daemon)
-    });
+    env.kill_daemon();
     unsafe { libc::kill(shim["shim_pid"].as_i64().unwrap() as i32, libc::SIGKILL) };
     eventually(Duration::from_secs(5), "the shim to die", || {
         !alive(shim["shim_pid"].as_i64().unwrap() as i32)

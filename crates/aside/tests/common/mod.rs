@@ -117,6 +117,18 @@ impl Env {
         o.json()["pid"].as_i64().map(|p| p as i32)
     }
 
+    /// SIGKILLs the daemon and waits until it is really gone: not just a zombie main thread,
+    /// but no longer accepting on its socket.
+    pub fn kill_daemon(&self) -> i32 {
+        let pid = self.daemon_pid().expect("a running daemon");
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let sock = self.home.join("run/aside.sock");
+        eventually(Duration::from_secs(5), "the daemon to die", || {
+            !alive(pid) && std::os::unix::net::UnixStream::connect(&sock).is_err()
+        });
+        pid
+    }
+
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.work.join(name);
         std::fs::write(&p, text).expect("write file");
