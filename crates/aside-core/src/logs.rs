@@ -516,45 +516,97 @@ fn render_line(bytes: &[u8], max_line: usize) -> String {
     }
 }
 
+/// Where one complete record's data lies in its segment file.
+struct RecordSpan {
+    data_off: u64,
+    len: u64,
+}
+
+/// The complete records of a segment, by walking headers only (the data is skipped).
+fn index_segment(path: &Path) -> io::Result<Vec<RecordSpan>> {
+    let file = File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut r = BufReader::with_capacity(16 * 1024, file);
+    let mut header = [0u8; HEADER_LEN as usize];
+    let mut off = 0u64;
+    let mut spans = Vec::new();
+    while off + HEADER_LEN <= size {
+        r.read_exact(&mut header)?;
+        let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as u64;
+        if off + HEADER_LEN + len > size {
+            break;
+        }
+        spans.push(RecordSpan {
+            data_off: off + HEADER_LEN,
+            len,
+        });
+        r.seek_relative(len as i64)?;
+        off += HEADER_LEN + len;
+    }
+    Ok(spans)
+}
+
+fn read_at(file: &File, off: u64, len: usize) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, off)?;
+    Ok(buf)
+}
+
 /// Builds the head/tail extract of a run's interleaved output for its result: up to
-/// `head_bytes` from the start and `tail_bytes` from the end, with everything between counted
-/// in `elided_bytes` (cap gaps included). Stream byte counts come from the shim's exit record.
+/// `head_bytes` from the start and `tail_bytes` from the end (never overlapping), with
+/// everything between counted in `elided_bytes` (cap gaps included). Reads only the records it
+/// shows, whatever the log's size. Stream byte counts come from the shim's exit record.
 pub fn summarize(
     reader: &LogReader,
     head_bytes: usize,
     tail_bytes: usize,
 ) -> io::Result<OutputSummary> {
-    let (pieces, _) = reader.read_from(0)?;
-    let mut head: Vec<u8> = Vec::new();
-    let mut tail: std::collections::VecDeque<u8> = Default::default();
-    let mut total: u64 = 0;
-    let mut gap: u64 = 0;
-    for piece in &pieces {
-        match piece {
-            Piece::Gap { bytes, .. } => {
-                total += bytes;
-                gap += bytes;
+    let segs = list_segments(&reader.dir)?;
+    let (Some(first), Some(last)) = (segs.first(), segs.last()) else {
+        return Ok(OutputSummary::default());
+    };
+    let last_spans = index_segment(&last.path)?;
+    let total = last.data + last_spans.iter().map(|r| r.len).sum::<u64>();
+
+    let mut head = Vec::new();
+    let first_file = File::open(&first.path)?;
+    for span in index_segment(&first.path)? {
+        if head.len() >= head_bytes {
+            break;
+        }
+        let take = span.len.min((head_bytes - head.len()) as u64) as usize;
+        head.extend(read_at(&first_file, span.data_off, take)?);
+    }
+
+    let mut need = (tail_bytes as u64).min(total - head.len() as u64);
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    for (i, seg) in segs.iter().enumerate().rev() {
+        if need == 0 {
+            break;
+        }
+        let indexed;
+        let spans = if i + 1 == segs.len() {
+            &last_spans
+        } else {
+            indexed = index_segment(&seg.path)?;
+            &indexed
+        };
+        let file = File::open(&seg.path)?;
+        for span in spans.iter().rev() {
+            if need == 0 {
+                break;
             }
-            Piece::Chunk(c) => {
-                total += c.data.len() as u64;
-                let mut data = &c.data[..];
-                if head.len() < head_bytes && gap == 0 {
-                    let take = (head_bytes - head.len()).min(data.len());
-                    head.extend_from_slice(&data[..take]);
-                    data = &data[take..];
-                }
-                if data.len() >= tail_bytes {
-                    tail.clear();
-                    tail.extend(&data[data.len() - tail_bytes..]);
-                } else {
-                    let over = (tail.len() + data.len()).saturating_sub(tail_bytes);
-                    tail.drain(..over);
-                    tail.extend(data);
-                }
-            }
+            let take = span.len.min(need);
+            parts.push(read_at(
+                &file,
+                span.data_off + span.len - take,
+                take as usize,
+            )?);
+            need -= take;
         }
     }
-    let tail: Vec<u8> = tail.into_iter().collect();
+    let tail: Vec<u8> = parts.into_iter().rev().flatten().collect();
     let shown = head.len() as u64 + tail.len() as u64;
     Ok(OutputSummary {
         head: String::from_utf8_lossy(&head).into_owned(),
@@ -657,5 +709,42 @@ mod tests {
             .count() as u64;
         assert_eq!(on_disk, kept.len() as u64 + records * HEADER_LEN);
         assert!(kept.len() as u64 <= cap, "{} bytes kept", kept.len());
+    }
+
+    /// `summarize` agrees with a naive extract of everything written, for logs that fit in the
+    /// head, overlap head and tail, and span a cap gap.
+    #[test]
+    fn summary_matches_a_naive_extract() {
+        for (n_lines, cap) in [
+            (0u32, 4096u64),
+            (3, 4096),
+            (150, 4096),
+            (400, 4096),
+            (5000, 4096),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut w = LogWriter::create(dir.path(), cap).unwrap();
+            let mut all = Vec::new();
+            for i in 0..n_lines {
+                let line = format!("l{i:06}\n");
+                all.extend_from_slice(line.as_bytes());
+                let stream = if i % 3 == 0 {
+                    LogStream::Stderr
+                } else {
+                    LogStream::Stdout
+                };
+                w.write(stream, line.as_bytes(), Timestamp::now()).unwrap();
+            }
+            let s = summarize(&LogReader::new(dir.path()), 1000, 1500).unwrap();
+            let head_len = all.len().min(1000);
+            assert_eq!(s.head.as_bytes(), &all[..head_len], "{n_lines} lines");
+            let tail_len = (all.len() - head_len).min(1500);
+            assert_eq!(
+                s.tail.as_bytes(),
+                &all[all.len() - tail_len..],
+                "{n_lines} lines"
+            );
+            assert_eq!(s.elided_bytes as usize, all.len() - head_len - tail_len);
+        }
     }
 }

@@ -117,13 +117,16 @@ impl StateDir {
                 ));
             }
         }
-        // The socket directory must be private even if it existed before.
-        fs::set_permissions(&self.socket_dir, fs::Permissions::from_mode(0o700)).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot make {} private: {e}", self.socket_dir.display()),
-            )
-        })?;
+        // State and socket directories must be private even if they existed before: the
+        // database and run directories hold commands' environments.
+        for dir in [&self.root, &self.socket_dir] {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot make {} private: {e}", dir.display()),
+                )
+            })?;
+        }
         let probe = self.root.join(".write-probe");
         fs::write(&probe, b"").map_err(|e| {
             io::Error::new(

@@ -64,7 +64,13 @@ pub fn all() -> Vec<ProcStat> {
 }
 
 /// Every descendant of `root` (children, their children, …), zombies included, `root` not.
+///
+/// Walks `/proc/<pid>/task/<tid>/children` (cheap: only the tree is read); falls back to a scan
+/// of all of `/proc` on kernels without it.
 pub fn descendants(root: i32) -> Vec<ProcStat> {
+    if let Some(tree) = descendants_by_children_files(root) {
+        return tree;
+    }
     let procs = all();
     let mut out = Vec::new();
     let mut frontier = vec![root];
@@ -75,6 +81,35 @@ pub fn descendants(root: i32) -> Vec<ProcStat> {
         }
     }
     out
+}
+
+fn children(pid: i32) -> Option<Vec<i32>> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        match fs::read_to_string(task.path().join("children")) {
+            Ok(text) => out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            ),
+            // Without CONFIG_PROC_CHILDREN the file does not exist at all.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(_) => {}
+        }
+    }
+    Some(out)
+}
+
+fn descendants_by_children_files(root: i32) -> Option<Vec<ProcStat>> {
+    let mut out = Vec::new();
+    let mut frontier = children(root)?;
+    while let Some(pid) = frontier.pop() {
+        if let Some(st) = stat(pid) {
+            out.push(st);
+            frontier.extend(children(pid).unwrap_or_default());
+        }
+    }
+    Some(out)
 }
 
 /// Live (non-zombie) members of session `sid` that started at or after `min_starttime`.
@@ -175,6 +210,31 @@ mod tests {
         let st = stat(me).unwrap();
         assert!(is_alive(me, Some(st.starttime)));
         assert!(!is_alive(me, Some(st.starttime + 1)));
+    }
+
+    #[test]
+    fn descendants_include_grandchildren() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & sleep 31; :"])
+            .spawn()
+            .unwrap();
+        let me = std::process::id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut found = Vec::new();
+        while std::time::Instant::now() < deadline {
+            found = descendants(me);
+            if found.iter().filter(|p| p.ppid == child.id() as i32).count() == 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(found.iter().any(|p| p.pid == child.id() as i32));
+        assert_eq!(
+            found.iter().filter(|p| p.ppid == child.id() as i32).count(),
+            2
+        );
+        signal_all(found.iter().map(|p| p.pid), libc::SIGKILL);
+        let _ = child.wait();
     }
 
     #[test]

@@ -26,6 +26,8 @@ CREATE TABLE processes (
     name        TEXT NOT NULL,
     owner       TEXT NOT NULL,
     team        TEXT,
+    command     TEXT NOT NULL,
+    cwd         TEXT NOT NULL,
     spec        TEXT NOT NULL,
     created_at  INTEGER NOT NULL
 );
@@ -146,16 +148,16 @@ pub struct Store {
     conn: Connection,
 }
 
-const PROCESS_COLUMNS: &str = "p.id, p.name, p.owner, p.team, p.spec, r.id, r.seq, r.status, r.pid, \
-     r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error";
+/// Columns of a process with one of its runs, for [`process_info`].
+const INFO_COLUMNS: &str = "p.id, p.name, p.owner, p.team, p.command, r.id, r.seq, r.status, r.pid, \
+     r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd";
+/// [`INFO_COLUMNS`] plus the spec, which holds the whole environment: read only where it is
+/// needed, so listing stays cheap.
+const PROCESS_COLUMNS: &str = "p.id, p.name, p.owner, p.team, p.command, r.id, r.seq, r.status, r.pid, \
+     r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd, p.spec";
 
-fn process_row(row: &Row<'_>) -> rusqlite::Result<(ProcessRow, String)> {
-    let spec_json: String = row.get(4)?;
-    let spec: Spec = serde_json::from_str(&spec_json).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
-    })?;
+fn process_info(row: &Row<'_>) -> rusqlite::Result<ProcessInfo> {
     let status_s: String = row.get(7)?;
-    let status = Status::parse(&status_s).unwrap_or(Status::Abandoned);
     let started_at = ts(row.get(11)?);
     let ended_at: Option<i64> = row.get(12)?;
     let ended_at = ended_at.map(ts);
@@ -164,18 +166,17 @@ fn process_row(row: &Row<'_>) -> rusqlite::Result<(ProcessRow, String)> {
         .duration_since(started_at)
         .as_millis()
         .max(0) as u64;
-    let seq: u32 = row.get(6)?;
     let signal: Option<i32> = row.get(10)?;
-    let info = ProcessInfo {
+    Ok(ProcessInfo {
         id: row.get(0)?,
         name: row.get(1)?,
         owner: row.get(2)?,
         team: row.get(3)?,
-        command: spec.cmd.display(),
-        cwd: spec.cwd.clone(),
+        command: row.get(4)?,
+        cwd: row.get(15)?,
         run_id: row.get(5)?,
-        restarts: seq,
-        status,
+        restarts: row.get(6)?,
+        status: Status::parse(&status_s).unwrap_or(Status::Abandoned),
         pid: row.get::<_, Option<i64>>(8)?.map(|p| p as u32),
         exit_code: row.get(9)?,
         signal: signal.map(signal_name),
@@ -184,8 +185,20 @@ fn process_row(row: &Row<'_>) -> rusqlite::Result<(ProcessRow, String)> {
         duration_ms,
         stopped_by: row.get(13)?,
         error: row.get(14)?,
-    };
-    Ok((ProcessRow { info, spec, seq }, status_s))
+    })
+}
+
+fn process_row(row: &Row<'_>) -> rusqlite::Result<ProcessRow> {
+    let info = process_info(row)?;
+    let spec_json: String = row.get(16)?;
+    let spec: Spec = serde_json::from_str(&spec_json).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(16, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(ProcessRow {
+        seq: info.restarts,
+        info,
+        spec,
+    })
 }
 
 /// Filters for [`Store::list`].
@@ -257,8 +270,18 @@ impl Store {
     pub fn insert_process(&mut self, p: &NewProcess, run_id: &str, now: Timestamp) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT INTO processes (id, name, owner, team, spec, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![p.id, p.name, p.owner, p.team, serde_json::to_string(&p.spec)?, ms(now)],
+            "INSERT INTO processes (id, name, owner, team, command, cwd, spec, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                p.id,
+                p.name,
+                p.owner,
+                p.team,
+                p.spec.cmd.display(),
+                p.spec.cwd,
+                serde_json::to_string(&p.spec)?,
+                ms(now)
+            ],
         )?;
         tx.execute(
             "INSERT INTO runs (id, process_id, seq, status, started_at) VALUES (?1, ?2, 0, 'starting', ?3)",
@@ -338,8 +361,7 @@ impl Store {
         Ok(self
             .conn
             .query_row(&sql, params![reference], process_row)
-            .optional()?
-            .map(|(p, _)| p))
+            .optional()?)
     }
 
     /// The process of run `run_id`, with that run's state (not necessarily its latest).
@@ -350,15 +372,14 @@ impl Store {
         Ok(self
             .conn
             .query_row(&sql, params![run_id], process_row)
-            .optional()?
-            .map(|(p, _)| p))
+            .optional()?)
     }
 
     /// Processes with their latest run, oldest first. Without `all`: live ones, plus terminal
     /// ones whose notification is unread.
-    pub fn list(&self, filter: &ListFilter) -> Result<Vec<ProcessRow>> {
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<ProcessInfo>> {
         let sql = format!(
-            "SELECT {PROCESS_COLUMNS} FROM processes p JOIN runs r ON r.process_id = p.id
+            "SELECT {INFO_COLUMNS} FROM processes p JOIN runs r ON r.process_id = p.id
              WHERE r.seq = (SELECT max(seq) FROM runs WHERE process_id = p.id)
                AND (?1 OR r.status IN ('starting', 'running', 'ready')
                     OR EXISTS (SELECT 1 FROM inbox i WHERE i.run_id = r.id AND i.acked_at IS NULL))
@@ -367,10 +388,8 @@ impl Store {
              ORDER BY p.created_at, p.id"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![filter.all, filter.owner, filter.team], process_row)?;
-        Ok(rows
-            .map(|r| r.map(|(p, _)| p))
-            .collect::<rusqlite::Result<_>>()?)
+        let rows = stmt.query_map(params![filter.all, filter.owner, filter.team], process_info)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Runs not yet terminal: `(run_id, process row)` for reconcile.
@@ -382,7 +401,7 @@ impl Store {
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map([], process_row)?;
         Ok(rows
-            .map(|r| r.map(|(p, _)| (p.info.run_id.clone(), p)))
+            .map(|r| r.map(|p| (p.info.run_id.clone(), p)))
             .collect::<rusqlite::Result<_>>()?)
     }
 

@@ -307,12 +307,7 @@ impl Supervisor {
 
     /// Processes with their latest run (see [`Store::list`]).
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<ProcessInfo>> {
-        Ok(self
-            .store()
-            .list(filter)?
-            .into_iter()
-            .map(|r| r.info)
-            .collect())
+        Ok(self.store().list(filter)?)
     }
 
     fn validate(&self, req: RunRequest) -> Result<(Option<String>, String, Option<String>, Spec)> {
@@ -757,16 +752,15 @@ impl Supervisor {
         })?;
         let mut resp = StopAllResponse::default();
         let mut tasks = Vec::new();
-        for row in live.into_iter().filter(|r| !r.info.status.is_terminal()) {
-            if !may_control(requester, &row.info.owner) {
-                resp.refused.push(row.info.name);
+        for row in live.into_iter().filter(|r| !r.status.is_terminal()) {
+            if !may_control(requester, &row.owner) {
+                resp.refused.push(row.name);
                 continue;
             }
             let me = self.clone();
             let requester = requester.to_string();
             tasks.push(tokio::spawn(async move {
-                me.stop(&row.info.id, &StopRequest::default(), &requester)
-                    .await
+                me.stop(&row.id, &StopRequest::default(), &requester).await
             }));
         }
         for t in tasks {
