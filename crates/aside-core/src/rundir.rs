@@ -10,10 +10,12 @@
 //!   shim.log       the shim's own stderr, for diagnosing the shim itself
 //! ```
 //!
-//! Every JSON file is written atomically (temp file, fsync, rename, fsync of the directory),
-//! so a reader sees the old state or the new one, never half of one, whatever crashes.
+//! Every JSON file is written atomically (temp file, then rename), so a reader sees the old
+//! state or the new one, never half of one, whatever process crashes. There is no fsync: the
+//! page cache outlives any process crash, and a power loss ends the commands too — a run whose
+//! records were lost with it is reconciled as `abandoned`, which is then the truth.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -125,7 +127,7 @@ impl RunDir {
         }
     }
 
-    /// Writes `name` atomically (temp file, fsync, rename, fsync of the directory).
+    /// Writes `name` atomically (temp file, then rename).
     pub fn write<T: Serialize>(&self, name: &str, value: &T) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
         let tmp = self.path.join(format!(".{name}.tmp"));
@@ -137,10 +139,8 @@ impl RunDir {
                 .mode(0o600)
                 .open(&tmp)?;
             f.write_all(&bytes)?;
-            f.sync_all()?;
         }
-        fs::rename(&tmp, self.path.join(name))?;
-        File::open(&self.path)?.sync_all()
+        fs::rename(&tmp, self.path.join(name))
     }
 
     /// The spec, if written.

@@ -28,8 +28,12 @@ CREATE TABLE processes (
     team        TEXT,
     command     TEXT NOT NULL,
     cwd         TEXT NOT NULL,
-    spec        TEXT NOT NULL,
     created_at  INTEGER NOT NULL
+);
+-- The spec holds the whole environment (kilobytes): kept apart so listing reads small rows.
+CREATE TABLE specs (
+    process_id  TEXT PRIMARY KEY REFERENCES processes(id) ON DELETE CASCADE,
+    spec        TEXT NOT NULL
 );
 CREATE INDEX processes_name ON processes(name);
 CREATE TABLE runs (
@@ -44,15 +48,21 @@ CREATE TABLE runs (
     ended_at        INTEGER,
     stopped_by      TEXT,
     error           TEXT,
-    result          TEXT,
+    -- 1 for the newest run of its process (denormalized so listing is one index scan).
+    latest          INTEGER NOT NULL DEFAULT 1,
+    -- 1 while its notification is unacknowledged (mirrors inbox.acked_at IS NULL).
+    unread          INTEGER NOT NULL DEFAULT 0,
     UNIQUE(process_id, seq)
 );
 CREATE INDEX runs_status ON runs(status);
+CREATE INDEX runs_latest ON runs(latest, status);
+-- One notification per terminal run; it carries the run's result (JSON RunResult).
 CREATE TABLE inbox (
     run_id      TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
     owner       TEXT NOT NULL,
     created_at  INTEGER NOT NULL,
-    acked_at    INTEGER
+    acked_at    INTEGER,
+    result      TEXT NOT NULL
 );
 CREATE INDEX inbox_owner ON inbox(owner, acked_at);
 "#];
@@ -154,7 +164,10 @@ const INFO_COLUMNS: &str = "p.id, p.name, p.owner, p.team, p.command, r.id, r.se
 /// [`INFO_COLUMNS`] plus the spec, which holds the whole environment: read only where it is
 /// needed, so listing stays cheap.
 const PROCESS_COLUMNS: &str = "p.id, p.name, p.owner, p.team, p.command, r.id, r.seq, r.status, r.pid, \
-     r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd, p.spec";
+     r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd, s.spec";
+/// The tables behind [`PROCESS_COLUMNS`].
+const PROCESS_FROM: &str =
+    "processes p JOIN runs r ON r.process_id = p.id JOIN specs s ON s.process_id = p.id";
 
 fn process_info(row: &Row<'_>) -> rusqlite::Result<ProcessInfo> {
     let status_s: String = row.get(7)?;
@@ -250,6 +263,8 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // 16 MiB of page cache (default 2 MiB): listings of a thousand processes stay in memory.
+        conn.pragma_update(None, "cache_size", -16384)?;
         let mut store = Store { conn };
         store.migrate(version)?;
         Ok(store)
@@ -270,8 +285,8 @@ impl Store {
     pub fn insert_process(&mut self, p: &NewProcess, run_id: &str, now: Timestamp) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT INTO processes (id, name, owner, team, command, cwd, spec, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO processes (id, name, owner, team, command, cwd, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 p.id,
                 p.name,
@@ -279,9 +294,12 @@ impl Store {
                 p.team,
                 p.spec.cmd.display(),
                 p.spec.cwd,
-                serde_json::to_string(&p.spec)?,
                 ms(now)
             ],
+        )?;
+        tx.execute(
+            "INSERT INTO specs (process_id, spec) VALUES (?1, ?2)",
+            params![p.id, serde_json::to_string(&p.spec)?],
         )?;
         tx.execute(
             "INSERT INTO runs (id, process_id, seq, status, started_at) VALUES (?1, ?2, 0, 'starting', ?3)",
@@ -299,10 +317,16 @@ impl Store {
         seq: u32,
         now: Timestamp,
     ) -> Result<()> {
-        self.conn.execute(
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE runs SET latest = 0 WHERE process_id = ?1 AND latest = 1",
+            params![process_id],
+        )?;
+        tx.execute(
             "INSERT INTO runs (id, process_id, seq, status, started_at) VALUES (?1, ?2, ?3, 'starting', ?4)",
             params![run_id, process_id, seq, ms(now)],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -326,7 +350,7 @@ impl Store {
     ) -> Result<bool> {
         let tx = self.conn.transaction()?;
         let changed = tx.execute(
-            "UPDATE runs SET status = ?2, exit_code = ?3, signal = ?4, ended_at = ?5, stopped_by = ?6, error = ?7, result = ?8
+            "UPDATE runs SET status = ?2, exit_code = ?3, signal = ?4, ended_at = ?5, stopped_by = ?6, error = ?7, unread = 1
              WHERE id = ?1 AND status IN ('starting', 'running', 'ready')",
             params![
                 run_id,
@@ -335,16 +359,15 @@ impl Store {
                 f.signal,
                 ms(f.ended_at),
                 f.stopped_by,
-                f.error,
-                serde_json::to_string(result)?
+                f.error
             ],
         )?;
         if changed == 0 {
             return Ok(false);
         }
         tx.execute(
-            "INSERT OR IGNORE INTO inbox (run_id, owner, created_at) VALUES (?1, ?2, ?3)",
-            params![run_id, owner, ms(f.ended_at)],
+            "INSERT OR IGNORE INTO inbox (run_id, owner, created_at, result) VALUES (?1, ?2, ?3, ?4)",
+            params![run_id, owner, ms(f.ended_at), serde_json::to_string(result)?],
         )?;
         tx.commit()?;
         Ok(true)
@@ -353,9 +376,9 @@ impl Store {
     /// The process with this id, or else the newest process with this name.
     pub fn find(&self, reference: &str) -> Result<Option<ProcessRow>> {
         let sql = format!(
-            "SELECT {PROCESS_COLUMNS} FROM processes p JOIN runs r ON r.process_id = p.id
+            "SELECT {PROCESS_COLUMNS} FROM {PROCESS_FROM}
              WHERE (p.id = ?1 OR p.name = ?1)
-               AND r.seq = (SELECT max(seq) FROM runs WHERE process_id = p.id)
+               AND r.latest = 1
              ORDER BY (p.id = ?1) DESC, p.created_at DESC, p.id DESC LIMIT 1"
         );
         Ok(self
@@ -366,26 +389,23 @@ impl Store {
 
     /// The process of run `run_id`, with that run's state (not necessarily its latest).
     pub fn find_by_run(&self, run_id: &str) -> Result<Option<ProcessRow>> {
-        let sql = format!(
-            "SELECT {PROCESS_COLUMNS} FROM processes p JOIN runs r ON r.process_id = p.id WHERE r.id = ?1"
-        );
+        let sql = format!("SELECT {PROCESS_COLUMNS} FROM {PROCESS_FROM} WHERE r.id = ?1");
         Ok(self
             .conn
             .query_row(&sql, params![run_id], process_row)
             .optional()?)
     }
 
-    /// Processes with their latest run, oldest first. Without `all`: live ones, plus terminal
+    /// Processes with their latest run, oldest first (ids are UUIDv7). Without `all`: live ones, plus terminal
     /// ones whose notification is unread.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<ProcessInfo>> {
         let sql = format!(
             "SELECT {INFO_COLUMNS} FROM processes p JOIN runs r ON r.process_id = p.id
-             WHERE r.seq = (SELECT max(seq) FROM runs WHERE process_id = p.id)
-               AND (?1 OR r.status IN ('starting', 'running', 'ready')
-                    OR EXISTS (SELECT 1 FROM inbox i WHERE i.run_id = r.id AND i.acked_at IS NULL))
+             WHERE r.latest = 1
+               AND (?1 OR r.status IN ('starting', 'running', 'ready') OR r.unread = 1)
                AND (?2 IS NULL OR p.owner = ?2)
                AND (?3 IS NULL OR p.team = ?3)
-             ORDER BY p.created_at, p.id"
+             ORDER BY p.id"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![filter.all, filter.owner, filter.team], process_info)?;
@@ -395,7 +415,7 @@ impl Store {
     /// Runs not yet terminal: `(run_id, process row)` for reconcile.
     pub fn unfinished_runs(&self) -> Result<Vec<(String, ProcessRow)>> {
         let sql = format!(
-            "SELECT {PROCESS_COLUMNS} FROM processes p JOIN runs r ON r.process_id = p.id
+            "SELECT {PROCESS_COLUMNS} FROM {PROCESS_FROM}
              WHERE r.status IN ('starting', 'running', 'ready') ORDER BY r.started_at"
         );
         let mut stmt = self.conn.prepare(&sql)?;
@@ -441,7 +461,7 @@ impl Store {
         let json: Option<Option<String>> = self
             .conn
             .query_row(
-                "SELECT result FROM runs WHERE id = ?1",
+                "SELECT result FROM inbox WHERE run_id = ?1",
                 params![run_id],
                 |r| r.get(0),
             )
@@ -458,8 +478,8 @@ impl Store {
         p: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<Notification>> {
         let sql = format!(
-            "SELECT i.run_id, i.owner, i.created_at, i.acked_at, r.result FROM inbox i
-             JOIN runs r ON r.id = i.run_id WHERE {where_sql} ORDER BY i.created_at, i.run_id"
+            "SELECT i.run_id, i.owner, i.created_at, i.acked_at, i.result FROM inbox i
+             WHERE {where_sql} ORDER BY i.created_at, i.run_id"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(p, |r| {
@@ -468,13 +488,12 @@ impl Store {
                 r.get::<_, String>(1)?,
                 r.get::<_, i64>(2)?,
                 r.get::<_, Option<i64>>(3)?,
-                r.get::<_, Option<String>>(4)?,
+                r.get::<_, String>(4)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
             let (id, owner, created, acked, result) = row?;
-            let Some(result) = result else { continue };
             out.push(Notification {
                 id,
                 owner,
@@ -511,6 +530,7 @@ impl Store {
                 "UPDATE inbox SET acked_at = ?2 WHERE run_id = ?1 AND acked_at IS NULL",
                 params![n.id, ms(now)],
             )?;
+            tx.execute("UPDATE runs SET unread = 0 WHERE id = ?1", params![n.id])?;
         }
         tx.commit()?;
         Ok(chosen
@@ -536,8 +556,7 @@ impl Store {
             let mut stmt = tx.prepare(
                 "SELECT r.id FROM runs r WHERE r.ended_at IS NOT NULL AND r.ended_at < ?1
                  AND r.status NOT IN ('starting', 'running', 'ready')
-                 AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.run_id = r.id AND i.acked_at IS NULL)
-                 AND r.seq < (SELECT max(seq) FROM runs x WHERE x.process_id = r.process_id)
+                 AND r.unread = 0 AND r.latest = 0
                  UNION
                  SELECT r.id FROM runs r JOIN processes p ON p.id = r.process_id
                  WHERE NOT EXISTS (SELECT 1 FROM runs x WHERE x.process_id = p.id

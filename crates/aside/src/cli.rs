@@ -375,6 +375,12 @@ fn print_json(v: &impl serde::Serialize) {
     let _ = writeln!(out);
 }
 
+fn print_raw(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(bytes);
+    let _ = writeln!(out);
+}
+
 /// Exit code for a child's ending, shell style: its code, 128 + signal, 124 for a timeout.
 fn child_exit_code(p: &ProcessInfo) -> i32 {
     match (p.status, p.exit_code, &p.signal) {
@@ -628,10 +634,13 @@ async fn stream_entries(
 async fn status(a: StatusArgs, state: StateDir) -> Result<i32> {
     let client = Client::new(state, env_owner(), true);
     if let Some(r) = a.reference {
-        let p: ProcessInfo = client.get(&format!("/v1/processes/{}", enc(&r))).await?;
+        let path = format!("/v1/processes/{}", enc(&r));
         if a.json {
-            print_json(&p);
-        } else {
+            print_raw(&client.get_raw(&path).await?);
+            return Ok(0);
+        }
+        let p: ProcessInfo = client.get(&path).await?;
+        {
             print!("{}", render::table(std::slice::from_ref(&p)));
         }
         return Ok(0);

@@ -236,6 +236,12 @@ impl Client {
             .map_err(|e| internal(format!("unexpected answer from the daemon: {e}")))
     }
 
+    /// `GET`, returning the answer's bytes as the daemon sent them (for `--json` output that
+    /// needs no parsing).
+    pub async fn get_raw(&self, path: &str) -> Result<Bytes> {
+        body_bytes(self.send(Method::GET, path, None).await?).await
+    }
+
     /// `GET` with a JSON answer.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.call(Method::GET, path, None::<&()>).await
