@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -116,8 +116,9 @@ fn io_err(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
 /// Tunables of a supervisor.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The executable started as `EXE __shim <run_dir>` for each run.
-    pub shim_exe: PathBuf,
+    /// How to start a shim: the program and its leading arguments, to which the run directory
+    /// is appended, e.g. `["/usr/bin/aside-shim"]` or `["/usr/bin/aside", "__shim"]`.
+    pub shim_command: Vec<std::ffi::OsString>,
     /// Default log cap in bytes.
     pub default_log_cap: u64,
     /// Terminal runs older than this are pruned (their notifications read).
@@ -481,8 +482,17 @@ impl Supervisor {
             }
         };
         self.watch_logs(run_id, &rd.log_dir());
-        let mut cmd = tokio::process::Command::new(&self.inner.settings.shim_exe);
-        cmd.arg("__shim")
+        let shim = &self.inner.settings.shim_command;
+        let Some(program) = shim.first() else {
+            self.finish_without_shim(
+                run_id,
+                Status::Failed,
+                "no shim command is configured".into(),
+            );
+            return;
+        };
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(&shim[1..])
             .arg(rd.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -503,7 +513,7 @@ impl Supervisor {
             Err(e) => {
                 let msg = format!(
                     "could not start the shim {}: {e}",
-                    self.inner.settings.shim_exe.display()
+                    program.to_string_lossy()
                 );
                 self.finish_without_shim(run_id, Status::Failed, msg);
                 return;

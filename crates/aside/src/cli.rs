@@ -370,9 +370,9 @@ fn env_owner() -> String {
 }
 
 fn print_json(v: &impl serde::Serialize) {
-    let mut out = std::io::stdout().lock();
-    let _ = serde_json::to_writer_pretty(&mut out, v);
-    let _ = writeln!(out);
+    let mut buf = serde_json::to_vec_pretty(v).unwrap_or_default();
+    buf.push(b'\n');
+    let _ = std::io::stdout().lock().write_all(&buf);
 }
 
 fn print_raw(bytes: &[u8]) {
@@ -652,12 +652,14 @@ async fn status(a: StatusArgs, state: StateDir) -> Result<i32> {
     if let Some(t) = &a.team {
         q.push(format!("team={}", enc(t)));
     }
-    let procs: Vec<ProcessInfo> = client
-        .get(&format!("/v1/processes?{}", q.join("&")))
-        .await?;
+    let path = format!("/v1/processes?{}", q.join("&"));
     if a.json {
-        print_json(&procs);
-    } else if procs.is_empty() {
+        // The daemon's bytes as they are: `status --json` is the hot path of polling agents.
+        print_raw(&client.get_raw(&path).await?);
+        return Ok(0);
+    }
+    let procs: Vec<ProcessInfo> = client.get(&path).await?;
+    if procs.is_empty() {
         println!(
             "no processes (`aside status --all` includes finished ones whose result was read)"
         );
@@ -717,7 +719,8 @@ async fn logs(a: LogsArgs, state: StateDir) -> Result<i32> {
         eprintln!("aside: no logs for {} yet", a.reference);
         return Ok(2);
     }
-    let mut out = std::io::stdout().lock();
+    // One write per 64 KiB, not per line (stdout is line-buffered).
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     for e in &resp.entries {
         let _ = if a.json {
             writeln!(out, "{}", serde_json::to_string(e).unwrap_or_default())
@@ -725,6 +728,7 @@ async fn logs(a: LogsArgs, state: StateDir) -> Result<i32> {
             writeln!(out, "{}", render::entry(e, with_stream))
         };
     }
+    let _ = out.flush();
     Ok(0)
 }
 

@@ -148,15 +148,27 @@ fn lock_holder(file: &File) -> Option<i32> {
 }
 
 async fn serve(state: StateDir, opts: DaemonOptions) -> i32 {
-    let shim_exe = match std::env::current_exe() {
+    let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {
             report(&format!("error: cannot find the aside executable: {e}"));
             return 1;
         }
     };
+    // The small shim binary beside us keeps each process's memory low; `aside __shim` works
+    // too (e.g. when only `aside` was copied somewhere).
+    let small = exe.with_file_name("aside-shim");
+    let shim_command = if small.is_file() {
+        vec![small.into_os_string()]
+    } else {
+        tracing::info!(
+            "{} is missing: shims run as `aside __shim`",
+            small.display()
+        );
+        vec![exe.into_os_string(), "__shim".into()]
+    };
     let settings = Settings {
-        shim_exe,
+        shim_command,
         default_log_cap: opts.log_cap,
         prune_after: opts.prune_after,
     };

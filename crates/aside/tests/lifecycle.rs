@@ -505,3 +505,38 @@ fn commands_keep_the_open_files_limit_the_daemon_started_with() {
         "the daemon raised its own limit: {line}"
     );
 }
+
+#[test]
+fn shims_run_from_the_small_binary_or_fall_back_to_aside_itself() {
+    // Beside the built `aside` lies `aside-shim`: the daemon uses it.
+    let env = Env::new();
+    let p = env.run(&["--name", "small", "sleep 30"]);
+    let shim: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.run_dir(p["run_id"].as_str().unwrap()).join("shim.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", shim["shim_pid"])).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).contains("aside-shim"));
+
+    // A lone copy of `aside` runs its shims as `aside __shim`.
+    let lone_dir = env.dir.path().join("bin");
+    std::fs::create_dir_all(&lone_dir).unwrap();
+    let lone = lone_dir.join("aside");
+    std::fs::copy(BIN, &lone).unwrap();
+    let other = Env::new();
+    let run = |args: &[&str]| -> Out {
+        std::process::Command::new(&lone)
+            .args(args)
+            .env("ASIDE_HOME", &other.home)
+            .current_dir(&other.work)
+            .output()
+            .unwrap()
+            .into()
+    };
+    run(&["run", "--name", "lone", "echo via fallback"]).ok();
+    let w = run(&["wait", "lone", "--exit", "--timeout", "30s"]).ok();
+    assert!(w.stdout.contains("completed"), "{}", w.stdout);
+    assert_eq!(run(&["logs", "lone"]).ok().stdout, "via fallback\n");
+    run(&["daemon", "stop"]).ok();
+}
