@@ -41,8 +41,8 @@ def hyperfine(commands, runs=50, warmup=5, prepare=None):
         return [r["median"] * 1000 for r in json.load(f)["results"]]
 
 
-def record(workload, value, reference, target, note=""):
-    RESULTS.append((workload, value, reference, target, note))
+def record(workload, value, reference, peer, target, note=""):
+    RESULTS.append((workload, value, reference, peer, target, note))
     print(f"{workload}: {value}  (reference: {reference})", flush=True)
 
 
@@ -82,7 +82,7 @@ def shim_pids():
 def bench_warm_run():
     aside("daemon", "start")
     floor, run = hyperfine(["/bin/true", f"{ASIDE} run true"], runs=200, warmup=10)
-    record("warm `aside run` (whole CLI process)", f"{run:.2f} ms", f"`/bin/true` {floor:.2f} ms", "≤ 1.5 ms")
+    record("warm `aside run 'true'`, whole CLI process", f"{run:.2f} ms", f"`/bin/true` {floor:.2f} ms", "2.3 ms (pueue)", "≤ 1.5 ms")
     stop_everything()
 
 
@@ -93,7 +93,7 @@ def bench_cold_run():
         warmup=2,
         prepare=f"{ASIDE} daemon stop >/dev/null 2>&1; true",
     )
-    record("cold `aside run` including the daemon's start", f"{cold:.2f} ms", f"`/bin/true` {floor:.2f} ms", "≤ 15 ms")
+    record("cold `aside run` including the daemon's start", f"{cold:.2f} ms", f"`/bin/true` {floor:.2f} ms", "55 ms (agent-procs)", "≤ 15 ms")
     stop_everything()
 
 
@@ -121,27 +121,31 @@ def bench_run_to_running():
         "from `run` to the child actually running",
         f"{via:.2f} ms",
         f"`sh -c` spawned directly {direct:.2f} ms",
+        "8.7 ms (agent-procs)",
         "≤ 3 ms",
         "both include `sh` and `date` starting",
     )
     stop_everything()
 
 
-def bench_status(n, target):
+def bench_status(n, target, peer):
     aside("daemon", "start")
+    daemon = json.loads(aside("daemon", "status", "--json").stdout)["pid"]
+    daemon_idle = pss_kib(daemon)
     start_sleepers(n)
     floor, status = hyperfine(["/bin/true", f"{ASIDE} status --json"], runs=50, warmup=5)
-    record(f"`status --json` with {n} running", f"{status:.2f} ms", f"`/bin/true` {floor:.2f} ms", target)
-    daemon = json.loads(aside("daemon", "status", "--json").stdout)["pid"]
+    record(f"`status --json` with {n} running", f"{status:.2f} ms", f"`/bin/true` {floor:.2f} ms", peer, target)
     shims = shim_pids()
     daemon_pss = pss_kib(daemon)
     shim_pss = sum(pss_kib(p) for p in shims) / max(len(shims), 1)
-    sleep_pss = statistics.median([pss_kib(int(p["pid"])) for p in json.loads(aside("status", "--json").stdout)][:50])
+    added = shim_pss + (daemon_pss - daemon_idle) / n
     record(
-        f"memory with {n} running: daemon PSS; PSS per shim",
-        f"{daemon_pss / 1024:.1f} MiB; {shim_pss:.0f} KiB",
-        f"the `sleep` each shim runs: {sleep_pss:.0f} KiB",
+        f"memory with {n} running: daemon PSS; added PSS per process (shim + daemon growth)",
+        f"{daemon_pss / 1024:.1f} MiB; {added:.0f} KiB",
+        f"daemon with nothing running {daemon_idle / 1024:.1f} MiB; shim alone {shim_pss:.0f} KiB",
+        "19.6 MiB total, 19 KiB per process (supervisord)",
         "daemon ≤ 20 MiB at 1000; ≤ 256 KiB per process",
+        "the commands' own memory (`sh`, `sleep`) is not counted",
     )
     stop_everything()
 
@@ -161,6 +165,7 @@ def bench_exit_to_status(n=40):
         "from a process's exit to `wait --exit` returning (status and inbox entry written)",
         f"{statistics.median(samples):.2f} ms",
         "includes `date` exiting and the CLI process ending",
+        "4.3 ms (agent-procs)",
         "≤ 2 ms to status; ≤ 5 ms to its inbox entry",
         "the result and the inbox entry are one transaction",
     )
@@ -172,17 +177,38 @@ def bench_throughput():
     line = "x" * 99
     gen = f"yes {line} | head -c 200000000"
     out = os.path.join(HOME, "out.txt")
-    redirect, via = hyperfine(
-        [f"sh -c '{gen} > {out}'", f"{ASIDE} run --wait '{gen}'"],
+    redirect, captured, kept, streamed = hyperfine(
+        [
+            f"sh -c '{gen} > {out}'",
+            f"sh -c '{ASIDE} run --name t \"{gen}\" >/dev/null && {ASIDE} wait t --exit >/dev/null'",
+            f"sh -c '{ASIDE} run --name k --log-cap 256MiB \"{gen}\" >/dev/null && {ASIDE} wait k --exit >/dev/null'",
+            f"{ASIDE} run --name s --wait '{gen}'",
+        ],
         runs=10,
         warmup=1,
     )
     record(
-        "200 MB of 100-byte lines, start to exit reported",
-        f"{via:.0f} ms ({via / redirect:.2f}×)",
+        "200 MB of 100-byte lines, start to exit reported (`run` + `wait --exit`)",
+        f"{captured:.0f} ms ({captured / redirect:.2f}×)",
         f"redirected to a file {redirect:.0f} ms",
+        "1.43× (supervisord)",
         "≤ 1.1×",
-        "`run --wait` also streams the output back to the CLI",
+        "default 8 MiB cap: 200 MB pass through, 8 MiB stay on disk",
+    )
+    record(
+        "the same with `--log-cap 256MiB`, keeping all 200 MB on disk",
+        f"{kept:.0f} ms ({kept / redirect:.2f}×)",
+        f"redirected to a file {redirect:.0f} ms",
+        "1.43× (supervisord)",
+        "≤ 1.1×",
+    )
+    record(
+        "the same with `run --wait`, streaming all of it back to the terminal",
+        f"{streamed:.0f} ms ({streamed / redirect:.2f}×)",
+        f"redirected to a file {redirect:.0f} ms",
+        "",
+        "",
+        "includes JSON-encoding 2 M lines to the CLI",
     )
     stop_everything()
 
@@ -197,11 +223,11 @@ def write_markdown():
         f"processes on a {os.cpu_count()}-core machine ({cpu or 'unknown CPU'}), medians of repeated runs,",
         f"each next to its reference in the same run. Last run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
-        "| workload | aside | reference (same run) | target | note |",
-        "|---|---|---|---|---|",
+        "| workload | aside | reference (same run) | best peer (issue #2's figures, not re-measured here) | target | note |",
+        "|---|---|---|---|---|---|",
     ]
-    for w, v, r, t, n in RESULTS:
-        lines.append(f"| {w} | {v} | {r} | {t} | {n} |")
+    for w, v, r, p, t, n in RESULTS:
+        lines.append(f"| {w} | {v} | {r} | {p} | {t} | {n} |")
     lines += [
         "",
         "Reproduce: `bench/run` (needs `hyperfine`, which it installs with apt when missing).",
@@ -219,8 +245,8 @@ def main():
         bench_warm_run()
         bench_cold_run()
         bench_run_to_running()
-        bench_status(200, "≤ 2.5 ms")
-        bench_status(1000, "≤ 5 ms")
+        bench_status(200, "≤ 2.5 ms", "2.4 ms (agent-procs)")
+        bench_status(1000, "≤ 5 ms", "")
         bench_exit_to_status()
         bench_throughput()
     finally:
