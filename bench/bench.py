@@ -222,6 +222,8 @@ def write_markdown():
         "Measured by `bench/run` (which builds the release binary and writes this file), as whole",
         f"processes on a {os.cpu_count()}-core machine ({cpu or 'unknown CPU'}), medians of repeated runs,",
         f"each next to its reference in the same run. Last run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "Whole runs of the script differ by up to ±25% on this shared machine: compare a row with its",
+        "reference column, taken in the same run, rather than across runs.",
         "",
         "| workload | aside | reference (same run) | best peer (issue #2's figures, not re-measured here) | target | note |",
         "|---|---|---|---|---|---|",
