@@ -127,8 +127,8 @@ pub struct Settings {
 
 struct Live {
     process_id: String,
-    /// Known once the shim reported (its signal handlers are installed by then).
-    shim_pid: Option<i32>,
+    /// The shim's pid, set once the shim reported (its signal handlers are installed by then).
+    shim_pid: watch::Sender<Option<i32>>,
     done: watch::Sender<bool>,
 }
 
@@ -459,7 +459,7 @@ impl Supervisor {
             run_id.to_string(),
             Live {
                 process_id: process_id.to_string(),
-                shim_pid: None,
+                shim_pid: watch::channel(None).0,
                 done: watch::channel(false).0,
             },
         );
@@ -533,9 +533,11 @@ impl Supervisor {
             {
                 tracing::error!("run {run_id}: cannot record pid {pid}: {e}");
             }
-            if let Some(live) = lock(&self.inner.live).get_mut(run_id) {
-                live.shim_pid = shim_pid;
-            }
+        }
+        // Whatever the report said (or if none came), stop requests may signal the shim from
+        // now on: it is still our unreaped child, so its pid cannot have been reused.
+        if let Some(live) = lock(&self.inner.live).get(run_id) {
+            live.shim_pid.send_replace(shim_pid);
         }
         let me = self.clone();
         let run = run_id.to_string();
@@ -719,22 +721,19 @@ impl Supervisor {
         }
         let run_id = row.info.run_id.clone();
         let grace_ms = req.grace_ms.unwrap_or(row.spec.grace_ms);
-        let mut done = None;
-        // A run still starting has no shim to signal yet: wait briefly for it.
-        for _ in 0..100 {
-            let found = lock(&self.inner.live)
-                .get(&run_id)
-                .map(|l| (l.shim_pid, l.done.subscribe()));
-            match found {
-                Some((Some(pid), rx)) => {
-                    done = Some((pid, rx));
-                    break;
-                }
-                Some((None, _)) => tokio::time::sleep(Duration::from_millis(20)).await,
-                None => break,
-            }
-        }
-        let Some((shim_pid, mut done)) = done else {
+        let Some((mut shim_rx, mut done)) = lock(&self.inner.live)
+            .get(&run_id)
+            .map(|l| (l.shim_pid.subscribe(), l.done.subscribe()))
+        else {
+            // Ended meanwhile.
+            return Ok(self.find(&row.info.id)?.info);
+        };
+        // A run still starting has no shim to signal yet: wait for its report (or its end).
+        let shim_pid = tokio::select! {
+            pid = shim_rx.wait_for(|p| p.is_some()) => pid.ok().and_then(|p| *p),
+            _ = done.wait_for(|d| *d) => None,
+        };
+        let Some(shim_pid) = shim_pid else {
             return Ok(self.find(&row.info.id)?.info);
         };
         let rd = self.run_dir(&run_id);
@@ -1079,8 +1078,8 @@ impl Supervisor {
         let afd = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
             .map_err(|e| Error::Io(format!("cannot poll pidfd of {shim_pid}: {e}")))?;
         self.register_live(run_id, process_id);
-        if let Some(live) = lock(&self.inner.live).get_mut(run_id) {
-            live.shim_pid = Some(shim_pid);
+        if let Some(live) = lock(&self.inner.live).get(run_id) {
+            live.shim_pid.send_replace(Some(shim_pid));
         }
         self.watch_logs(run_id, &rd.log_dir());
         let me = self.clone();

@@ -144,10 +144,7 @@ fn timeout_kills_the_whole_tree() {
 fn pids_with_env(key: &str, value: &str) -> Vec<i32> {
     let needle = format!("{key}={value}");
     let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
+    for pid in all_pids() {
         if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ"))
             && env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
             && alive(pid)
