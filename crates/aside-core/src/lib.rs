@@ -9,8 +9,10 @@
 
 pub mod logs;
 pub mod paths;
+pub mod policy;
 pub mod proc;
 pub mod rundir;
 pub mod shim;
 pub mod store;
 pub mod supervisor;
+pub mod units;
