@@ -7,6 +7,7 @@
 //!   a crash and delivers each result to its owner's inbox exactly once.
 //! - [`paths::StateDir`]: where all of it lives (`ASIDE_HOME`).
 
+pub mod audit;
 pub mod logs;
 pub mod paths;
 pub mod policy;

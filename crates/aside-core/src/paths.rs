@@ -87,6 +87,16 @@ impl StateDir {
         self.root.join("daemon.lock")
     }
 
+    /// The audit log (who stopped, restarted or was refused what).
+    pub fn audit_log(&self) -> PathBuf {
+        self.root.join("audit.log")
+    }
+
+    /// The default permission policy file.
+    pub fn default_policy(&self) -> PathBuf {
+        self.root.join("policy.json")
+    }
+
     /// The daemon's own log.
     pub fn daemon_log(&self) -> PathBuf {
         self.root.join("daemon.log")

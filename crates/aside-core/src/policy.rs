@@ -211,7 +211,17 @@ impl Policy {
                 .rsplit_once(" at line ")
                 .map_or(msg.as_str(), |(r, _)| r)
                 .to_string();
-            err(Some(e.line()), Some(e.column()), reason)
+            // serde_json points after an unknown key; point at the key itself.
+            let mut column = e.column();
+            if let Some(key) = reason
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+                && let Some(line) = text.lines().nth(e.line().saturating_sub(1))
+                && let Some(at) = line.find(&format!("\"{key}\""))
+            {
+                column = line[..at].chars().count() + 1;
+            }
+            err(Some(e.line()), Some(column), reason)
         })?;
         // Semantic errors point at the key's first occurrence.
         let at = |key: &str| {
@@ -299,6 +309,41 @@ impl Policy {
             cwd,
             limits,
         })
+    }
+
+    /// One paragraph saying what this policy allows and its limits.
+    pub fn describe(&self) -> String {
+        let rules = match &self.allow {
+            None => "every command".to_string(),
+            Some(r) if r.is_empty() => {
+                "no command (there is no \"allow\" rule; [\"*\"] allows all)".to_string()
+            }
+            Some(r) => format!(
+                "{} command rule{}",
+                r.len(),
+                if r.len() == 1 { "" } else { "s" }
+            ),
+        };
+        let cwd = match &self.cwd {
+            None => "any directory".to_string(),
+            Some(r) => format!(
+                "directories under {}",
+                r.iter()
+                    .map(|c| c.entry.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let l = &self.limits;
+        format!(
+            "allows {rules} in {cwd}; at most {} running processes per owner and {} per team, timeout {}, log cap {} bytes, team members {} stop each other's processes",
+            l.max_processes_per_owner,
+            l.max_processes_per_team,
+            l.max_timeout_ms
+                .map_or("unlimited".to_string(), |ms| format!("at most {ms} ms")),
+            l.max_log_cap,
+            if l.team_may_stop { "may" } else { "may not" }
+        )
     }
 
     /// Judges a command: every segment must match an `allow` pattern.
@@ -624,11 +669,11 @@ mod tests {
             "{\n  \"allow\": [\"a\"],\n  \"bogus\": 1\n}",
         )
         .unwrap_err();
-        assert_eq!((e.line, e.column), (Some(3), Some(9)));
+        assert_eq!((e.line, e.column), (Some(3), Some(3)));
         assert!(e.reason.contains("unknown field `bogus`"), "{e}");
         assert!(
             e.to_string()
-                .starts_with("invalid policy /p.json:3:9: unknown field `bogus`"),
+                .starts_with("invalid policy /p.json:3:3: unknown field `bogus`"),
             "{e}"
         );
         let e = Policy::parse(Path::new("/p.json"), "{\"allow\": [\"a\",]}").unwrap_err();

@@ -446,6 +446,18 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Live processes of `owner`, and of `team` when given.
+    pub fn live_counts(&self, owner: &str, team: Option<&str>) -> Result<(usize, usize)> {
+        let (by_owner, by_team): (i64, i64) = self.conn.query_row(
+            "SELECT coalesce(sum(p.owner = ?1), 0), coalesce(sum(?2 IS NOT NULL AND p.team = ?2), 0)
+             FROM processes p JOIN runs r ON r.process_id = p.id
+             WHERE r.latest = 1 AND r.status IN ('starting', 'running', 'ready')",
+            params![owner, team],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((by_owner as usize, by_team as usize))
+    }
+
     /// Number of live runs.
     pub fn live_count(&self) -> Result<usize> {
         let n: i64 = self.conn.query_row(

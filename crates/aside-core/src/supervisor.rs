@@ -28,8 +28,10 @@ use regex::Regex;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, watch};
 
+use crate::audit::{AuditEntry, AuditLog};
 use crate::logs::{self, LineSplitter, LogReader};
 use crate::paths::StateDir;
+use crate::policy::{Policy, PolicyStore, Verdict};
 use crate::proc;
 use crate::rundir::{CONTROL_FILE, ExitRecord, RunDir, SHIM_LOG, StopControl};
 use crate::store::{Finish, ListFilter, NewProcess, ProcessRow, Store, StoreError};
@@ -123,6 +125,8 @@ pub struct Settings {
     pub default_log_cap: u64,
     /// Terminal runs older than this are pruned (their notifications read).
     pub prune_after: Duration,
+    /// The permission policy file (it need not exist: then the built-in policy applies).
+    pub policy_path: std::path::PathBuf,
 }
 
 struct Live {
@@ -139,8 +143,10 @@ struct Inner {
     live: Mutex<HashMap<String, Live>>,
     log_events: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
-    /// Serializes name checks with inserts so two `run --name x` cannot both win.
+    /// Serializes name checks and limit counts with inserts so two `run`s cannot both win.
     start_lock: tokio::sync::Mutex<()>,
+    policy: PolicyStore,
+    audit: AuditLog,
 }
 
 /// The runtime. Cheap to clone; all clones share state.
@@ -162,8 +168,36 @@ pub fn strip_trailing_ampersand(cmd: &str) -> &str {
     }
 }
 
-fn may_control(requester: &str, owner: &str) -> bool {
-    requester == owner || requester == HUMAN_OWNER
+/// Who is asking: the owner named on the request (`aside-owner`), and its team.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requester {
+    /// The asking owner; `human` for a person.
+    pub owner: String,
+    /// The asking owner's team, if any.
+    pub team: Option<String>,
+}
+
+impl Requester {
+    /// A person at the local socket: may do everything, and the policy does not apply.
+    pub fn human() -> Requester {
+        Requester {
+            owner: HUMAN_OWNER.into(),
+            team: None,
+        }
+    }
+
+    /// An owner with an optional team.
+    pub fn new(owner: impl Into<String>, team: Option<String>) -> Requester {
+        Requester {
+            owner: owner.into(),
+            team: team.filter(|t| !t.is_empty()),
+        }
+    }
+
+    /// True for a human: the policy's rules and limits apply to everyone else.
+    pub fn is_human(&self) -> bool {
+        self.owner == HUMAN_OWNER
+    }
 }
 
 fn valid_name(name: &str) -> bool {
@@ -238,6 +272,8 @@ impl Supervisor {
         .ok();
         Ok(Supervisor {
             inner: Arc::new(Inner {
+                policy: PolicyStore::new(settings.policy_path.clone()),
+                audit: AuditLog::new(state.audit_log()),
                 state,
                 settings,
                 store: Mutex::new(store),
@@ -410,12 +446,21 @@ impl Supervisor {
     /// Starts a command in the background and answers once it runs (with its pid) or failed
     /// to start. Errors: invalid request (empty command, bad cwd, bad name), a name in use by a
     /// live process, or the state directory refusing writes.
-    pub async fn run(&self, req: RunRequest) -> Result<ProcessInfo> {
-        let (name, owner, team, spec) = self.validate(req)?;
+    pub async fn run(&self, req: RunRequest, who: &Requester) -> Result<ProcessInfo> {
+        let explicit_log_cap = req.log_cap_bytes.is_some();
+        let (name, owner, team, mut spec) = self.validate(req)?;
         let process_id = uuid::Uuid::now_v7().to_string();
         let run_id = uuid::Uuid::now_v7().to_string();
         {
             let _guard = self.inner.start_lock.lock().await;
+            self.admit(
+                who,
+                &owner,
+                team.as_deref(),
+                &mut spec,
+                explicit_log_cap,
+                false,
+            )?;
             let name = {
                 let store = self.store();
                 match name {
@@ -689,15 +734,169 @@ impl Supervisor {
         self.unwatch_logs(run_id, &rd.log_dir());
     }
 
-    fn check_control(requester: &str, row: &ProcessRow, verb: &str) -> Result<()> {
-        if may_control(requester, &row.info.owner) {
-            Ok(())
-        } else {
-            Err(Error::Forbidden(format!(
-                "{requester} may not {verb} {:?}: it is owned by {}; only its owner or a human may {verb} it",
-                row.info.name, row.info.owner
-            )))
+    fn audit(&self, who: &Requester, action: &str, target: &str, refused: Option<&str>) {
+        self.inner.audit.append(&AuditEntry {
+            ts: Timestamp::now(),
+            who: &who.owner,
+            action,
+            target,
+            outcome: if refused.is_some() { "refused" } else { "done" },
+            reason: refused,
+        });
+    }
+
+    /// Refuses with `reason`, writing it to the audit log first.
+    fn refuse<T>(&self, who: &Requester, action: &str, target: &str, reason: String) -> Result<T> {
+        self.audit(who, action, target, Some(&reason));
+        Err(Error::Forbidden(reason))
+    }
+
+    /// The policy for an agent's request; an invalid policy file refuses every agent request.
+    fn agent_policy(&self, who: &Requester, action: &str, target: &str) -> Result<Arc<Policy>> {
+        self.inner.policy.current().or_else(|e| {
+            self.refuse(
+                who,
+                action,
+                target,
+                format!(
+                    "{e}; agent requests are refused until it is fixed (humans are not affected)"
+                ),
+            )
+        })
+    }
+
+    /// Whether `who` may stop or restart a process of `owner` (in `team`): its owner, a human,
+    /// or — when the policy says `team_may_stop` — a member of its team.
+    fn may_control(
+        &self,
+        who: &Requester,
+        owner: &str,
+        team: Option<&str>,
+        verb: &str,
+        name: &str,
+    ) -> Result<()> {
+        if who.is_human() {
+            return Ok(());
         }
+        let policy = self.agent_policy(who, verb, name)?;
+        let same_team = who.team.is_some() && who.team.as_deref() == team;
+        if who.owner == owner || (same_team && policy.limits.team_may_stop) {
+            return Ok(());
+        }
+        let also = if policy.limits.team_may_stop {
+            " or a member of its team"
+        } else {
+            ""
+        };
+        self.refuse(
+            who,
+            verb,
+            name,
+            format!(
+                "{} may not {verb} {name:?}: it is owned by {owner}; only its owner{also} or a human may {verb} it",
+                who.owner
+            ),
+        )
+    }
+
+    /// Applies the policy to an agent starting `spec` for `owner`: command, cwd and limits.
+    /// Fills in the policy's longest timeout and clamps a default log cap. `already_live`:
+    /// the process itself is live and counted (a restart).
+    fn admit(
+        &self,
+        who: &Requester,
+        owner: &str,
+        team: Option<&str>,
+        spec: &mut Spec,
+        explicit_log_cap: bool,
+        already_live: bool,
+    ) -> Result<()> {
+        if who.is_human() {
+            return Ok(());
+        }
+        let cmd = spec.cmd.display();
+        if who.owner != owner {
+            return self.refuse(
+                who,
+                "run",
+                &cmd,
+                format!(
+                    "{} may not start processes for {owner}: an agent starts processes it owns",
+                    who.owner
+                ),
+            );
+        }
+        let policy = self.agent_policy(who, "run", &cmd)?;
+        let source = policy
+            .source()
+            .map_or("the built-in policy".to_string(), |p| {
+                format!("policy {}", p.display())
+            });
+        if let Verdict::Refused(why) = policy.check_command(&spec.cmd) {
+            return self.refuse(who, "run", &cmd, format!("{source} refuses {cmd:?}: {why}"));
+        }
+        if let Verdict::Refused(why) = policy.check_cwd(Path::new(&spec.cwd)) {
+            return self.refuse(
+                who,
+                "run",
+                &cmd,
+                format!("{source} refuses the directory: {why}"),
+            );
+        }
+        let limits = &policy.limits;
+        let (by_owner, by_team) = self.store().live_counts(owner, team)?;
+        let discount = usize::from(already_live);
+        if by_owner.saturating_sub(discount) >= limits.max_processes_per_owner {
+            return self.refuse(
+                who,
+                "run",
+                &cmd,
+                format!(
+                    "{owner} already has {by_owner} running processes, the limit of {source} (max_processes_per_owner): stop one first"
+                ),
+            );
+        }
+        if let Some(t) = team
+            && by_team.saturating_sub(discount) >= limits.max_processes_per_team
+        {
+            return self.refuse(
+                who,
+                "run",
+                &cmd,
+                format!(
+                    "team {t} already has {by_team} running processes, the limit of {source} (max_processes_per_team)"
+                ),
+            );
+        }
+        if let Some(max) = limits.max_timeout_ms {
+            match spec.timeout_ms {
+                Some(t) if t > max => {
+                    return self.refuse(
+                        who,
+                        "run",
+                        &cmd,
+                        format!("a timeout of {t} ms is longer than the {max} ms {source} allows (max_timeout)"),
+                    );
+                }
+                Some(_) => {}
+                None => spec.timeout_ms = Some(max),
+            }
+        }
+        if spec.log_cap_bytes > limits.max_log_cap {
+            if explicit_log_cap {
+                return self.refuse(
+                    who,
+                    "run",
+                    &cmd,
+                    format!(
+                        "a log cap of {} bytes is more than the {} bytes {source} allows (max_log_cap)",
+                        spec.log_cap_bytes, limits.max_log_cap
+                    ),
+                );
+            }
+            spec.log_cap_bytes = limits.max_log_cap;
+        }
+        Ok(())
     }
 
     /// Stops a process: `req.signal` (default SIGTERM) to every process of its tree, then
@@ -708,10 +907,16 @@ impl Supervisor {
         &self,
         reference: &str,
         req: &StopRequest,
-        requester: &str,
+        who: &Requester,
     ) -> Result<ProcessInfo> {
         let row = self.find(reference)?;
-        Self::check_control(requester, &row, "stop")?;
+        self.may_control(
+            who,
+            &row.info.owner,
+            row.info.team.as_deref(),
+            "stop",
+            &row.info.name,
+        )?;
         let signal = match &req.signal {
             Some(s) => proc::parse_signal(s).map_err(Error::Invalid)?,
             None => libc::SIGTERM,
@@ -742,18 +947,19 @@ impl Supervisor {
             &StopControl {
                 signal,
                 grace_ms,
-                requested_by: requester.to_string(),
+                requested_by: who.owner.clone(),
             },
         )
         .map_err(io_err("cannot write the stop request in", rd.path()))?;
         // SAFETY: kill(2) to the run's shim, which is live (its monitor has not finished it).
         unsafe { libc::kill(shim_pid, libc::SIGUSR1) };
+        self.audit(who, "stop", &row.info.name, None);
         let _ = done.wait_for(|d| *d).await;
         Ok(self.find(&row.info.id)?.info)
     }
 
     /// Stops every live process (of `owner`, if given) the requester may stop, concurrently.
-    pub async fn stop_all(&self, owner: Option<&str>, requester: &str) -> Result<StopAllResponse> {
+    pub async fn stop_all(&self, owner: Option<&str>, who: &Requester) -> Result<StopAllResponse> {
         let live = self.store().list(&ListFilter {
             all: false,
             owner: owner.map(str::to_string),
@@ -762,14 +968,17 @@ impl Supervisor {
         let mut resp = StopAllResponse::default();
         let mut tasks = Vec::new();
         for row in live.into_iter().filter(|r| !r.status.is_terminal()) {
-            if !may_control(requester, &row.owner) {
+            if self
+                .may_control(who, &row.owner, row.team.as_deref(), "stop", &row.name)
+                .is_err()
+            {
                 resp.refused.push(row.name);
                 continue;
             }
             let me = self.clone();
-            let requester = requester.to_string();
+            let who = who.clone();
             tasks.push(tokio::spawn(async move {
-                me.stop(&row.id, &StopRequest::default(), &requester).await
+                me.stop(&row.id, &StopRequest::default(), &who).await
             }));
         }
         for t in tasks {
@@ -781,11 +990,32 @@ impl Supervisor {
     }
 
     /// Stops the process if it runs, then starts a new run of the same spec (restarts + 1).
-    pub async fn restart(&self, reference: &str, requester: &str) -> Result<ProcessInfo> {
+    pub async fn restart(&self, reference: &str, who: &Requester) -> Result<ProcessInfo> {
         let row = self.find(reference)?;
-        Self::check_control(requester, &row, "restart")?;
-        if !row.info.status.is_terminal() {
-            self.stop(&row.info.id, &StopRequest::default(), requester)
+        self.may_control(
+            who,
+            &row.info.owner,
+            row.info.team.as_deref(),
+            "restart",
+            &row.info.name,
+        )?;
+        // Judge the new run before stopping the old one: a refusal leaves it running.
+        let mut spec = row.spec.clone();
+        let live = !row.info.status.is_terminal();
+        if !who.is_human() {
+            // The policy judges the restart as the owner's own run.
+            let as_owner = Requester::new(row.info.owner.clone(), who.team.clone());
+            self.admit(
+                &as_owner,
+                &row.info.owner,
+                row.info.team.as_deref(),
+                &mut spec,
+                true,
+                live,
+            )?;
+        }
+        if live {
+            self.stop(&row.info.id, &StopRequest::default(), who)
                 .await?;
         }
         let run_id = uuid::Uuid::now_v7().to_string();
@@ -809,7 +1039,8 @@ impl Supervisor {
                 .insert_run(&row.info.id, &run_id, row.seq + 1, Timestamp::now())?;
             self.register_live(&run_id, &row.info.id);
         }
-        self.launch(&run_id, &row.spec).await;
+        self.launch(&run_id, &spec).await;
+        self.audit(who, "restart", &row.info.name, None);
         Ok(self.find(&row.info.id)?.info)
     }
 

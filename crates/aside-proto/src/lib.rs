@@ -28,6 +28,8 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const PROTOCOL_HEADER: &str = "aside-protocol";
 /// Header carrying the requester's owner (who is asking), e.g. for stop permission checks.
 pub const OWNER_HEADER: &str = "aside-owner";
+/// Header carrying the requester's team, if any (for the policy's `team_may_stop`).
+pub const TEAM_HEADER: &str = "aside-team";
 /// The owner of a person at the CLI or dashboard; a `human` may stop anything.
 pub const HUMAN_OWNER: &str = "human";
 

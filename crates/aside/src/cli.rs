@@ -60,6 +60,11 @@ enum Cmd {
         /// bash, zsh, fish, powershell or elvish.
         shell: clap_complete::Shell,
     },
+    /// Check the permission policy for agents, or explain its verdict on a command.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
     /// Not yet supported: start a project from aside.yaml / agent-procs.yaml.
     Up(NotYet),
     /// Not yet supported: stop a project's processes.
@@ -293,6 +298,9 @@ struct DaemonFlags {
     /// Default per-run log cap.
     #[arg(long, env = "ASIDE_LOG_CAP", value_parser = parse_bytes, default_value = "8MiB", value_name = "BYTES")]
     log_cap: u64,
+    /// Permission policy file for agents (default: policy.json in the state directory).
+    #[arg(long, env = "ASIDE_POLICY", value_name = "FILE")]
+    policy: Option<PathBuf>,
 }
 
 impl DaemonFlags {
@@ -301,6 +309,7 @@ impl DaemonFlags {
             idle_timeout: Duration::from_millis(self.idle_timeout),
             prune_after: Duration::from_millis(self.prune_after),
             log_cap: self.log_cap,
+            policy: self.policy.clone(),
         }
     }
 
@@ -310,7 +319,34 @@ impl DaemonFlags {
             format!("--prune-after={}ms", self.prune_after),
             format!("--log-cap={}", self.log_cap),
         ]
+        .into_iter()
+        .chain(
+            self.policy
+                .iter()
+                .map(|p| format!("--policy={}", p.display())),
+        )
+        .collect()
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCmd {
+    /// Validate a policy file (default: $ASIDE_POLICY, else policy.json in the state directory).
+    Check {
+        /// The file.
+        file: Option<PathBuf>,
+    },
+    /// Say which rule allows a command (and directory), or why it is refused.
+    Explain {
+        /// The command, as an agent would run it.
+        command: String,
+        /// The working directory (default: the current one).
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        /// The policy file (default as for `check`).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -377,6 +413,9 @@ pub fn main(cli: Cli) -> i32 {
     if let Cmd::Schema { name } = &cli.cmd {
         return schema(name.as_deref());
     }
+    if let Cmd::Policy { cmd } = &cli.cmd {
+        return policy(cmd);
+    }
     match &cli.cmd {
         Cmd::Up(_) => return not_yet("up", "project config files are planned"),
         Cmd::Down(_) => return not_yet("down", "project config files are planned"),
@@ -408,6 +447,77 @@ pub fn main(cli: Cli) -> i32 {
         Err(e) => {
             eprintln!("aside: {e}");
             e.exit_code()
+        }
+    }
+}
+
+/// `aside policy check|explain`: judged here, without the daemon, exactly as the daemon would.
+fn policy(cmd: &PolicyCmd) -> i32 {
+    use aside_core::policy::{Policy, Verdict};
+    let default_path = || -> Option<PathBuf> {
+        std::env::var_os("ASIDE_POLICY")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| StateDir::from_env().ok().map(|s| s.default_policy()))
+    };
+    let (file, explicit) = match cmd {
+        PolicyCmd::Check { file } | PolicyCmd::Explain { file, .. } => match file {
+            Some(f) => (Some(f.clone()), true),
+            None => (default_path(), false),
+        },
+    };
+    let Some(file) = file else {
+        eprintln!(
+            "aside: cannot find the policy file: set ASIDE_POLICY or ASIDE_HOME, or name the file"
+        );
+        return 1;
+    };
+    let loaded = match Policy::load(&file) {
+        Ok(Some(p)) => p,
+        Ok(None) if explicit => {
+            eprintln!("aside: no policy file at {}", file.display());
+            return 2;
+        }
+        Ok(None) => Policy::builtin(),
+        Err(e) => {
+            eprintln!("aside: {e}");
+            return 1;
+        }
+    };
+    let name = loaded.source().map_or(
+        format!("no file at {}: the built-in policy", file.display()),
+        |p| format!("policy {}", p.display()),
+    );
+    match cmd {
+        PolicyCmd::Check { .. } => {
+            println!("ok: {name} {}", loaded.describe());
+            0
+        }
+        PolicyCmd::Explain { command, cwd, .. } => {
+            let cwd = cwd
+                .clone()
+                .or_else(|| std::env::current_dir().ok())
+                .unwrap_or_default();
+            let verdicts = [
+                loaded.check_command(&Command::Shell(command.clone())),
+                loaded.check_cwd(&cwd),
+            ];
+            let mut allowed = true;
+            for v in &verdicts {
+                match v {
+                    Verdict::Allowed(parts) => {
+                        for (what, rule) in parts {
+                            println!("allowed: {what:?} by {rule:?}");
+                        }
+                    }
+                    Verdict::Refused(why) => {
+                        allowed = false;
+                        println!("refused: {why}");
+                    }
+                }
+            }
+            println!("({name})");
+            if allowed { 0 } else { 1 }
         }
     }
 }
@@ -449,6 +559,7 @@ async fn dispatch(cmd: Cmd, state: StateDir) -> Result<i32> {
         Cmd::Daemon { cmd } => daemon(cmd, state).await,
         Cmd::Completions { .. }
         | Cmd::Schema { .. }
+        | Cmd::Policy { .. }
         | Cmd::Up(_)
         | Cmd::Down(_)
         | Cmd::Session(_)
@@ -489,7 +600,7 @@ async fn run(a: RunArgs, state: StateDir) -> Result<i32> {
         grace_ms: a.grace,
         log_cap_bytes: a.log_cap,
     };
-    let client = Client::new(state, owner, true);
+    let client = Client::new(state, owner, true).with_team(req.team.clone());
     let info: ProcessInfo = client.post("/v1/processes", &req).await?;
     let Some(wait_for) = a.wait else {
         if a.json {

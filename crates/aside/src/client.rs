@@ -10,7 +10,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use aside_core::paths::StateDir;
-use aside_proto::{ErrorBody, ErrorCode, OWNER_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION};
+use aside_proto::{
+    ErrorBody, ErrorCode, OWNER_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION, TEAM_HEADER,
+};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -70,6 +72,7 @@ fn internal(e: impl std::fmt::Display) -> ClientError {
 pub struct Client {
     state: StateDir,
     owner: String,
+    team: Option<String>,
     autostart: bool,
 }
 
@@ -80,8 +83,17 @@ impl Client {
         Client {
             state,
             owner,
+            team: std::env::var("ASIDE_TEAM").ok().filter(|t| !t.is_empty()),
             autostart,
         }
+    }
+
+    /// Asks as a member of `team` (default: `$ASIDE_TEAM`).
+    pub fn with_team(mut self, team: Option<String>) -> Client {
+        if team.is_some() {
+            self.team = team;
+        }
+        self
     }
 
     /// Connects to the socket; starts the daemon when none answers (and `autostart`).
@@ -208,15 +220,17 @@ impl Client {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(format!("http://aside{path}"))
             .header("host", "aside")
             .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
             .header(OWNER_HEADER, &self.owner)
-            .header("content-type", "application/json")
-            .body(Full::new(body))
-            .map_err(internal)?;
+            .header("content-type", "application/json");
+        if let Some(team) = &self.team {
+            req = req.header(TEAM_HEADER, team);
+        }
+        let req = req.body(Full::new(body)).map_err(internal)?;
         sender.send_request(req).await.map_err(closed)
     }
 

@@ -18,10 +18,11 @@ use std::time::Duration;
 
 use aside_core::paths::StateDir;
 use aside_core::store::ListFilter;
-use aside_core::supervisor::{Error, Settings, Supervisor};
+use aside_core::supervisor::{Error, Requester, Settings, Supervisor};
 use aside_proto::{
     AckRequest, ApiError, DaemonStatus, ErrorBody, ErrorCode, HUMAN_OWNER, LogQuery, OWNER_HEADER,
-    PROTOCOL_HEADER, PROTOCOL_VERSION, RunRequest, StopAllRequest, StopRequest, WaitQuery,
+    PROTOCOL_HEADER, PROTOCOL_VERSION, RunRequest, StopAllRequest, StopRequest, TEAM_HEADER,
+    WaitQuery,
 };
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
@@ -50,6 +51,8 @@ pub struct DaemonOptions {
     pub prune_after: Duration,
     /// Default per-run log cap in bytes.
     pub log_cap: u64,
+    /// The permission policy file; `None`: `policy.json` in the state directory.
+    pub policy: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone)]
@@ -171,6 +174,10 @@ async fn serve(state: StateDir, opts: DaemonOptions) -> i32 {
         shim_command,
         default_log_cap: opts.log_cap,
         prune_after: opts.prune_after,
+        policy_path: opts
+            .policy
+            .clone()
+            .unwrap_or_else(|| state.default_policy()),
     };
     let sup = match Supervisor::open(state.clone(), settings) {
         Ok(s) => s,
@@ -384,13 +391,18 @@ impl IntoResponse for ApiErr {
 
 type ApiResult<T> = Result<T, ApiErr>;
 
-fn requester(headers: &HeaderMap) -> String {
-    headers
-        .get(OWNER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty())
-        .unwrap_or(HUMAN_OWNER)
-        .to_string()
+fn requester(headers: &HeaderMap) -> Requester {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    Requester::new(
+        header(OWNER_HEADER).unwrap_or_else(|| HUMAN_OWNER.to_string()),
+        header(TEAM_HEADER),
+    )
 }
 
 fn body<T: DeserializeOwned + Default>(bytes: &Bytes) -> ApiResult<T> {
@@ -432,9 +444,9 @@ async fn daemon_stop(State(app): State<App>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "stopping": true, "pid": std::process::id() }))
 }
 
-async fn create(State(app): State<App>, bytes: Bytes) -> ApiResult<Response> {
+async fn create(State(app): State<App>, headers: HeaderMap, bytes: Bytes) -> ApiResult<Response> {
     let req: RunRequest = body(&bytes)?;
-    let info = app.sup.run(req).await?;
+    let info = app.sup.run(req, &requester(&headers)).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 

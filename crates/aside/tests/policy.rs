@@ -1,0 +1,258 @@
+//! The permission policy: agents get only what it allows; humans are not affected; an invalid
+//! file fails closed and a corrected one applies without a restart.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn as_agent(env: &Env, owner: &str, args: &[&str]) -> Out {
+    env.command()
+        .env("ASIDE_OWNER", owner)
+        .args(args)
+        .output()
+        .expect("run aside")
+        .into()
+}
+
+fn policy(env: &Env, json: &str) {
+    std::fs::create_dir_all(&env.home).unwrap();
+    std::fs::write(env.home.join("policy.json"), json).unwrap();
+}
+
+fn audit(env: &Env) -> Vec<Value> {
+    std::fs::read_to_string(env.home.join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn agents_run_only_what_the_policy_allows_and_humans_anything() {
+    let env = Env::new();
+    let work = env.work.to_str().unwrap().to_string();
+    // `//abs` is an absolute root (a single `/` would be relative to the policy's directory).
+    policy(
+        &env,
+        &format!(r#"{{"allow": ["echo *", "sleep *"], "cwd": {{"allow": ["/{work}"]}}}}"#),
+    );
+    let ok = as_agent(
+        &env,
+        "agent-1",
+        &["run", "--name", "greet", "echo hi && echo there"],
+    );
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    let o = as_agent(&env, "agent-1", &["run", "echo ok; rm -rf /tmp/x"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("no allow rule matches \"rm -rf /tmp/x\""),
+        "{}",
+        o.stderr
+    );
+    let o = as_agent(&env, "agent-1", &["run", "echo $(id)"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("command substitution"), "{}", o.stderr);
+    let o = as_agent(&env, "agent-1", &["run", "--cwd", "/tmp", "echo hi"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("is not under any cwd.allow root"),
+        "{}",
+        o.stderr
+    );
+    // A human is not bound by it.
+    env.aside(&["run", "--name", "human-job", "ls /"]).ok();
+    // Refusals are audited with who, what and why.
+    let refusals: Vec<Value> = audit(&env)
+        .into_iter()
+        .filter(|e| e["outcome"] == "refused")
+        .collect();
+    assert_eq!(refusals.len(), 3, "{refusals:?}");
+    assert!(
+        refusals
+            .iter()
+            .all(|e| e["who"] == "agent-1" && e["action"] == "run")
+    );
+    // Nothing refused was started.
+    let names: Vec<String> = env
+        .status_all()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["greet", "human-job"]);
+}
+
+#[test]
+fn an_invalid_policy_refuses_agents_serves_humans_and_a_fix_applies_without_restart() {
+    let env = Env::new();
+    policy(
+        &env,
+        "{\n  \"allow\": [\"echo *\"],\n  \"colour\": \"red\"\n}\n",
+    );
+    let o = as_agent(&env, "agent-1", &["run", "echo hi"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("policy.json:3:3: unknown field `colour`"),
+        "the refusal names file, line and reason: {}",
+        o.stderr
+    );
+    // Humans and reads are served.
+    env.aside(&["run", "--name", "h", "echo human"]).ok();
+    assert_eq!(as_agent(&env, "agent-1", &["status", "--json"]).code, 0);
+    let o = as_agent(&env, "agent-1", &["stop", "h"]);
+    assert_eq!(o.code, 1, "agents may stop nothing either");
+    // `aside policy check` says the same.
+    let c = env.aside(&["policy", "check"]);
+    assert_eq!(c.code, 1);
+    assert!(
+        c.stderr.contains(":3:3: unknown field `colour`"),
+        "{}",
+        c.stderr
+    );
+    let daemon = env.daemon_pid().unwrap();
+    policy(&env, r#"{"allow": ["echo *"]}"#);
+    let o = as_agent(&env, "agent-1", &["run", "echo fixed"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(env.daemon_pid(), Some(daemon), "no restart was needed");
+}
+
+#[test]
+fn limits_cap_processes_timeouts_and_log_caps() {
+    let env = Env::new();
+    policy(
+        &env,
+        r#"{"allow": ["sleep *", "echo *"], "limits": {"max_processes_per_owner": 2, "max_timeout": "10m", "max_log_cap": "1MiB"}}"#,
+    );
+    as_agent(&env, "a", &["run", "--name", "s1", "sleep 30"]).ok();
+    as_agent(&env, "a", &["run", "--name", "s2", "sleep 30"]).ok();
+    let o = as_agent(&env, "a", &["run", "--name", "s3", "sleep 30"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("a already has 2 running processes"),
+        "{}",
+        o.stderr
+    );
+    // Another owner has its own allowance.
+    as_agent(&env, "b", &["run", "--name", "b1", "sleep 30"]).ok();
+    let o = as_agent(&env, "b", &["run", "--timeout", "1h", "sleep 30"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("longer than the 600000 ms"),
+        "{}",
+        o.stderr
+    );
+    let o = as_agent(&env, "b", &["run", "--log-cap", "8MiB", "echo x"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("max_log_cap"), "{}", o.stderr);
+    // Runs without a timeout get the policy's longest one (seen in its spec on disk).
+    let p: Value = as_agent(&env, "b", &["run", "--json", "--name", "b2", "echo y"])
+        .ok()
+        .json();
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.run_dir(p["run_id"].as_str().unwrap()).join("spec.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(spec["timeout_ms"], 600_000);
+    assert_eq!(spec["log_cap_bytes"], 1024 * 1024);
+    // An agent cannot start processes in another owner's name.
+    let body = format!(
+        r#"{{"cmd": "echo x", "owner": "a", "cwd": "{}"}}"#,
+        env.work.display()
+    );
+    let resp = raw_post(&env, "/v1/processes", "b", &body);
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+    assert!(resp.contains("b may not start processes for a"), "{resp}");
+}
+
+/// A POST with an `aside-owner` header that the CLI would never send differently from the body.
+fn raw_post(env: &Env, path: &str, owner: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn =
+        std::os::unix::net::UnixStream::connect(env.home.join("run/aside.sock")).unwrap();
+    write!(
+        conn,
+        "POST {path} HTTP/1.1\r\nhost: aside\r\naside-owner: {owner}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).unwrap();
+    resp
+}
+
+#[test]
+fn team_members_stop_each_other_only_when_the_policy_says_so() {
+    let env = Env::new();
+    policy(&env, r#"{"allow": ["sleep *"]}"#);
+    let run = |owner: &str, name: &str| {
+        let o: Out = env
+            .command()
+            .env("ASIDE_OWNER", owner)
+            .env("ASIDE_TEAM", "blue")
+            .args(["run", "--name", name, "sleep 60"])
+            .output()
+            .unwrap()
+            .into();
+        o.ok();
+    };
+    let stop = |owner: &str, name: &str| -> Out {
+        env.command()
+            .env("ASIDE_OWNER", owner)
+            .env("ASIDE_TEAM", "blue")
+            .args(["stop", name])
+            .output()
+            .unwrap()
+            .into()
+    };
+    run("a", "a1");
+    let o = stop("b", "a1");
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("only its owner or a human may stop it"),
+        "{}",
+        o.stderr
+    );
+    policy(
+        &env,
+        r#"{"allow": ["sleep *"], "limits": {"team_may_stop": true}}"#,
+    );
+    stop("b", "a1").ok();
+    assert_eq!(env.status("a1")["stopped_by"], "b");
+    let stops: Vec<Value> = audit(&env)
+        .into_iter()
+        .filter(|e| e["action"] == "stop")
+        .collect();
+    assert_eq!(stops.len(), 2);
+    assert_eq!(stops[0]["outcome"], "refused");
+    assert_eq!(stops[1]["outcome"], "done");
+}
+
+#[test]
+fn policy_explain_says_which_rule_allows_what() {
+    let env = Env::new();
+    policy(&env, r#"{"allow": ["cargo test *", "echo *"]}"#);
+    let o = env
+        .aside(&["policy", "explain", "cargo test --all && echo done"])
+        .ok();
+    assert!(
+        o.stdout
+            .contains(r#"allowed: "cargo test --all" by "cargo test *""#),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains(r#"allowed: "echo done" by "echo *""#),
+        "{}",
+        o.stdout
+    );
+    let o = env.aside(&["policy", "explain", "cargo test | sh"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stdout.contains(r#"refused: no allow rule matches "sh""#),
+        "{}",
+        o.stdout
+    );
+    let ok = env.aside(&["policy", "check"]).ok();
+    assert!(ok.stdout.starts_with("ok: policy"), "{}", ok.stdout);
+}
