@@ -20,7 +20,8 @@ use crate::proc::signal_name;
 /// `PRAGMA application_id` of an aside database ("asid").
 pub const APPLICATION_ID: i32 = 0x6173_6964;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE processes (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
@@ -65,7 +66,11 @@ CREATE TABLE inbox (
     result      TEXT NOT NULL
 );
 CREATE INDEX inbox_owner ON inbox(owner, acked_at);
-"#];
+"#,
+    r#"
+ALTER TABLE processes ADD COLUMN description TEXT;
+"#,
+];
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +126,8 @@ pub struct NewProcess {
     pub owner: String,
     /// Team.
     pub team: Option<String>,
+    /// What it is for, in a few words.
+    pub description: Option<String>,
     /// What it runs.
     pub spec: Spec,
 }
@@ -160,11 +167,11 @@ pub struct Store {
 
 /// Columns of a process with one of its runs, for [`process_info`].
 const INFO_COLUMNS: &str = "p.id, p.name, p.owner, p.team, p.command, r.id, r.seq, r.status, r.pid, \
-     r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd";
+     r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd, p.description";
 /// [`INFO_COLUMNS`] plus the spec, which holds the whole environment: read only where it is
 /// needed, so listing stays cheap.
 const PROCESS_COLUMNS: &str = "p.id, p.name, p.owner, p.team, p.command, r.id, r.seq, r.status, r.pid, \
-     r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd, s.spec";
+     r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd, p.description, s.spec";
 /// The tables behind [`PROCESS_COLUMNS`].
 const PROCESS_FROM: &str =
     "processes p JOIN runs r ON r.process_id = p.id JOIN specs s ON s.process_id = p.id";
@@ -198,14 +205,15 @@ fn process_info(row: &Row<'_>) -> rusqlite::Result<ProcessInfo> {
         duration_ms,
         stopped_by: row.get(13)?,
         error: row.get(14)?,
+        description: row.get(16)?,
     })
 }
 
 fn process_row(row: &Row<'_>) -> rusqlite::Result<ProcessRow> {
     let info = process_info(row)?;
-    let spec_json: String = row.get(16)?;
+    let spec_json: String = row.get(17)?;
     let spec: Spec = serde_json::from_str(&spec_json).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(16, rusqlite::types::Type::Text, Box::new(e))
+        rusqlite::Error::FromSqlConversionFailure(17, rusqlite::types::Type::Text, Box::new(e))
     })?;
     Ok(ProcessRow {
         seq: info.restarts,
@@ -285,8 +293,8 @@ impl Store {
     pub fn insert_process(&mut self, p: &NewProcess, run_id: &str, now: Timestamp) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT INTO processes (id, name, owner, team, command, cwd, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO processes (id, name, owner, team, command, cwd, created_at, description)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 p.id,
                 p.name,
@@ -294,7 +302,8 @@ impl Store {
                 p.team,
                 p.spec.cmd.display(),
                 p.spec.cwd,
-                ms(now)
+                ms(now),
+                p.description
             ],
         )?;
         tx.execute(
@@ -587,5 +596,43 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aside.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            conn.execute(
+                "INSERT INTO processes (id, name, owner, command, cwd, created_at) VALUES ('p1', 'old', 'human', 'true', '/', 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let version: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let (name, description): (String, Option<String>) = store
+            .conn
+            .query_row(
+                "SELECT name, description FROM processes WHERE id = 'p1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((name.as_str(), description), ("old", None));
     }
 }

@@ -448,6 +448,7 @@ impl Supervisor {
     /// live process, or the state directory refusing writes.
     pub async fn run(&self, req: RunRequest, who: &Requester) -> Result<ProcessInfo> {
         let explicit_log_cap = req.log_cap_bytes.is_some();
+        let description = req.description.clone().filter(|d| !d.trim().is_empty());
         let (name, owner, team, mut spec) = self.validate(req)?;
         let process_id = uuid::Uuid::now_v7().to_string();
         let run_id = uuid::Uuid::now_v7().to_string();
@@ -490,6 +491,7 @@ impl Supervisor {
                 name,
                 owner,
                 team,
+                description,
                 spec: spec.clone(),
             };
             self.store().insert_process(&p, &run_id, Timestamp::now())?;

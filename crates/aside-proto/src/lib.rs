@@ -137,6 +137,9 @@ pub struct RunRequest {
     /// Optional team.
     #[serde(default)]
     pub team: Option<String>,
+    /// What the command is for, in a few words (shown to people watching).
+    #[serde(default)]
+    pub description: Option<String>,
     /// Absolute working directory; must exist.
     pub cwd: Option<String>,
     /// Complete environment of the command (the CLI sends its own, with `--env` overrides).
@@ -207,6 +210,9 @@ pub struct ProcessInfo {
     pub stopped_by: Option<String>,
     /// Why it failed to start, for spawn errors and abandoned runs.
     pub error: Option<String>,
+    /// What it is for, as given when it was started.
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 /// A bounded extract of a run's output: its head and tail, with the bytes between them.

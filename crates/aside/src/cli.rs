@@ -75,8 +75,16 @@ enum Cmd {
     Ui(NotYet),
     /// Not yet supported: the web dashboard.
     Web(NotYet),
-    /// Not yet supported: the MCP server for agents.
-    Mcp(NotYet),
+    /// Serve agents over MCP on stdin/stdout (`claude mcp add aside -- aside mcp`).
+    Mcp {
+        /// The owner of every process this connection starts (default: $ASIDE_OWNER, else the
+        /// client's name plus a session id).
+        #[arg(long, env = "ASIDE_OWNER")]
+        owner: Option<String>,
+        /// The team of this connection.
+        #[arg(long, env = "ASIDE_TEAM")]
+        team: Option<String>,
+    },
     /// Print the JSON Schema of a `--json` output (status, process, result, notification, inbox, log-entry, logs, wait, run-request, error).
     Schema {
         /// Which schema; all of them when omitted.
@@ -121,6 +129,9 @@ struct RunArgs {
     /// Team of the process.
     #[arg(long, env = "ASIDE_TEAM")]
     team: Option<String>,
+    /// What it is for, in a few words (shown to people watching).
+    #[arg(long)]
+    description: Option<String>,
     /// Working directory (default: the current one).
     #[arg(long)]
     cwd: Option<PathBuf>,
@@ -422,7 +433,12 @@ pub fn main(cli: Cli) -> i32 {
         Cmd::Session(_) => return not_yet("session", "projects are planned"),
         Cmd::Ui(_) => return not_yet("ui", "the terminal UI is planned"),
         Cmd::Web(_) => return not_yet("web", "the web dashboard is planned"),
-        Cmd::Mcp(_) => return not_yet("mcp", "the MCP server is planned"),
+        Cmd::Mcp { owner, team } => {
+            return crate::mcp::run(crate::mcp::McpOptions {
+                owner: owner.clone(),
+                team: team.clone(),
+            });
+        }
         _ => {}
     }
     let state = match StateDir::from_env() {
@@ -565,7 +581,7 @@ async fn dispatch(cmd: Cmd, state: StateDir) -> Result<i32> {
         | Cmd::Session(_)
         | Cmd::Ui(_)
         | Cmd::Web(_)
-        | Cmd::Mcp(_) => Ok(0),
+        | Cmd::Mcp { .. } => Ok(0),
     }
 }
 
@@ -594,6 +610,7 @@ async fn run(a: RunArgs, state: StateDir) -> Result<i32> {
         name: a.name,
         owner: Some(owner.clone()),
         team: a.team,
+        description: a.description,
         cwd: Some(cwd.display().to_string()),
         env,
         timeout_ms: a.timeout,

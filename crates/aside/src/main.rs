@@ -7,6 +7,7 @@
 mod cli;
 mod client;
 mod daemon;
+mod mcp;
 mod render;
 
 use clap::Parser;

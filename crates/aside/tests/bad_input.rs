@@ -192,7 +192,7 @@ fn commands_not_built_yet_say_so() {
     let cmds: [&[&str]; 4] = [
         &["up", "--only", "api"],
         &["down"],
-        &["mcp", "--owner", "x"],
+        &["web", "--open"],
         &["ui"],
     ];
     for cmd in cmds {

@@ -1,0 +1,69 @@
+//! `aside mcp` driven by a real MCP client nobody here wrote: the official Python SDK.
+//!
+//! The SDK is installed into a virtualenv under the target directory on first use (PyPI), so
+//! `cargo test` needs nothing installed by hand beyond Python 3.10+.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// Pinned: the SDK's API moved between majors.
+const MCP_SDK: &str = "mcp==2.3.0";
+
+fn venv_python() -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mcp-venv");
+    let python = venv.join("bin/python");
+    let ready = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import mcp, anyio"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !ready {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 must be installed for the MCP tests");
+        assert!(made.success(), "python3 -m venv failed");
+        let pip = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                MCP_SDK,
+            ])
+            .status()
+            .expect("pip");
+        assert!(pip.success(), "pip install {MCP_SDK} failed");
+    }
+    python
+}
+
+#[test]
+fn the_official_python_sdk_drives_every_tool() {
+    let python = venv_python();
+    let env = Env::new();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/client_test.py");
+    let out = Command::new(python)
+        .arg(script)
+        .env("ASIDE_BIN", BIN)
+        .env("ASIDE_HOME", &env.home)
+        .env("ASIDE_WORK", &env.work)
+        .env("ASIDE_IDLE_TIMEOUT", "60s")
+        .env_remove("ASIDE_OWNER")
+        .env_remove("ASIDE_TEAM")
+        .output()
+        .expect("run the MCP client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "MCP client checks failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("all MCP checks passed"), "{stdout}");
+}
