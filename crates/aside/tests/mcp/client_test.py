@@ -113,6 +113,31 @@ async def main():
             inbox = json.loads(cli("inbox", "--owner", owner, "--json").stdout)
             check(inbox["notifications"] == [], "the owner's inbox is drained", json.dumps(inbox))
 
+            # kill -9 of the daemon between a run's exit and the owner's next call loses nothing.
+            gate2 = os.path.join(WORK, "gate2")
+            r = await call(session, "run", {
+                "command": f"while [ ! -e {gate2} ]; do sleep 0.02; done; echo survived",
+                "run_in_background": True,
+                "name": "crashy",
+            })
+            crashy = r.structured_content["id"]
+            open(gate2, "w").close()
+            cli("wait", "crashy", "--exit", "--timeout", "20s")
+            status = json.loads(cli("daemon", "status", "--json").stdout)
+            os.kill(status["pid"], 9)
+            for _ in range(500):
+                try:
+                    os.kill(status["pid"], 0)
+                    await anyio.sleep(0.01)
+                except ProcessLookupError:
+                    break
+            before = len(TRANSCRIPT)
+            await call(session, "list", {})
+            await call(session, "list", {})
+            after = "\n".join(TRANSCRIPT[before:])
+            check(f"<task-id>{crashy}</task-id>" not in "\n".join(TRANSCRIPT[:before]), "not delivered before the crash")
+            check(after.count(f"<task-id>{crashy}</task-id>") == 1, "a result survives kill -9 of the daemon, delivered once", after)
+
             # Output with a cursor; blocking read for what comes next.
             gate = os.path.join(WORK, "gate")
             r = await call(session, "run", {
