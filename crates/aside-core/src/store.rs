@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use aside_proto::{Notification, ProcessInfo, RunResult, Spec, Status};
+use aside_proto::{Event, EventKind, Notification, ProcessInfo, RunResult, Spec, Status};
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -70,6 +70,19 @@ CREATE INDEX inbox_owner ON inbox(owner, acked_at);
     r#"
 ALTER TABLE processes ADD COLUMN description TEXT;
 "#,
+    r#"
+-- The event log behind GET /v1/events (SSE with Last-Event-ID replay).
+CREATE TABLE events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts          INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    process_id  TEXT,
+    run_id      TEXT,
+    owner       TEXT,
+    data        TEXT NOT NULL
+);
+CREATE INDEX events_ts ON events(ts);
+"#,
 ];
 
 /// Errors of the store.
@@ -106,6 +119,31 @@ pub enum StoreError {
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
+
+/// Appends an event inside `tx` and returns it with its sequence number.
+fn append_event(
+    tx: &rusqlite::Transaction<'_>,
+    kind: EventKind,
+    process_id: Option<&str>,
+    run_id: Option<&str>,
+    owner: Option<&str>,
+    data: serde_json::Value,
+    now: Timestamp,
+) -> Result<Event> {
+    tx.execute(
+        "INSERT INTO events (ts, kind, process_id, run_id, owner, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![ms(now), kind.as_str(), process_id, run_id, owner, data.to_string()],
+    )?;
+    Ok(Event {
+        seq: tx.last_insert_rowid() as u64,
+        ts: ts(ms(now)),
+        kind,
+        process_id: process_id.map(str::to_string),
+        run_id: run_id.map(str::to_string),
+        owner: owner.map(str::to_string),
+        data,
+    })
+}
 
 fn ms(t: Timestamp) -> i64 {
     t.as_millisecond()
@@ -340,23 +378,49 @@ impl Store {
     }
 
     /// Marks a starting run `running` with its main pid and real start time.
-    pub fn set_running(&mut self, run_id: &str, pid: i32, started_at: Timestamp) -> Result<()> {
-        self.conn.execute(
+    /// Marks a starting run `running` with its main pid and real start time, and logs the
+    /// `run_started` event (returned, for live delivery), once.
+    pub fn set_running(
+        &mut self,
+        run_id: &str,
+        pid: i32,
+        started_at: Timestamp,
+    ) -> Result<Option<Event>> {
+        let tx = self.conn.transaction()?;
+        let changed = tx.execute(
             "UPDATE runs SET status = 'running', pid = ?2, started_at = ?3 WHERE id = ?1 AND status = 'starting'",
             params![run_id, pid, ms(started_at)],
         )?;
-        Ok(())
+        if changed == 0 {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT {INFO_COLUMNS} FROM processes p JOIN runs r ON r.process_id = p.id WHERE r.id = ?1"
+        );
+        let info = tx.query_row(&sql, params![run_id], process_info)?;
+        let event = append_event(
+            &tx,
+            EventKind::RunStarted,
+            Some(&info.id),
+            Some(run_id),
+            Some(&info.owner),
+            serde_json::to_value(&info)?,
+            Timestamp::now(),
+        )?;
+        tx.commit()?;
+        Ok(Some(event))
     }
 
-    /// Makes a run terminal, stores its result and creates its owner's notification, in one
-    /// transaction. Returns `false` (and changes nothing) when the run was already terminal.
+    /// Makes a run terminal, stores its result, creates its owner's notification and logs the
+    /// `run_exited` and `notification_created` events, in one transaction. Returns the events
+    /// (for live delivery), or `None` (having changed nothing) when the run was already terminal.
     pub fn finish_run(
         &mut self,
         run_id: &str,
         f: &Finish,
         result: &RunResult,
         owner: &str,
-    ) -> Result<bool> {
+    ) -> Result<Option<Vec<Event>>> {
         let tx = self.conn.transaction()?;
         let changed = tx.execute(
             "UPDATE runs SET status = ?2, exit_code = ?3, signal = ?4, ended_at = ?5, stopped_by = ?6, error = ?7, unread = 1
@@ -372,14 +436,85 @@ impl Store {
             ],
         )?;
         if changed == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         tx.execute(
             "INSERT OR IGNORE INTO inbox (run_id, owner, created_at, result) VALUES (?1, ?2, ?3, ?4)",
             params![run_id, owner, ms(f.ended_at), serde_json::to_string(result)?],
         )?;
+        let now = Timestamp::now();
+        let pid = Some(result.process_id.as_str());
+        let events = vec![
+            append_event(
+                &tx,
+                EventKind::RunExited,
+                pid,
+                Some(run_id),
+                Some(owner),
+                serde_json::to_value(result)?,
+                now,
+            )?,
+            append_event(
+                &tx,
+                EventKind::NotificationCreated,
+                pid,
+                Some(run_id),
+                Some(owner),
+                serde_json::json!({ "id": run_id, "owner": owner }),
+                now,
+            )?,
+        ];
         tx.commit()?;
-        Ok(true)
+        Ok(Some(events))
+    }
+
+    /// Events after `since` (oldest first, at most `limit`), of `owner` when given.
+    pub fn events_since(
+        &self,
+        since: u64,
+        owner: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, ts, kind, process_id, run_id, owner, data FROM events
+             WHERE seq > ?1 AND (?2 IS NULL OR owner = ?2) ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![since as i64, owner, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, t, kind, process_id, run_id, owner, data) = row?;
+            let Some(kind) = EventKind::parse(&kind) else {
+                continue;
+            };
+            out.push(Event {
+                seq: seq as u64,
+                ts: ts(t),
+                kind,
+                process_id,
+                run_id,
+                owner,
+                data: serde_json::from_str(&data)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The newest event's sequence number (0 when there is none).
+    pub fn last_event_seq(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
+        Ok(n as u64)
     }
 
     /// The process with this id, or else the newest process with this name.
@@ -539,28 +674,39 @@ impl Store {
         ids: &[String],
         all: bool,
         now: Timestamp,
-    ) -> Result<Vec<Notification>> {
+    ) -> Result<(Vec<Notification>, Vec<Event>)> {
         let pending = self.inbox(owner)?;
         let chosen: Vec<Notification> = pending
             .into_iter()
             .filter(|n| all || ids.contains(&n.id))
             .collect();
         let tx = self.conn.transaction()?;
+        let mut events = Vec::new();
         for n in &chosen {
             tx.execute(
                 "UPDATE inbox SET acked_at = ?2 WHERE run_id = ?1 AND acked_at IS NULL",
                 params![n.id, ms(now)],
             )?;
             tx.execute("UPDATE runs SET unread = 0 WHERE id = ?1", params![n.id])?;
+            events.push(append_event(
+                &tx,
+                EventKind::NotificationAcked,
+                Some(&n.result.process_id),
+                Some(&n.id),
+                Some(owner),
+                serde_json::json!({ "id": n.id, "owner": owner }),
+                now,
+            )?);
         }
         tx.commit()?;
-        Ok(chosen
+        let acked = chosen
             .into_iter()
             .map(|mut n| {
                 n.acked_at = Some(now);
                 n
             })
-            .collect())
+            .collect();
+        Ok((acked, events))
     }
 
     /// The notification for `run_id`, read or not.
@@ -594,6 +740,7 @@ impl Store {
             "DELETE FROM processes WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.process_id = processes.id)",
             [],
         )?;
+        tx.execute("DELETE FROM events WHERE ts < ?1", params![ms(cutoff)])?;
         tx.commit()?;
         Ok(ids)
     }

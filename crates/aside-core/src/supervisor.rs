@@ -19,14 +19,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use aside_proto::{
-    AckResponse, Command, ErrorCode, HUMAN_OWNER, InboxResponse, LogEntry, LogQuery, LogsResponse,
-    Notification, ProcessInfo, RunRequest, RunResult, Spec, Status, StopAllResponse, StopRequest,
-    WaitOutcome, WaitQuery, WaitResponse,
+    AckResponse, Command, ErrorCode, Event, HUMAN_OWNER, InboxResponse, LogEntry, LogQuery,
+    LogsResponse, Notification, ProcessInfo, RunRequest, RunResult, Spec, Status, StopAllResponse,
+    StopRequest, WaitOutcome, WaitQuery, WaitResponse,
 };
 use jiff::Timestamp;
 use regex::Regex;
 use tokio::io::AsyncBufReadExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::audit::{AuditEntry, AuditLog};
 use crate::logs::{self, LineSplitter, LogReader};
@@ -147,6 +147,7 @@ struct Inner {
     start_lock: tokio::sync::Mutex<()>,
     policy: PolicyStore,
     audit: AuditLog,
+    events: broadcast::Sender<Event>,
 }
 
 /// The runtime. Cheap to clone; all clones share state.
@@ -281,6 +282,7 @@ impl Supervisor {
                 log_events,
                 watcher: Mutex::new(watcher),
                 start_lock: tokio::sync::Mutex::new(()),
+                events: broadcast::channel(1024).0,
             }),
         })
     }
@@ -291,6 +293,45 @@ impl Supervisor {
 
     fn run_dir(&self, run_id: &str) -> RunDir {
         RunDir::new(self.inner.state.run_dir(run_id))
+    }
+
+    /// Sends committed events to live subscribers. Called with the store lock held, so they
+    /// go out in the order of their sequence numbers.
+    fn publish(&self, events: &[Event]) {
+        for e in events {
+            // No subscriber is fine: the event log keeps it for replay.
+            let _ = self.inner.events.send(e.clone());
+        }
+    }
+
+    fn set_running(&self, run_id: &str, pid: i32, started_at: Timestamp) -> Result<()> {
+        let mut store = self.store();
+        if let Some(e) = store.set_running(run_id, pid, started_at)? {
+            self.publish(std::slice::from_ref(&e));
+        }
+        Ok(())
+    }
+
+    /// Live events from now on. Subscribe before reading [`Supervisor::events_since`] and
+    /// skip sequence numbers already seen: then nothing falls between replay and live. A
+    /// receiver that lags behind gets `Lagged` and should replay from the log.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Logged events after `since` (oldest first, at most `limit`), of `owner` when given.
+    pub fn events_since(
+        &self,
+        since: u64,
+        owner: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        Ok(self.store().events_since(since, owner, limit)?)
+    }
+
+    /// The newest event's sequence number (0 when none).
+    pub fn last_event_seq(&self) -> Result<u64> {
+        Ok(self.store().last_event_seq()?)
     }
 
     /// Number of live runs.
@@ -574,10 +615,7 @@ impl Supervisor {
         }
         let report: serde_json::Value = serde_json::from_str(&report).unwrap_or_default();
         if let Some(pid) = report.get("pid").and_then(|p| p.as_i64()) {
-            if let Err(e) = self
-                .store()
-                .set_running(run_id, pid as i32, Timestamp::now())
-            {
+            if let Err(e) = self.set_running(run_id, pid as i32, Timestamp::now()) {
                 tracing::error!("run {run_id}: cannot record pid {pid}: {e}");
             }
         }
@@ -715,12 +753,17 @@ impl Supervisor {
             output,
             log_dir: rd.log_dir().display().to_string(),
         };
-        let written = self
-            .store()
-            .finish_run(run_id, &finish, &result, &row.info.owner);
+        let written = {
+            let mut store = self.store();
+            let written = store.finish_run(run_id, &finish, &result, &row.info.owner);
+            if let Ok(Some(events)) = &written {
+                self.publish(events);
+            }
+            written
+        };
         match written {
-            Ok(true) => tracing::info!("run {run_id} ({}) {}", row.info.name, finish.status),
-            Ok(false) => {}
+            Ok(Some(_)) => tracing::info!("run {run_id} ({}) {}", row.info.name, finish.status),
+            Ok(None) => {}
             Err(e) => {
                 // Leave the run live in the database: the next start reconciles it from disk.
                 tracing::error!("run {run_id}: cannot record its result: {e}");
@@ -1248,9 +1291,10 @@ impl Supervisor {
 
     /// Acknowledges notifications of `owner` (`all`: every pending one).
     pub fn ack(&self, owner: &str, ids: &[String], all: bool) -> Result<AckResponse> {
-        Ok(AckResponse {
-            acked: self.store().ack(owner, ids, all, Timestamp::now())?,
-        })
+        let mut store = self.store();
+        let (acked, events) = store.ack(owner, ids, all, Timestamp::now())?;
+        self.publish(&events);
+        Ok(AckResponse { acked })
     }
 
     /// The notification of a run, read or not.
@@ -1278,7 +1322,7 @@ impl Supervisor {
             match alive.map(|s| (s.shim_pid, s.pid, s.started_at)) {
                 Some((shim_pid, pid, started_at)) => {
                     if row.info.status == Status::Starting
-                        && let Err(e) = self.store().set_running(&run_id, pid, started_at)
+                        && let Err(e) = self.set_running(&run_id, pid, started_at)
                     {
                         tracing::error!("run {run_id}: {e}");
                     }

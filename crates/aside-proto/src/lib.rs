@@ -441,6 +441,63 @@ pub struct WaitResponse {
     pub result: Option<RunResult>,
 }
 
+/// What an [`Event`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A run started (or failed to); `data` is the [`ProcessInfo`].
+    RunStarted,
+    /// A run ended; `data` is its [`RunResult`].
+    RunExited,
+    /// A result entered its owner's inbox; `data` is `{"id", "owner"}`.
+    NotificationCreated,
+    /// A notification was acknowledged; `data` is `{"id", "owner"}`.
+    NotificationAcked,
+}
+
+impl EventKind {
+    /// The snake_case name (the SSE `event:` field).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::RunStarted => "run_started",
+            EventKind::RunExited => "run_exited",
+            EventKind::NotificationCreated => "notification_created",
+            EventKind::NotificationAcked => "notification_acked",
+        }
+    }
+
+    /// Inverse of [`EventKind::as_str`].
+    pub fn parse(s: &str) -> Option<EventKind> {
+        [
+            EventKind::RunStarted,
+            EventKind::RunExited,
+            EventKind::NotificationCreated,
+            EventKind::NotificationAcked,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// One entry of the daemon's event log, as streamed by `GET /v1/events` (SSE `id:` is `seq`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Event {
+    /// Position in the event log; increases by one per event.
+    pub seq: u64,
+    /// When it happened.
+    pub ts: Timestamp,
+    /// What happened.
+    pub kind: EventKind,
+    /// The process concerned.
+    pub process_id: Option<String>,
+    /// The run concerned.
+    pub run_id: Option<String>,
+    /// The owner concerned.
+    pub owner: Option<String>,
+    /// Details (see [`EventKind`]).
+    pub data: serde_json::Value,
+}
+
 /// `GET /v1/owners/{owner}/inbox` answer.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct InboxResponse {
@@ -538,6 +595,7 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("logs", s::<LogsResponse>()),
         ("wait", s::<WaitResponse>()),
         ("run-request", s::<RunRequest>()),
+        ("event", s::<Event>()),
         ("error", s::<ErrorBody>()),
     ]
 }

@@ -50,6 +50,8 @@ enum Cmd {
     Inbox(InboxArgs),
     /// Show the structured result of a finished process.
     Result(ResultArgs),
+    /// Stream events (run started, exited, results created and read) as they happen.
+    Events(EventsArgs),
     /// Control the daemon.
     Daemon {
         #[command(subcommand)]
@@ -285,6 +287,25 @@ struct InboxArgs {
     #[arg(long, group = "ack_or_drain")]
     drain: bool,
     /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct EventsArgs {
+    /// Only this owner's events.
+    #[arg(long)]
+    owner: Option<String>,
+    /// Only these kinds (run_started, run_exited, notification_created, notification_acked).
+    #[arg(long, value_delimiter = ',')]
+    kind: Vec<String>,
+    /// Replay the log from after this sequence number first (0: everything kept).
+    #[arg(long)]
+    since: Option<u64>,
+    /// Exit after this many events.
+    #[arg(long)]
+    count: Option<usize>,
+    /// One JSON event per line (schema: `aside schema event`).
     #[arg(long)]
     json: bool,
 }
@@ -572,6 +593,7 @@ async fn dispatch(cmd: Cmd, state: StateDir) -> Result<i32> {
         Cmd::Restart(a) => restart(a, state).await,
         Cmd::Inbox(a) => inbox(a, state).await,
         Cmd::Result(a) => result(a, state).await,
+        Cmd::Events(a) => events(a, state).await,
         Cmd::Daemon { cmd } => daemon(cmd, state).await,
         Cmd::Completions { .. }
         | Cmd::Schema { .. }
@@ -997,6 +1019,71 @@ async fn inbox(a: InboxArgs, state: StateDir) -> Result<i32> {
     } else {
         for n in &resp.notifications {
             print!("{}", render::notification(n));
+        }
+    }
+    Ok(0)
+}
+
+async fn events(a: EventsArgs, state: StateDir) -> Result<i32> {
+    let client = Client::new(state, env_owner(), true);
+    let mut q = Vec::new();
+    if let Some(o) = &a.owner {
+        q.push(format!("owner={}", enc(o)));
+    }
+    if !a.kind.is_empty() {
+        q.push(format!("kind={}", enc(&a.kind.join(","))));
+    }
+    if let Some(s) = a.since {
+        q.push(format!("since={s}"));
+    }
+    let resp = client
+        .send(Method::GET, &format!("/v1/events?{}", q.join("&")), None)
+        .await?;
+    let mut body = resp.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut seen = 0usize;
+    let mut out = std::io::stdout();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ClientError::new(ErrorCode::Internal, format!("event stream broken: {e}"))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&data);
+        // SSE events end with a blank line; only `data:` lines carry the event.
+        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+            let block: Vec<u8> = buf.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&block);
+            let data: String = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            let Ok(e) = serde_json::from_str::<aside_proto::Event>(&data) else {
+                continue;
+            };
+            if a.json {
+                let _ = writeln!(out, "{data}");
+            } else {
+                let what = e.data.get("name").and_then(|v| v.as_str()).unwrap_or("");
+                let status = e.data.get("status").and_then(|v| v.as_str()).unwrap_or("");
+                let _ = writeln!(
+                    out,
+                    "{} {} {:<20} {} {} {}",
+                    e.seq,
+                    render::time(e.ts),
+                    e.kind.as_str(),
+                    e.owner.as_deref().unwrap_or("-"),
+                    what,
+                    status
+                );
+            }
+            let _ = out.flush();
+            seen += 1;
+            if a.count.is_some_and(|n| seen >= n) {
+                return Ok(0);
+            }
         }
     }
     Ok(0)

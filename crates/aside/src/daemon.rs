@@ -305,6 +305,7 @@ fn router(app: App) -> Router {
         .route("/v1/processes/{reference}/wait", get(wait))
         .route("/v1/processes/{reference}/result", get(result))
         .route("/v1/stop-all", post(stop_all))
+        .route("/v1/events", get(events))
         .route("/v1/owners/{owner}/inbox", get(inbox))
         .route("/v1/owners/{owner}/inbox/ack", post(ack))
         .fallback(|| async {
@@ -547,6 +548,126 @@ async fn result(State(app): State<App>, Path(reference): Path<String>) -> ApiRes
             ),
         )),
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct EventsQuery {
+    /// Only this owner's events.
+    owner: Option<String>,
+    /// Only these kinds, comma-separated (`run_started,run_exited,…`).
+    kind: Option<String>,
+    /// Replay from after this sequence number (`Last-Event-ID` wins); default: only new ones.
+    since: Option<u64>,
+}
+
+/// Events read from the log per query while replaying.
+const REPLAY_BATCH: usize = 500;
+
+/// `GET /v1/events`: Server-Sent Events from the event log — replay after `Last-Event-ID` (or
+/// `since`), then live — until the client goes or the daemon stops.
+async fn events(
+    State(app): State<App>,
+    headers: HeaderMap,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    use std::collections::VecDeque;
+    let q = query(q)?;
+    let kinds: Option<Vec<aside_proto::EventKind>> = match &q.kind {
+        None => None,
+        Some(list) => Some(
+            list.split(',')
+                .map(|k| {
+                    aside_proto::EventKind::parse(k.trim()).ok_or_else(|| {
+                        ApiErr::new(
+                            ErrorCode::InvalidRequest,
+                            format!("unknown event kind {k:?}: use run_started, run_exited, notification_created or notification_acked"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    // Subscribe first, then read the log: nothing can fall between the two.
+    let rx = app.sup.subscribe_events();
+    let since = match last_event_id.or(q.since) {
+        Some(s) => s,
+        None => app.sup.last_event_seq()?,
+    };
+    struct S {
+        sup: Supervisor,
+        rx: tokio::sync::broadcast::Receiver<aside_proto::Event>,
+        backlog: VecDeque<aside_proto::Event>,
+        last: u64,
+        replaying: bool,
+        owner: Option<String>,
+        kinds: Option<Vec<aside_proto::EventKind>>,
+        stopping: watch::Receiver<bool>,
+    }
+    let state = S {
+        sup: app.sup.clone(),
+        rx,
+        backlog: VecDeque::new(),
+        last: since,
+        replaying: true,
+        owner: q.owner,
+        kinds,
+        stopping: app.stopping.subscribe(),
+    };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(e) = st.backlog.pop_front() {
+                st.last = e.seq;
+                let wanted = st
+                    .owner
+                    .as_ref()
+                    .is_none_or(|o| e.owner.as_ref() == Some(o))
+                    && st.kinds.as_ref().is_none_or(|k| k.contains(&e.kind));
+                if !wanted {
+                    continue;
+                }
+                let sse = SseEvent::default()
+                    .id(e.seq.to_string())
+                    .event(e.kind.as_str())
+                    .json_data(&e)
+                    .unwrap_or_default();
+                return Some((Ok::<_, std::convert::Infallible>(sse), st));
+            }
+            if st.replaying {
+                match st
+                    .sup
+                    .events_since(st.last, st.owner.as_deref(), REPLAY_BATCH)
+                {
+                    Ok(batch) if !batch.is_empty() => {
+                        st.backlog.extend(batch);
+                        continue;
+                    }
+                    Ok(_) => st.replaying = false,
+                    Err(e) => {
+                        tracing::error!("event replay failed: {e}");
+                        return None;
+                    }
+                }
+            }
+            tokio::select! {
+                got = st.rx.recv() => match got {
+                    Ok(e) if e.seq > st.last => st.backlog.push_back(e),
+                    Ok(_) => {}
+                    // Fell behind the live channel: the log has everything.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => st.replaying = true,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = st.stopping.wait_for(|s| *s) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 async fn inbox(State(app): State<App>, Path(owner): Path<String>) -> ApiResult<Response> {
