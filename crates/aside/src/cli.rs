@@ -50,6 +50,11 @@ enum Cmd {
     Inbox(InboxArgs),
     /// Show the structured result of a finished process.
     Result(ResultArgs),
+    /// Agent host adapters: `aside hook claude` answers Claude Code hook events.
+    Hook {
+        #[command(subcommand)]
+        host: HookHost,
+    },
     /// Stream events (run started, exited, results created and read) as they happen.
     Events(EventsArgs),
     /// Control the daemon.
@@ -362,6 +367,21 @@ impl DaemonFlags {
 }
 
 #[derive(Debug, Subcommand)]
+enum HookHost {
+    /// Claude Code: reads a hook event (SessionStart, UserPromptSubmit, PostToolUse, Stop) on
+    /// stdin and answers with the owner's pending results as context, or on Stop makes Claude
+    /// continue with them.
+    Claude {
+        /// Whose results (default: $ASIDE_OWNER, else claude:<session_id>).
+        #[arg(long, env = "ASIDE_OWNER")]
+        owner: Option<String>,
+        /// On Stop with nothing pending, wait this long for a running process of the owner to end.
+        #[arg(long, value_parser = parse_duration_ms, value_name = "DUR")]
+        wait_on_stop: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum PolicyCmd {
     /// Validate a policy file (default: $ASIDE_POLICY, else policy.json in the state directory).
     Check {
@@ -447,6 +467,18 @@ pub fn main(cli: Cli) -> i32 {
     }
     if let Cmd::Policy { cmd } = &cli.cmd {
         return policy(cmd);
+    }
+    if let Cmd::Hook {
+        host: HookHost::Claude {
+            owner,
+            wait_on_stop,
+        },
+    } = &cli.cmd
+    {
+        return crate::hook::claude(crate::hook::HookOptions {
+            owner: owner.clone(),
+            wait_on_stop: wait_on_stop.map(Duration::from_millis),
+        });
     }
     match &cli.cmd {
         Cmd::Up(_) => return not_yet("up", "project config files are planned"),
@@ -598,6 +630,7 @@ async fn dispatch(cmd: Cmd, state: StateDir) -> Result<i32> {
         Cmd::Completions { .. }
         | Cmd::Schema { .. }
         | Cmd::Policy { .. }
+        | Cmd::Hook { .. }
         | Cmd::Up(_)
         | Cmd::Down(_)
         | Cmd::Session(_)

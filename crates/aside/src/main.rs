@@ -7,6 +7,7 @@
 mod cli;
 mod client;
 mod daemon;
+mod hook;
 mod mcp;
 mod render;
 

@@ -523,13 +523,23 @@ fn shims_run_from_the_small_binary_or_fall_back_to_aside_itself() {
     std::fs::copy(BIN, &lone).unwrap();
     let other = Env::new();
     let run = |args: &[&str]| -> Out {
-        std::process::Command::new(&lone)
-            .args(args)
-            .env("ASIDE_HOME", &other.home)
-            .current_dir(&other.work)
-            .output()
-            .unwrap()
-            .into()
+        // A just-written executable can be briefly "busy" (ETXTBSY) while a process forked
+        // by another test thread still holds the copy's write descriptor: retry the exec.
+        for _ in 0..100 {
+            match std::process::Command::new(&lone)
+                .args(args)
+                .env("ASIDE_HOME", &other.home)
+                .current_dir(&other.work)
+                .output()
+            {
+                Ok(o) => return o.into(),
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Err(e) => panic!("cannot run the copy of aside: {e}"),
+            }
+        }
+        panic!("the copy of aside stayed busy");
     };
     run(&["run", "--name", "lone", "echo via fallback"]).ok();
     let w = run(&["wait", "lone", "--exit", "--timeout", "30s"]).ok();

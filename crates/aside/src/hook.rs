@@ -1,0 +1,181 @@
+//! `aside hook claude`: the Claude Code adapter. Claude Code runs it as a command hook with the
+//! hook event as JSON on stdin; it answers so that the owner's pending results appear in the
+//! conversation, and so that on `Stop` Claude continues with them instead of going idle.
+//!
+//! - `SessionStart`, `UserPromptSubmit`, `PostToolUse`: pending results become
+//!   `hookSpecificOutput.additionalContext` (the schema of Claude Code's hooks reference).
+//! - `Stop`, `SubagentStop`: while results are pending, `{"decision": "block", "reason": …}` makes
+//!   Claude continue with them. With `--wait-on-stop DUR` and nothing pending yet, it first waits
+//!   up to DUR for one of the session's running processes to end.
+//!
+//! Each result is delivered once (acknowledged when printed), so the `Stop` loop ends without
+//! looking at `stop_hook_active` (Claude Code also caps consecutive stop blocks). A hook
+//! must never break Claude: without a daemon, on bad input or on any error it prints nothing
+//! (errors go to stderr) and exits 0, and it never starts a daemon.
+
+use std::io::Read;
+use std::time::Duration;
+
+use aside_core::paths::StateDir;
+use aside_proto::{AckRequest, AckResponse, InboxResponse, ProcessInfo, WaitResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::client::{Client, ClientError, enc};
+use crate::mcp::notification_block;
+
+/// Largest hook payload read from stdin (PostToolUse carries the tool's response).
+const MAX_PAYLOAD: u64 = 16 * 1024 * 1024;
+
+/// The fields of a Claude Code hook event that the adapter uses.
+#[derive(Debug, Deserialize)]
+pub struct HookEvent {
+    /// `SessionStart`, `UserPromptSubmit`, `PostToolUse`, `Stop`, …
+    pub hook_event_name: String,
+    /// Claude Code's session id.
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+/// Options of `aside hook claude`.
+#[derive(Debug, Clone)]
+pub struct HookOptions {
+    /// The owner whose results to deliver (default: `$ASIDE_OWNER`, else `claude:<session_id>`).
+    pub owner: Option<String>,
+    /// On `Stop` with nothing pending, wait this long for a running process to end.
+    pub wait_on_stop: Option<Duration>,
+}
+
+/// Runs the adapter on stdin/stdout; always returns 0 (a hook must not break Claude).
+pub fn claude(opts: HookOptions) -> i32 {
+    let mut input = String::new();
+    if let Err(e) = std::io::stdin()
+        .take(MAX_PAYLOAD)
+        .read_to_string(&mut input)
+    {
+        eprintln!("aside hook: cannot read the hook event: {e}");
+        return 0;
+    }
+    let event: HookEvent = match serde_json::from_str(&input) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("aside hook: not a Claude Code hook event ({e})");
+            return 0;
+        }
+    };
+    let Ok(state) = StateDir::from_env() else {
+        return 0;
+    };
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return 0;
+    };
+    match rt.block_on(answer(&event, &opts, state)) {
+        Ok(Some(out)) => println!("{out}"),
+        Ok(None) => {}
+        Err(e) => eprintln!("aside hook: {e}"),
+    }
+    0
+}
+
+/// The owner a hook event speaks for.
+pub fn hook_owner(event: &HookEvent, opts: &HookOptions) -> Option<String> {
+    opts.owner.clone().filter(|o| !o.is_empty()).or_else(|| {
+        event
+            .session_id
+            .as_ref()
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("claude:{s}"))
+    })
+}
+
+async fn answer(
+    event: &HookEvent,
+    opts: &HookOptions,
+    state: StateDir,
+) -> Result<Option<String>, ClientError> {
+    let kind = event.hook_event_name.as_str();
+    let stop = matches!(kind, "Stop" | "SubagentStop");
+    if !stop && !matches!(kind, "SessionStart" | "UserPromptSubmit" | "PostToolUse") {
+        return Ok(None);
+    }
+    let Some(owner) = hook_owner(event, opts) else {
+        return Ok(None);
+    };
+    // Never start a daemon from a hook: no daemon, nothing pending.
+    let client = Client::new(state, owner.clone(), false);
+    if client.connect().await.is_err() {
+        return Ok(None);
+    }
+    let inbox_path = format!("/v1/owners/{}/inbox", enc(&owner));
+    let mut inbox: InboxResponse = client.get(&inbox_path).await?;
+    if inbox.notifications.is_empty()
+        && stop
+        && let Some(limit) = opts.wait_on_stop
+        && wait_for_any_exit(&client, &owner, limit).await?
+    {
+        inbox = client.get(&inbox_path).await?;
+    }
+    if inbox.notifications.is_empty() {
+        return Ok(None);
+    }
+    let text = format!(
+        "Results of background commands (from aside):\n{}",
+        inbox
+            .notifications
+            .iter()
+            .map(notification_block)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let ack = AckRequest {
+        ids: inbox.notifications.iter().map(|n| n.id.clone()).collect(),
+        all: false,
+    };
+    client
+        .post::<AckResponse>(&format!("{inbox_path}/ack"), &ack)
+        .await?;
+    let out = if stop {
+        json!({
+            "decision": "block",
+            "reason": format!("{text}\nContinue the task with these results."),
+        })
+    } else {
+        json!({
+            "hookSpecificOutput": {
+                "hookEventName": kind,
+                "additionalContext": text,
+            }
+        })
+    };
+    Ok(Some(out.to_string()))
+}
+
+/// Waits up to `limit` for any of `owner`'s running processes to end; false when none runs.
+async fn wait_for_any_exit(
+    client: &Client,
+    owner: &str,
+    limit: Duration,
+) -> Result<bool, ClientError> {
+    let procs: Vec<ProcessInfo> = client
+        .get(&format!("/v1/processes?owner={}", enc(owner)))
+        .await?;
+    let running: Vec<String> = procs
+        .into_iter()
+        .filter(|p| !p.status.is_terminal())
+        .map(|p| p.id)
+        .collect();
+    if running.is_empty() {
+        return Ok(false);
+    }
+    let ms = limit.as_millis();
+    let waits = running.iter().map(|id| {
+        let path = format!("/v1/processes/{}/wait?timeout_ms={ms}", enc(id));
+        Box::pin(async move { client.get::<WaitResponse>(&path).await })
+    });
+    let (first, _, _) = futures_util::future::select_all(waits).await;
+    first?;
+    Ok(true)
+}
