@@ -11,7 +11,9 @@
 
 use std::path::Path;
 
-use aside_proto::{Event, EventKind, Notification, ProcessInfo, RunResult, Spec, Status};
+use aside_proto::{
+    Event, EventKind, Notification, ProcessInfo, RunResult, Spec, Status, WakeAction,
+};
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -82,6 +84,14 @@ CREATE TABLE events (
     data        TEXT NOT NULL
 );
 CREATE INDEX events_ts ON events(ts);
+"#,
+    r#"
+-- Wake actions: what to run for an owner that is idle when a result arrives.
+CREATE TABLE wake_actions (
+    owner       TEXT PRIMARY KEY,
+    action      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -507,6 +517,50 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// Sets (replaces) the wake action of `action.owner`.
+    pub fn set_wake(&mut self, action: &WakeAction, now: Timestamp) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO wake_actions (owner, action, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(owner) DO UPDATE SET action = excluded.action, created_at = excluded.created_at",
+            params![action.owner, serde_json::to_string(action)?, ms(now)],
+        )?;
+        Ok(())
+    }
+
+    /// The wake action of `owner`, if any.
+    pub fn wake(&self, owner: &str) -> Result<Option<WakeAction>> {
+        let json: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT action FROM wake_actions WHERE owner = ?1",
+                params![owner],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(match json {
+            Some(j) => Some(serde_json::from_str(&j)?),
+            None => None,
+        })
+    }
+
+    /// Removes the wake action of `owner`; true when there was one.
+    pub fn clear_wake(&mut self, owner: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM wake_actions WHERE owner = ?1", params![owner])?
+            > 0)
+    }
+
+    /// Owners with a wake action and unacknowledged notifications (to resume after a restart).
+    pub fn owners_to_wake(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT w.owner FROM wake_actions w WHERE EXISTS
+             (SELECT 1 FROM inbox i WHERE i.owner = w.owner AND i.acked_at IS NULL)",
+        )?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// The newest event's sequence number (0 when there is none).

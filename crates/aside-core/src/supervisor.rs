@@ -49,6 +49,10 @@ const SHIM_REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A follower or waiter re-reads at least this often even without a file event.
 const SAFETY_RECHECK: Duration = Duration::from_secs(1);
 
+mod wake;
+
+pub use wake::DEFAULT_IDLE_AFTER_MS;
+
 /// The open-files limit the daemon started with, restored for every shim (and so every
 /// command) by [`raise_fd_limit`]'s counterpart in the shim spawn.
 static ORIGINAL_NOFILE: std::sync::OnceLock<rustix::process::Rlimit> = std::sync::OnceLock::new();
@@ -127,6 +131,10 @@ pub struct Settings {
     pub prune_after: Duration,
     /// The permission policy file (it need not exist: then the built-in policy applies).
     pub policy_path: std::path::PathBuf,
+    /// Wake actions wait this long after a result arrives, to batch results that come together.
+    pub wake_debounce: Duration,
+    /// First wait before a wake is tried again (it doubles, up to 10 minutes).
+    pub wake_backoff: Duration,
 }
 
 struct Live {
@@ -148,6 +156,7 @@ struct Inner {
     policy: PolicyStore,
     audit: AuditLog,
     events: broadcast::Sender<Event>,
+    wake: Mutex<wake::WakeState>,
 }
 
 /// The runtime. Cheap to clone; all clones share state.
@@ -283,6 +292,7 @@ impl Supervisor {
                 watcher: Mutex::new(watcher),
                 start_lock: tokio::sync::Mutex::new(()),
                 events: broadcast::channel(1024).0,
+                wake: Mutex::new(wake::WakeState::default()),
             }),
         })
     }

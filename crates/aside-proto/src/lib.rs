@@ -498,6 +498,34 @@ pub struct Event {
     pub data: serde_json::Value,
 }
 
+/// What to do when a result arrives for an owner that is idle: run a command (argv, never a
+/// shell string built from data) with the pending results as JSON on stdin, or POST them as the
+/// body to an `http://` webhook. Exactly one of `command` and `webhook`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WakeAction {
+    /// The owner it wakes (set from the URL).
+    #[serde(default)]
+    pub owner: String,
+    /// Program and arguments.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// An `http://` URL.
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// The owner counts as idle after this long without API requests (ms, default 60000).
+    #[serde(default)]
+    pub idle_after_ms: Option<u64>,
+}
+
+/// What a wake action receives (stdin of the command, body of the webhook).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct WakePayload {
+    /// The owner being woken.
+    pub owner: String,
+    /// Its pending results, oldest first (acknowledge them to stop further wakes).
+    pub notifications: Vec<Notification>,
+}
+
 /// `GET /v1/owners/{owner}/inbox` answer.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct InboxResponse {
@@ -596,6 +624,8 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("wait", s::<WaitResponse>()),
         ("run-request", s::<RunRequest>()),
         ("event", s::<Event>()),
+        ("wake-action", s::<WakeAction>()),
+        ("wake-payload", s::<WakePayload>()),
         ("error", s::<ErrorBody>()),
     ]
 }

@@ -55,6 +55,17 @@ enum Cmd {
         #[command(subcommand)]
         host: HookHost,
     },
+    /// Register what wakes an owner that is idle when a result arrives (a command or a webhook).
+    Wake {
+        #[command(subcommand)]
+        cmd: WakeCmd,
+    },
+    /// Mark an owner idle now: its next result fires its wake action at once.
+    Idle {
+        /// The owner (default: $ASIDE_OWNER, else human).
+        #[arg(long, env = "ASIDE_OWNER")]
+        owner: Option<String>,
+    },
     /// Stream events (run started, exited, results created and read) as they happen.
     Events(EventsArgs),
     /// Control the daemon.
@@ -338,6 +349,12 @@ struct DaemonFlags {
     /// Permission policy file for agents (default: policy.json in the state directory).
     #[arg(long, env = "ASIDE_POLICY", value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Wake actions wait this long to batch results that arrive together.
+    #[arg(long, env = "ASIDE_WAKE_DEBOUNCE", value_parser = parse_duration_ms, default_value = "500ms", value_name = "DUR")]
+    wake_debounce: u64,
+    /// First wait before an unacknowledged wake is tried again (doubles each time, up to 10m).
+    #[arg(long, env = "ASIDE_WAKE_BACKOFF", value_parser = parse_duration_ms, default_value = "2s", value_name = "DUR")]
+    wake_backoff: u64,
 }
 
 impl DaemonFlags {
@@ -347,6 +364,8 @@ impl DaemonFlags {
             prune_after: Duration::from_millis(self.prune_after),
             log_cap: self.log_cap,
             policy: self.policy.clone(),
+            wake_debounce: Duration::from_millis(self.wake_debounce),
+            wake_backoff: Duration::from_millis(self.wake_backoff),
         }
     }
 
@@ -355,6 +374,8 @@ impl DaemonFlags {
             format!("--idle-timeout={}ms", self.idle_timeout),
             format!("--prune-after={}ms", self.prune_after),
             format!("--log-cap={}", self.log_cap),
+            format!("--wake-debounce={}ms", self.wake_debounce),
+            format!("--wake-backoff={}ms", self.wake_backoff),
         ]
         .into_iter()
         .chain(
@@ -364,6 +385,41 @@ impl DaemonFlags {
         )
         .collect()
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum WakeCmd {
+    /// Set the owner's wake action: `-- CMD ARGS…` (gets the results as JSON on stdin) or
+    /// `--webhook URL` (gets them as the POST body).
+    Set {
+        /// The owner (default: $ASIDE_OWNER, else human).
+        #[arg(long, env = "ASIDE_OWNER")]
+        owner: Option<String>,
+        /// An http:// URL to POST the results to.
+        #[arg(long, conflicts_with = "command")]
+        webhook: Option<String>,
+        /// Idle after this long without requests (default 1m).
+        #[arg(long, value_parser = parse_duration_ms, value_name = "DUR")]
+        idle_after: Option<u64>,
+        /// The command and its arguments (after `--`); never run through a shell by aside.
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Show the owner's wake action.
+    Show {
+        /// The owner (default: $ASIDE_OWNER, else human).
+        #[arg(long, env = "ASIDE_OWNER")]
+        owner: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the owner's wake action.
+    Clear {
+        /// The owner (default: $ASIDE_OWNER, else human).
+        #[arg(long, env = "ASIDE_OWNER")]
+        owner: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -626,6 +682,19 @@ async fn dispatch(cmd: Cmd, state: StateDir) -> Result<i32> {
         Cmd::Inbox(a) => inbox(a, state).await,
         Cmd::Result(a) => result(a, state).await,
         Cmd::Events(a) => events(a, state).await,
+        Cmd::Wake { cmd } => wake(cmd, state).await,
+        Cmd::Idle { owner } => {
+            let owner = owner_or_human(owner);
+            let client = Client::new(state, owner.clone(), true);
+            let _: serde_json::Value = client
+                .post(
+                    &format!("/v1/owners/{}/idle", enc(&owner)),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            println!("{owner} is idle: its next result fires its wake action");
+            Ok(0)
+        }
         Cmd::Daemon { cmd } => daemon(cmd, state).await,
         Cmd::Completions { .. }
         | Cmd::Schema { .. }
@@ -1055,6 +1124,88 @@ async fn inbox(a: InboxArgs, state: StateDir) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+async fn wake(cmd: WakeCmd, state: StateDir) -> Result<i32> {
+    match cmd {
+        WakeCmd::Set {
+            owner,
+            webhook,
+            idle_after,
+            command,
+        } => {
+            let owner = owner_or_human(owner);
+            let client = Client::new(state, owner.clone(), true);
+            let action = aside_proto::WakeAction {
+                owner: owner.clone(),
+                command: (!command.is_empty()).then_some(command),
+                webhook,
+                idle_after_ms: idle_after,
+            };
+            let set: aside_proto::WakeAction = client
+                .call(
+                    Method::PUT,
+                    &format!("/v1/owners/{}/wake", enc(&owner)),
+                    Some(&action),
+                )
+                .await?;
+            println!(
+                "{owner} is woken by {} when idle for {}",
+                set.command
+                    .map(|c| format!("{c:?}"))
+                    .or(set.webhook)
+                    .unwrap_or_default(),
+                render::duration(
+                    set.idle_after_ms
+                        .unwrap_or(aside_core::supervisor::DEFAULT_IDLE_AFTER_MS)
+                )
+            );
+            Ok(0)
+        }
+        WakeCmd::Show { owner, json } => {
+            let owner = owner_or_human(owner);
+            let client = Client::new(state, owner.clone(), true);
+            let a: aside_proto::WakeAction = client
+                .get(&format!("/v1/owners/{}/wake", enc(&owner)))
+                .await?;
+            if json {
+                print_json(&a);
+            } else {
+                println!(
+                    "{owner}: {} (idle after {})",
+                    a.command
+                        .map(|c| format!("{c:?}"))
+                        .or(a.webhook)
+                        .unwrap_or_default(),
+                    render::duration(
+                        a.idle_after_ms
+                            .unwrap_or(aside_core::supervisor::DEFAULT_IDLE_AFTER_MS)
+                    )
+                );
+            }
+            Ok(0)
+        }
+        WakeCmd::Clear { owner } => {
+            let owner = owner_or_human(owner);
+            let client = Client::new(state, owner.clone(), true);
+            let v: serde_json::Value = client
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/owners/{}/wake", enc(&owner)),
+                    None::<&()>,
+                )
+                .await?;
+            println!(
+                "{owner}: {}",
+                if v["cleared"] == true {
+                    "wake action removed"
+                } else {
+                    "had no wake action"
+                }
+            );
+            Ok(0)
+        }
+    }
 }
 
 async fn events(a: EventsArgs, state: StateDir) -> Result<i32> {

@@ -53,6 +53,10 @@ pub struct DaemonOptions {
     pub log_cap: u64,
     /// The permission policy file; `None`: `policy.json` in the state directory.
     pub policy: Option<std::path::PathBuf>,
+    /// Wake actions wait this long to batch results that arrive together.
+    pub wake_debounce: Duration,
+    /// First wait before a wake is tried again.
+    pub wake_backoff: Duration,
 }
 
 #[derive(Clone)]
@@ -178,6 +182,8 @@ async fn serve(state: StateDir, opts: DaemonOptions) -> i32 {
             .policy
             .clone()
             .unwrap_or_else(|| state.default_policy()),
+        wake_debounce: opts.wake_debounce,
+        wake_backoff: opts.wake_backoff,
     };
     let sup = match Supervisor::open(state.clone(), settings) {
         Ok(s) => s,
@@ -210,6 +216,7 @@ async fn serve(state: StateDir, opts: DaemonOptions) -> i32 {
     if let Err(e) = sup.prune() {
         tracing::error!("prune failed: {e}");
     }
+    sup.start_waker();
     let (stopping, _) = watch::channel(false);
     let app = App {
         sup,
@@ -308,6 +315,11 @@ fn router(app: App) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/owners/{owner}/inbox", get(inbox))
         .route("/v1/owners/{owner}/inbox/ack", post(ack))
+        .route(
+            "/v1/owners/{owner}/wake",
+            get(wake_show).put(wake_set).delete(wake_clear),
+        )
+        .route("/v1/owners/{owner}/idle", post(idle))
         .fallback(|| async {
             api_error(
                 ErrorCode::NotFound,
@@ -335,6 +347,14 @@ async fn protocol_layer(State(app): State<App>, req: Request, next: Next) -> Res
             ),
         ),
         _ => {
+            if let Some(owner) = req
+                .headers()
+                .get(OWNER_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .filter(|o| !o.is_empty())
+            {
+                app.sup.touch(owner);
+            }
             app.in_flight.fetch_add(1, Ordering::SeqCst);
             let r = next.run(req).await;
             app.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -668,6 +688,40 @@ async fn events(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+async fn wake_set(
+    State(app): State<App>,
+    Path(owner): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> ApiResult<Response> {
+    let action: aside_proto::WakeAction = body(&bytes)?;
+    Ok(Json(app.sup.set_wake(&requester(&headers), &owner, action)?).into_response())
+}
+
+async fn wake_show(State(app): State<App>, Path(owner): Path<String>) -> ApiResult<Response> {
+    match app.sup.wake_action(&owner)? {
+        Some(a) => Ok(Json(a).into_response()),
+        None => Err(ApiErr::new(
+            ErrorCode::NotFound,
+            format!("{owner} has no wake action: set one with `aside wake set`"),
+        )),
+    }
+}
+
+async fn wake_clear(
+    State(app): State<App>,
+    Path(owner): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let had = app.sup.clear_wake(&requester(&headers), &owner)?;
+    Ok(Json(serde_json::json!({ "owner": owner, "cleared": had })).into_response())
+}
+
+async fn idle(State(app): State<App>, Path(owner): Path<String>) -> Json<serde_json::Value> {
+    app.sup.mark_idle(&owner);
+    Json(serde_json::json!({ "owner": owner, "idle": true }))
 }
 
 async fn inbox(State(app): State<App>, Path(owner): Path<String>) -> ApiResult<Response> {
