@@ -22,7 +22,10 @@ use aside_proto::{
 };
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, ProgressNotificationParam, RequestMetaObject,
+    ServerCapabilities, ServerConfig,
+};
 use rmcp::service::{Peer, RoleServer};
 use rmcp::{ErrorData, ServerHandler, ServiceExt, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
@@ -38,6 +41,8 @@ const MAX_LINE: usize = 2000;
 /// Default and longest foreground wait of `run`, in ms.
 const DEFAULT_YIELD_MS: u64 = 30_000;
 const MAX_YIELD_MS: u64 = 600_000;
+/// How often a waiting `wait` call reports progress (when the client asked for it).
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// How `aside mcp` was started.
 #[derive(Debug, Clone)]
@@ -822,9 +827,30 @@ impl AsideMcp {
         &self,
         Parameters(a): Parameters<WaitArgs>,
         peer: Peer<RoleServer>,
+        meta: RequestMetaObject,
     ) -> Result<CallToolResult, ErrorData> {
         let owner = self.owner(&peer);
         let client = self.client(&owner);
+        // Progress notifications while waiting, when the client asked for them.
+        let ticker = meta.get_progress_token().map(|token| {
+            let peer = peer.clone();
+            let ids = a.ids.join(", ");
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let mut tick = tokio::time::interval(PROGRESS_EVERY);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let waited = started.elapsed().as_secs_f64();
+                    let _ = peer
+                        .notify_progress(
+                            ProgressNotificationParam::new(token.clone(), waited)
+                                .with_message(format!("waiting for {ids}: {waited:.0} s")),
+                        )
+                        .await;
+                }
+            })
+        });
         let r = async {
             if a.ids.is_empty() {
                 return Err(ClientError::new(
@@ -897,6 +923,9 @@ impl AsideMcp {
             ))
         }
         .await;
+        if let Some(t) = ticker {
+            t.abort();
+        }
         self.finish(&owner, r, &[]).await
     }
 

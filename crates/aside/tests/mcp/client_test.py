@@ -101,6 +101,33 @@ async def main():
             r = await call(session, "wait", {"ids": [bg_id, slow_id], "until": "all", "timeout_ms": 20000})
             check(r.structured_content["met"] is True, "wait until all exited", text_of(r))
 
+            # A longer wait reports progress while it waits.
+            progress = []
+
+            async def on_progress(value, total, message):
+                progress.append((value, message))
+
+            gate3 = os.path.join(WORK, "gate3")
+            r = await call(session, "run", {
+                "command": f"while [ ! -e {gate3} ]; do sleep 0.02; done",
+                "run_in_background": True,
+            })
+            long_id = r.structured_content["id"]
+
+            async def open_gate_later():
+                await anyio.sleep(2.5)
+                open(gate3, "w").close()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(open_gate_later)
+                result = await session.call_tool(
+                    "wait", {"ids": [long_id], "timeout_ms": 20000},
+                    read_timeout_seconds=60, progress_callback=on_progress,
+                )
+            TRANSCRIPT.append(text_of(result))
+            check(result.structured_content["met"] is True, "a longer wait ends when the process does", text_of(result))
+            check(len(progress) >= 1 and "waiting for" in (progress[-1][1] or ""), "with progress notifications", str(progress))
+
             # Piggyback: results arrive on a later call, once each; the foreground one never.
             r2 = await call(session, "list", {})
             both = "\n".join(TRANSCRIPT)
