@@ -91,6 +91,49 @@ fn an_idle_owner_is_woken_with_its_results_and_an_acknowledged_one_never_again()
 }
 
 #[test]
+fn a_new_result_wakes_after_the_debounce_not_after_an_earlier_backoff() {
+    let env = Env::new();
+    // A long backoff: a later result must not wait for it.
+    env.aside(&[
+        "daemon",
+        "start",
+        "--wake-debounce",
+        "50ms",
+        "--wake-backoff",
+        "10m",
+    ])
+    .ok();
+    let out = env.work.join("woken.json");
+    as_owner(
+        &env,
+        "agent-b",
+        &[
+            "wake",
+            "set",
+            "--idle-after",
+            "0s",
+            "--",
+            "tee",
+            "-a",
+            out.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    as_owner(&env, "agent-b", &["run", "--name", "one", "echo 1"]).ok();
+    eventually(Duration::from_secs(10), "the first wake", || {
+        !payloads(&out).is_empty()
+    });
+    as_owner(&env, "agent-b", &["inbox", "--drain"]).ok();
+    as_owner(&env, "agent-b", &["run", "--name", "two", "echo 2"]).ok();
+    eventually(
+        Duration::from_secs(10),
+        "the second wake, well before the 10m backoff",
+        || payloads(&out).len() >= 2,
+    );
+    assert_eq!(names(&payloads(&out)[1]), ["two"]);
+}
+
+#[test]
 fn a_run_the_owner_stopped_itself_does_not_wake_it() {
     let env = Env::new();
     fast_daemon(&env);

@@ -5,11 +5,13 @@
 //! the owner is active again; results of runs the owner stopped itself never wake it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aside_proto::{Command, EventKind, Notification, WakeAction, WakePayload};
 use jiff::Timestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
 
 use super::{Error, Requester, Result, Supervisor, lock};
 use crate::policy::Verdict;
@@ -28,11 +30,12 @@ pub(super) struct Activity {
     marked_idle: bool,
 }
 
-/// Per-owner activity, and which owners have a wake worker running.
+/// Per-owner activity, and the wake worker of each owner that has one running (its signal
+/// interrupts the worker's wait when a new result arrives).
 #[derive(Debug, Default)]
 pub(super) struct WakeState {
     activity: HashMap<String, Activity>,
-    workers: std::collections::HashSet<String>,
+    workers: HashMap<String, Arc<Notify>>,
 }
 
 fn validate(action: &WakeAction) -> Result<()> {
@@ -190,14 +193,24 @@ impl Supervisor {
         }
     }
 
+    /// Starts the owner's worker, or tells the running one that something new happened (a
+    /// new result, or the owner marked idle): it then fires after the debounce, not after its
+    /// backoff.
     fn ensure_waker(&self, owner: &str) {
-        if !lock(&self.inner.wake).workers.insert(owner.to_string()) {
-            return; // one worker per owner batches everything
-        }
+        let signal = {
+            let mut state = lock(&self.inner.wake);
+            if let Some(signal) = state.workers.get(owner) {
+                signal.notify_one();
+                return; // one worker per owner batches everything
+            }
+            let signal = Arc::new(Notify::new());
+            state.workers.insert(owner.to_string(), Arc::clone(&signal));
+            signal
+        };
         let me = self.clone();
         let owner = owner.to_string();
         tokio::spawn(async move {
-            me.wake_worker(&owner).await;
+            me.wake_worker(&owner, &signal).await;
             lock(&me.inner.wake).workers.remove(&owner);
         });
     }
@@ -212,9 +225,10 @@ impl Supervisor {
             .collect()
     }
 
-    async fn wake_worker(&self, owner: &str) {
+    async fn wake_worker(&self, owner: &str, signal: &Notify) {
+        let debounce = self.inner.settings.wake_debounce;
         // Debounce: results that arrive together are delivered together.
-        tokio::time::sleep(self.inner.settings.wake_debounce).await;
+        tokio::time::sleep(debounce).await;
         let mut backoff = self.inner.settings.wake_backoff;
         loop {
             let Ok(Some(action)) = self.store().wake(owner) else {
@@ -234,7 +248,10 @@ impl Supervisor {
                     .map_or(Duration::ZERO, |a| {
                         idle_after.saturating_sub(a.last.elapsed())
                     });
-                tokio::time::sleep(wait.max(Duration::from_millis(50))).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait.max(Duration::from_millis(50))) => {}
+                    _ = signal.notified() => tokio::time::sleep(debounce).await,
+                }
                 continue;
             }
             let payload = WakePayload {
@@ -250,9 +267,15 @@ impl Supervisor {
                     self.audit(&who, "wake", &target, Some(&format!("failed: {why}")));
                 }
             }
-            // Until the owner acknowledges, try again later, waiting longer each time.
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            // Until the owner acknowledges, try again later, waiting longer each time; a new
+            // result starts over (after the debounce, with the first backoff).
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(MAX_BACKOFF),
+                _ = signal.notified() => {
+                    tokio::time::sleep(debounce).await;
+                    backoff = self.inner.settings.wake_backoff;
+                }
+            }
         }
     }
 }
