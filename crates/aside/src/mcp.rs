@@ -23,9 +23,11 @@ use aside_proto::{
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResult, ContentBlock, Implementation, ProgressNotificationParam, RequestMetaObject,
-    ServerCapabilities, ServerConfig,
+    CallToolResult, ContentBlock, Implementation, ListResourcesResult, PaginatedRequestParams,
+    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    RequestMetaObject, Resource, ResourceContents, ServerCapabilities, ServerConfig,
 };
+use rmcp::service::RequestContext;
 use rmcp::service::{Peer, RoleServer};
 use rmcp::{ErrorData, ServerHandler, ServiceExt, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
@@ -1001,10 +1003,99 @@ impl AsideMcp {
     }
 }
 
+/// URI scheme of a process as an MCP resource: `aside://runs/{process id or name}`.
+pub const RESOURCE_PREFIX: &str = "aside://runs/";
+
+impl AsideMcp {
+    /// The owner for a request context.
+    fn owner_of(&self, ctx: &RequestContext<RoleServer>) -> String {
+        self.owner(&ctx.peer)
+    }
+
+    async fn resource_list(&self, owner: &str) -> Result<Vec<Resource>, ClientError> {
+        let procs: Vec<ProcessInfo> = self
+            .client(owner)
+            .get(&format!("/v1/processes?owner={}", enc(owner)))
+            .await?;
+        Ok(procs
+            .into_iter()
+            .map(|p| {
+                Resource::new(format!("{RESOURCE_PREFIX}{}", p.id), p.name.clone())
+                    .with_description(format!("{}: {}", render::process_outcome(&p), p.command))
+                    .with_mime_type("application/json")
+            })
+            .collect())
+    }
+
+    async fn resource_read(&self, owner: &str, uri: &str) -> Result<String, ClientError> {
+        let id = uri
+            .strip_prefix(RESOURCE_PREFIX)
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| {
+                ClientError::new(
+                    aside_proto::ErrorCode::NotFound,
+                    format!("{uri:?} is not an aside resource: use {RESOURCE_PREFIX}<id>"),
+                )
+            })?;
+        let client = self.client(owner);
+        let p: ProcessInfo = client.get(&format!("/v1/processes/{}", enc(id))).await?;
+        let logs: LogsResponse = client
+            .get(&format!(
+                "/v1/processes/{}/logs?stream=all&tail=50",
+                enc(id)
+            ))
+            .await?;
+        let (tail, omitted) = bound_output(&entries_text(&logs.entries), 16 * 1024);
+        Ok(serde_json::json!({
+            "process": p,
+            "output_tail": tail,
+            "omitted_bytes": omitted,
+            "cursor": logs.cursor,
+            "complete": logs.complete,
+        })
+        .to_string())
+    }
+}
+
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for AsideMcp {
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let owner = self.owner_of(&ctx);
+        self.resource_list(&owner)
+            .await
+            .map(ListResourcesResult::with_all_items)
+            .map_err(|e| ErrorData::internal_error(e.message, None))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let owner = self.owner_of(&ctx);
+        match self.resource_read(&owner, &request.uri).await {
+            Ok(text) => Ok(
+                ReadResourceResult::new(vec![ResourceContents::TextResourceContents {
+                    uri: request.uri,
+                    mime_type: Some("application/json".into()),
+                    text,
+                    meta: None,
+                }])
+                .into(),
+            ),
+            Err(e) if e.code == aside_proto::ErrorCode::NotFound => {
+                Err(ErrorData::resource_not_found(e.message, None))
+            }
+            Err(e) => Err(ErrorData::internal_error(e.message, None)),
+        }
+    }
+
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().build())
             .with_server_info(Implementation::new("aside", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "aside runs shell commands in the background and tells you their results. Use `run` with run_in_background for anything long; results of finished commands are appended to your next tool answers as <task-notification> blocks. Never poll with sleep: use `wait` or `output` with block.",

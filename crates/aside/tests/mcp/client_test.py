@@ -185,7 +185,23 @@ async def main():
             cli("run", "--name", "theirs", "sleep 30", owner="someone-else")
             r = await call(session, "stop", {"id": "theirs"})
             check(r.is_error and "may not stop" in text_of(r), "stop refused for another owner's process", text_of(r))
-            r = await call(session, "run", {"command": "sleep 30", "run_in_background": True, "name": "mine"})
+            r = await call(session, "run", {"command": "echo started; sleep 30", "run_in_background": True, "name": "mine"})
+            mine_id = r.structured_content["id"]
+
+            # Resources: the owner's processes as aside://runs/{id}, with status and output tail.
+            await call(session, "output", {"id": "mine", "block": True, "timeout_ms": 10000})
+            res = await session.list_resources()
+            uris = [str(x.uri) for x in res.resources]
+            check(f"aside://runs/{mine_id}" in uris, "resources list the owner's processes", str(uris))
+            check(not any("theirs" in x.name for x in res.resources), "and only its own", str(uris))
+            rr = await session.read_resource(f"aside://runs/{mine_id}")
+            body = json.loads(rr.contents[0].text)
+            check(body["process"]["status"] == "running" and "started" in body["output_tail"], "a resource reads status and output tail", json.dumps(body))
+            try:
+                await session.read_resource("aside://runs/no-such-process")
+                check(False, "an unknown resource is an error")
+            except Exception as e:
+                check("no process named" in str(e), "an unknown resource is an error", str(e))
             r = await call(session, "stop", {"id": "mine", "grace_ms": 500})
             check(not r.is_error and r.structured_content["status"] == "stopped", "stop of our own process", text_of(r))
 
