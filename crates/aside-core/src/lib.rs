@@ -1,11 +1,17 @@
 //! The `aside` runtime, embeddable without HTTP, MCP or terminals.
 //!
-//! - [`store::Store`]: SQLite state (processes, runs, inbox), versioned migrations.
+//! - [`store::Store`]: SQLite state (processes, runs, inbox, event log, wake actions), versioned
+//!   migrations.
 //! - [`logs`]: capped, framed logs ([`logs::LogWriter`] in the shim, [`logs::LogReader`] elsewhere).
 //! - [`shim`]: the per-process supervisor that is the real parent of each command.
 //! - [`supervisor::Supervisor`]: starts shims, watches them, stops, restarts, reconciles after
-//!   a crash and delivers each result to its owner's inbox exactly once.
+//!   a crash, delivers each result to its owner's inbox exactly once, streams events and wakes
+//!   idle owners.
+//! - [`policy`]: the permission policy for agents (fail closed); [`audit::AuditLog`] records
+//!   stops, restarts, wakes and refusals.
 //! - [`paths::StateDir`]: where all of it lives (`ASIDE_HOME`).
+
+#![warn(missing_docs)]
 
 pub mod audit;
 pub mod logs;

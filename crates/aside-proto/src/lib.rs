@@ -14,6 +14,8 @@
 //! assert!(Status::TimedOut.is_terminal());
 //! ```
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 

@@ -83,14 +83,7 @@ fn report(line: &str) {
 
 /// `aside daemon run`: the daemon in the foreground. Returns the process exit code.
 pub fn run(opts: DaemonOptions) -> i32 {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ASIDE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+    crate::log_to_stderr("info");
     let state = match StateDir::from_env().and_then(|s| s.ensure().map(|()| s)) {
         Ok(s) => s,
         Err(e) => {

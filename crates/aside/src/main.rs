@@ -13,6 +13,19 @@ mod render;
 
 use clap::Parser;
 
+/// Sends `tracing` output to stderr, filtered by `$ASIDE_LOG` (default `default_filter`, e.g.
+/// `info`). For the daemon (stderr is `daemon.log`) and the MCP server (stdout is the protocol).
+fn log_to_stderr(default_filter: &str) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ASIDE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
 fn main() {
     let mut args = std::env::args_os();
     if args.nth(1).is_some_and(|a| a == "__shim") {

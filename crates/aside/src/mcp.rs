@@ -58,14 +58,7 @@ pub struct McpOptions {
 /// Runs the server on stdin/stdout until the client disconnects. Returns the exit code.
 pub fn run(opts: McpOptions) -> i32 {
     // stdout is the protocol: logs go to stderr only.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ASIDE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+    crate::log_to_stderr("warn");
     let state = match StateDir::from_env() {
         Ok(s) => s,
         Err(e) => {
