@@ -27,8 +27,12 @@ use rmcp::model::{
     ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
     RequestMetaObject, Resource, ResourceContents, ServerCapabilities, ServerConfig,
 };
-use rmcp::service::RequestContext;
+use rmcp::model::{
+    ResourceUpdatedNotification, ResourceUpdatedNotificationParam, ServerNotification,
+    SubscriptionFilter,
+};
 use rmcp::service::{Peer, RoleServer};
+use rmcp::service::{RequestContext, SubscriptionContext, SubscriptionSink};
 use rmcp::{ErrorData, ServerHandler, ServiceExt, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -1050,8 +1054,105 @@ impl AsideMcp {
     }
 }
 
+/// At most one `resources/updated` per subscribed process in this interval.
+const UPDATE_THROTTLE: Duration = Duration::from_millis(250);
+
+impl AsideMcp {
+    /// Sends `notifications/resources/updated` for `uri` whenever its process writes output
+    /// (throttled) and when it ends, until the subscription is cancelled.
+    async fn follow_resource(&self, owner: &str, uri: &str, sink: &SubscriptionSink) {
+        use http_body_util::BodyExt;
+        let Some(id) = uri.strip_prefix(RESOURCE_PREFIX) else {
+            return;
+        };
+        let client = self.client(owner);
+        let notify = || async {
+            let n = ServerNotification::ResourceUpdatedNotification(
+                ResourceUpdatedNotification::new(ResourceUpdatedNotificationParam::new(uri)),
+            );
+            let _ = sink.send(n).await;
+        };
+        // Start from the current end of its output: only what happens from now on counts.
+        let Ok(now) = client
+            .get::<LogsResponse>(&format!("/v1/processes/{}/logs?stream=all&tail=0", enc(id)))
+            .await
+        else {
+            return;
+        };
+        if now.complete {
+            return;
+        }
+        let path = format!(
+            "/v1/processes/{}/logs?stream=all&follow=true&since={}",
+            enc(id),
+            now.cursor
+        );
+        let Ok(resp) = client.send(hyper::Method::GET, &path, None).await else {
+            return;
+        };
+        let mut body = resp.into_body();
+        let mut pending = false;
+        let mut next = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                frame = body.frame() => match frame {
+                    Some(Ok(_)) => pending = true,
+                    // The stream ends with the run: its status changed.
+                    _ => break,
+                },
+                _ = tokio::time::sleep_until(next), if pending => {
+                    notify().await;
+                    pending = false;
+                    next = tokio::time::Instant::now() + UPDATE_THROTTLE;
+                }
+            }
+        }
+        notify().await;
+    }
+}
+
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for AsideMcp {
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let ours = requested
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter(|u| u.starts_with(RESOURCE_PREFIX))
+            .cloned();
+        Some(
+            SubscriptionFilter::builder()
+                .resource_subscriptions(ours)
+                .build(),
+        )
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let owner = self.owner(&context.request_context().peer);
+        let uris = context
+            .accepted()
+            .resource_subscriptions
+            .clone()
+            .unwrap_or_default();
+        let followers: Vec<_> = uris
+            .into_iter()
+            .map(|uri| {
+                let me = self.clone();
+                let owner = owner.clone();
+                let sink = context.sink().clone();
+                tokio::spawn(async move { me.follow_resource(&owner, &uri, &sink).await })
+            })
+            .collect();
+        context.cancelled().await;
+        for f in followers {
+            f.abort();
+        }
+        Ok(())
+    }
+
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -1088,7 +1189,13 @@ impl ServerHandler for AsideMcp {
     }
 
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().build())
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .enable_resources_subscribe()
+                .build(),
+        )
             .with_server_info(Implementation::new("aside", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "aside runs shell commands in the background and tells you their results. Use `run` with run_in_background for anything long; results of finished commands are appended to your next tool answers as <task-notification> blocks. Never poll with sleep: use `wait` or `output` with block.",

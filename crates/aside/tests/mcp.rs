@@ -44,11 +44,13 @@ fn venv_python() -> PathBuf {
     python
 }
 
-#[test]
-fn the_official_python_sdk_drives_every_tool() {
+/// Runs `tests/mcp/SCRIPT` against a fresh state directory; panics with its output on failure.
+fn run_script(script: &str, done: &str) {
     let python = venv_python();
     let env = Env::new();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/client_test.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/mcp")
+        .join(script);
     let out = Command::new(python)
         .arg(script)
         .env("ASIDE_BIN", BIN)
@@ -65,5 +67,15 @@ fn the_official_python_sdk_drives_every_tool() {
         out.status.success(),
         "MCP client checks failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
-    assert!(stdout.contains("all MCP checks passed"), "{stdout}");
+    assert!(stdout.contains(done), "{stdout}");
+}
+
+#[test]
+fn the_official_python_sdk_drives_every_tool() {
+    run_script("client_test.py", "all MCP checks passed");
+}
+
+#[test]
+fn resource_subscriptions_notify_as_a_process_writes_and_ends() {
+    run_script("listen_test.py", "all listen checks passed");
 }
