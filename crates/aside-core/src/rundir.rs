@@ -8,6 +8,7 @@
 //!   log/*.seg      the capped output (see `logs`)
 //!   exit.json      written by the shim, last, once the whole tree is gone and output drained
 //!   shim.log       the shim's own stderr, for diagnosing the shim itself
+//!   stdin          interactive runs only: a FIFO that is the command's stdin
 //! ```
 //!
 //! Every JSON file is written atomically (temp file, then rename), so a reader sees the old
@@ -36,6 +37,8 @@ pub const CONTROL_FILE: &str = "control.json";
 pub const LOG_DIR: &str = "log";
 /// The shim's own diagnostics.
 pub const SHIM_LOG: &str = "shim.log";
+/// The FIFO that is an interactive run's stdin.
+pub const STDIN_FIFO: &str = "stdin";
 
 /// Written by the shim once the command is started: enough to find it again after a daemon
 /// restart and to tell it from a later process that reused a pid.

@@ -37,7 +37,7 @@ use jiff::Timestamp;
 use crate::logs::LogWriter;
 use crate::proc::{self, signal_name};
 use crate::rundir::{
-    CONTROL_FILE, EXIT_FILE, ExitRecord, RunDir, SHIM_FILE, ShimRecord, StopControl,
+    CONTROL_FILE, EXIT_FILE, ExitRecord, RunDir, SHIM_FILE, STDIN_FIFO, ShimRecord, StopControl,
 };
 
 /// Bytes read from a pipe per `read(2)`.
@@ -131,10 +131,7 @@ fn build_command(spec: &Spec) -> std::process::Command {
             c
         }
     };
-    cmd.env_clear()
-        .envs(&spec.env)
-        .current_dir(&spec.cwd)
-        .stdin(Stdio::null());
+    cmd.env_clear().envs(&spec.env).current_dir(&spec.cwd);
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
@@ -182,6 +179,23 @@ fn run(rd: &RunDir) -> io::Result<()> {
     let (err_r, err_w) = pipe()?;
     let mut cmd = build_command(&spec);
     cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+    // Interactive runs read a FIFO the daemon writes to. The shim holds it open read-write for
+    // the run's life: the command never sees EOF between writes, and a writer never blocks
+    // for want of a reader, whether or not the daemon is up.
+    let _stdin_holder = if spec.interactive {
+        let fifo = rd.path().join(STDIN_FIFO);
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )?;
+        let holder = File::options().read(true).write(true).open(&fifo)?;
+        cmd.stdin(Stdio::from(holder.try_clone()?));
+        Some(holder)
+    } else {
+        cmd.stdin(Stdio::null());
+        None
+    };
     let spawned = cmd.spawn();
     drop(cmd); // closes our copies of the write ends
     let child = match spawned {

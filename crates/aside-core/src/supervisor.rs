@@ -490,6 +490,7 @@ impl Supervisor {
                 timeout_ms: req.timeout_ms,
                 grace_ms: req.grace_ms.unwrap_or(DEFAULT_GRACE_MS),
                 log_cap_bytes,
+                interactive: req.interactive,
             },
         ))
     }
@@ -1011,6 +1012,57 @@ impl Supervisor {
         self.audit(who, "stop", &row.info.name, None);
         let _ = done.wait_for(|d| *d).await;
         Ok(self.find(&row.info.id)?.info)
+    }
+
+    /// Writes `chars` to the stdin of an interactive process (started with `interactive`).
+    /// Errors: unknown process, requester not its owner nor a human, not interactive, ended, or
+    /// its stdin is full because it does not read.
+    pub fn write_stdin(
+        &self,
+        reference: &str,
+        chars: &str,
+        who: &Requester,
+    ) -> Result<ProcessInfo> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let row = self.find(reference)?;
+        let name = row.info.name.clone();
+        self.may_control(
+            who,
+            &row.info.owner,
+            row.info.team.as_deref(),
+            "write to",
+            &name,
+        )?;
+        if !row.spec.interactive {
+            return Err(Error::Invalid(format!(
+                "{name} was not started interactive, so its stdin is /dev/null: start it with interactive: true (`aside run --interactive`)"
+            )));
+        }
+        if row.info.status.is_terminal() {
+            return Err(Error::Conflict(format!(
+                "{name} has ended ({}): nothing reads its stdin",
+                row.info.status
+            )));
+        }
+        let fifo = self
+            .run_dir(&row.info.run_id)
+            .path()
+            .join(crate::rundir::STDIN_FIFO);
+        let written = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .and_then(|mut f| f.write_all(chars.as_bytes()));
+        match written {
+            Ok(()) => Ok(row.info),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(Error::Conflict(format!(
+                "the stdin of {name} is full: it is not reading what was written before"
+            ))),
+            Err(e) => Err(Error::Io(format!(
+                "cannot write to the stdin of {name}: {e}"
+            ))),
+        }
     }
 
     /// Stops every live process (of `owner`, if given) the requester may stop, concurrently.

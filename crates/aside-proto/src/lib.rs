@@ -156,6 +156,16 @@ pub struct RunRequest {
     /// Log cap in bytes (default 8 MiB): the head and a rotating tail are kept.
     #[serde(default)]
     pub log_cap_bytes: Option<u64>,
+    /// Keep stdin open for writing to it later (`POST …/stdin`); default: stdin is `/dev/null`.
+    #[serde(default)]
+    pub interactive: bool,
+}
+
+/// `POST /v1/processes/{ref}/stdin`: characters for an interactive process.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct StdinRequest {
+    /// What to write (a newline is not added).
+    pub chars: String,
 }
 
 /// The stored, validated form of what a process runs. Restarts reuse it.
@@ -173,6 +183,9 @@ pub struct Spec {
     pub grace_ms: u64,
     /// Log cap in bytes.
     pub log_cap_bytes: u64,
+    /// Stdin is a pipe that stays open for `write_stdin` (else `/dev/null`).
+    #[serde(default)]
+    pub interactive: bool,
 }
 
 /// One process as `status` shows it: identity plus the state of its latest run.

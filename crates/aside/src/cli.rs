@@ -66,6 +66,19 @@ enum Cmd {
         #[arg(long, env = "ASIDE_OWNER")]
         owner: Option<String>,
     },
+    /// Write a line to the stdin of a process started with `--interactive`.
+    Stdin {
+        /// Process name or id.
+        reference: String,
+        /// The text; a newline is added unless --no-newline.
+        text: String,
+        /// Do not add a newline.
+        #[arg(long)]
+        no_newline: bool,
+        /// Who is asking (only the owner or a human may write).
+        #[arg(long, env = "ASIDE_OWNER")]
+        owner: Option<String>,
+    },
     /// Stream events (run started, exited, results created and read) as they happen.
     Events(EventsArgs),
     /// Control the daemon.
@@ -165,6 +178,9 @@ struct RunArgs {
     /// Log cap: the head and a rotating tail of this many bytes are kept (default 8MiB).
     #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
     log_cap: Option<u64>,
+    /// Keep stdin open so `aside stdin NAME TEXT` (or MCP write_stdin) can write to it.
+    #[arg(long)]
+    interactive: bool,
     /// Foreground: stream the output, wait for the end (or DUR), exit with its exit code.
     #[arg(long, value_name = "DUR", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     wait: Option<String>,
@@ -682,6 +698,27 @@ async fn dispatch(cmd: Cmd, state: StateDir) -> Result<i32> {
         Cmd::Inbox(a) => inbox(a, state).await,
         Cmd::Result(a) => result(a, state).await,
         Cmd::Events(a) => events(a, state).await,
+        Cmd::Stdin {
+            reference,
+            text,
+            no_newline,
+            owner,
+        } => {
+            let client = Client::new(state, owner_or_human(owner), true);
+            let chars = if no_newline {
+                text
+            } else {
+                format!("{text}\n")
+            };
+            let p: ProcessInfo = client
+                .post(
+                    &format!("/v1/processes/{}/stdin", enc(&reference)),
+                    &aside_proto::StdinRequest { chars },
+                )
+                .await?;
+            println!("{}: written", p.name);
+            Ok(0)
+        }
         Cmd::Wake { cmd } => wake(cmd, state).await,
         Cmd::Idle { owner } => {
             let owner = owner_or_human(owner);
@@ -740,6 +777,7 @@ async fn run(a: RunArgs, state: StateDir) -> Result<i32> {
         timeout_ms: a.timeout,
         grace_ms: a.grace,
         log_cap_bytes: a.log_cap,
+        interactive: a.interactive,
     };
     let client = Client::new(state, owner, true).with_team(req.team.clone());
     let info: ProcessInfo = client.post("/v1/processes", &req).await?;

@@ -304,6 +304,7 @@ fn router(app: App) -> Router {
         .route("/v1/processes/{reference}/logs", get(logs))
         .route("/v1/processes/{reference}/wait", get(wait))
         .route("/v1/processes/{reference}/result", get(result))
+        .route("/v1/processes/{reference}/stdin", post(stdin))
         .route("/v1/stop-all", post(stop_all))
         .route("/v1/events", get(events))
         .route("/v1/owners/{owner}/inbox", get(inbox))
@@ -540,6 +541,19 @@ async fn logs(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+async fn stdin(
+    State(app): State<App>,
+    Path(reference): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> ApiResult<Response> {
+    let req: aside_proto::StdinRequest = body(&bytes)?;
+    let info = app
+        .sup
+        .write_stdin(&reference, &req.chars, &requester(&headers))?;
+    Ok(Json(info).into_response())
 }
 
 async fn wait(

@@ -134,6 +134,9 @@ pub struct RunArgs {
     /// watchers and long builds.
     #[serde(default, alias = "is_background")]
     pub run_in_background: bool,
+    /// Keep its stdin open for `write_stdin` (for programs that ask questions).
+    #[serde(default)]
+    pub interactive: bool,
     /// Foreground only: how long to wait for it to end before moving it to the background
     /// (default 30000, at most 600000 ms). It is never killed for taking longer.
     #[serde(default)]
@@ -596,6 +599,7 @@ impl AsideMcp {
             timeout_ms: a.timeout_ms,
             grace_ms: None,
             log_cap_bytes: None,
+            interactive: a.interactive,
         };
         let info: ProcessInfo = client.post("/v1/processes", &req).await?;
         let answer = |info: &ProcessInfo,
@@ -962,7 +966,8 @@ impl AsideMcp {
 
     #[tool(
         name = "write_stdin",
-        description = "Write characters to the stdin of an interactive process. Not yet supported: processes run with stdin from /dev/null."
+        description = "Write characters to the stdin of a process you started with interactive: true (e.g. an answer to a prompt; include \\n to end a line). Use output to read its reply.",
+        output_schema = rmcp::handler::server::common::schema_for_output::<ProcessInfo>()
     )]
     async fn write_stdin(
         &self,
@@ -970,14 +975,17 @@ impl AsideMcp {
         peer: Peer<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let owner = self.owner(&peer);
-        let r = Err(ClientError::new(
-            aside_proto::ErrorCode::NotSupported,
-            format!(
-                "write_stdin is not yet supported: {} has no stdin to write {} characters to (every process runs with stdin from /dev/null)",
-                a.id,
-                a.chars.chars().count()
-            ),
-        ));
+        let client = self.client(&owner);
+        let n = a.chars.chars().count();
+        let r = async {
+            let req = aside_proto::StdinRequest { chars: a.chars };
+            let p: ProcessInfo = client
+                .post(&format!("/v1/processes/{}/stdin", enc(&a.id)), &req)
+                .await?;
+            let text = format!("Wrote {n} characters to the stdin of {}.", p.name);
+            Ok(structured(&p, text))
+        }
+        .await;
         self.finish(&owner, r, &[]).await
     }
 }

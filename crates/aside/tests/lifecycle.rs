@@ -547,3 +547,38 @@ fn shims_run_from_the_small_binary_or_fall_back_to_aside_itself() {
     assert_eq!(run(&["logs", "lone"]).ok().stdout, "via fallback\n");
     run(&["daemon", "stop"]).ok();
 }
+
+#[test]
+fn interactive_stdin_takes_writes_even_across_a_daemon_crash() {
+    let env = Env::new();
+    env.run(&[
+        "--name",
+        "q",
+        "--interactive",
+        "read a; echo \"got $a\"; read b; echo \"then $b\"",
+    ]);
+    env.aside(&["stdin", "q", "first"]).ok();
+    env.aside(&["wait", "q", "--until", "got first", "--timeout", "10s"])
+        .ok();
+    assert_eq!(
+        env.status("q")["status"],
+        "running",
+        "it waits for more, no EOF in between"
+    );
+    env.kill_daemon();
+    env.aside(&["stdin", "q", "second"]).ok();
+    let w = env.wait_exit("q");
+    assert_eq!(w["process"]["status"], "completed");
+    assert_eq!(
+        env.aside(&["logs", "q"]).ok().stdout,
+        "got first\nthen second\n"
+    );
+    // Not interactive, or ended: a clear refusal.
+    let o = env.aside(&["stdin", "q", "late"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("has ended"), "{}", o.stderr);
+    env.run(&["--name", "plain", "sleep 30"]);
+    let o = env.aside(&["stdin", "plain", "x"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("not started interactive"), "{}", o.stderr);
+}
