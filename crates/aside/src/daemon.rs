@@ -119,11 +119,7 @@ pub fn run(opts: DaemonOptions) -> i32 {
         return 0;
     }
     aside_core::supervisor::raise_fd_limit();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::server_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             report(&format!("error: cannot start the async runtime: {e}"));

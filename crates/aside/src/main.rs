@@ -13,6 +13,15 @@ mod render;
 
 use clap::Parser;
 
+/// The async runtime of the long-lived servers (daemon, MCP server): two workers, so a slow
+/// request never stalls the others and idle memory stays small.
+fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
 /// Sends `tracing` output to stderr, filtered by `$ASIDE_LOG` (default `default_filter`, e.g.
 /// `info`). For the daemon (stderr is `daemon.log`) and the MCP server (stdout is the protocol).
 fn log_to_stderr(default_filter: &str) {

@@ -70,11 +70,7 @@ pub fn run(opts: McpOptions) -> i32 {
             return 1;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::server_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("aside mcp: cannot start the async runtime: {e}");
