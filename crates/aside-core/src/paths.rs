@@ -97,6 +97,17 @@ impl StateDir {
         self.root.join("policy.json")
     }
 
+    /// Moves `file` to `file.1` (replacing an older one) when it is larger than `max_bytes`, so
+    /// logs that only ever grow keep at most about twice that. Errors are ignored: a log that
+    /// cannot be rotated keeps growing rather than stop anything.
+    pub fn rotate_if_larger(file: &Path, max_bytes: u64) {
+        if fs::metadata(file).is_ok_and(|m| m.len() > max_bytes) {
+            let mut old = file.as_os_str().to_owned();
+            old.push(".1");
+            let _ = fs::rename(file, old);
+        }
+    }
+
     /// The daemon's own log.
     pub fn daemon_log(&self) -> PathBuf {
         self.root.join("daemon.log")
@@ -159,5 +170,25 @@ impl StateDir {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_past_its_size_moves_aside_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("daemon.log");
+        fs::write(&log, vec![b'x'; 100]).unwrap();
+        StateDir::rotate_if_larger(&log, 1000);
+        assert!(log.exists(), "small logs stay");
+        StateDir::rotate_if_larger(&log, 10);
+        assert!(!log.exists());
+        assert_eq!(
+            fs::read(dir.path().join("daemon.log.1")).unwrap().len(),
+            100
+        );
     }
 }

@@ -22,6 +22,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
+/// `daemon.log` is rotated to `daemon.log.1` past this size when a daemon starts: 10 MiB.
+const DAEMON_LOG_MAX: u64 = 10 * 1024 * 1024;
+/// `audit.log` is rotated to `audit.log.1` past this size when a daemon starts: 64 MiB.
+const AUDIT_LOG_MAX: u64 = 64 * 1024 * 1024;
+
 /// How long a CLI waits for a daemon it started to report ready.
 const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -290,6 +295,8 @@ pub enum Started {
 pub fn start_daemon(state: &StateDir, extra_args: &[String]) -> Result<Started> {
     state.ensure().map_err(internal)?;
     let exe = std::env::current_exe().map_err(internal)?;
+    StateDir::rotate_if_larger(&state.daemon_log(), DAEMON_LOG_MAX);
+    StateDir::rotate_if_larger(&state.audit_log(), AUDIT_LOG_MAX);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
