@@ -16,6 +16,9 @@ const MCP_SDK: &str = "mcp==2.3.0";
 fn venv_python() -> PathBuf {
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mcp-venv");
     let python = venv.join("bin/python");
+    // Tests (threads, or processes under nextest) provision one venv, one at a time.
+    let lock = std::fs::File::create(venv.with_extension("lock")).expect("venv lock file");
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("venv lock");
     let ready = python.exists()
         && Command::new(&python)
             .args(["-c", "import mcp, anyio"])
