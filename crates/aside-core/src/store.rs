@@ -763,11 +763,6 @@ impl Store {
         Ok((acked, events))
     }
 
-    /// The notification for `run_id`, read or not.
-    pub fn notification(&self, run_id: &str) -> Result<Option<Notification>> {
-        Ok(self.notifications("i.run_id = ?1", &[&run_id])?.pop())
-    }
-
     /// Deletes terminal runs that ended before `cutoff` and whose notification is read (or
     /// absent), then processes left without runs. Returns the deleted run ids, so their
     /// directories can be removed.

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use aside_proto::{
     AckResponse, Command, ErrorCode, Event, HUMAN_OWNER, InboxResponse, LogEntry, LogQuery,
-    LogsResponse, Notification, ProcessInfo, RunRequest, RunResult, Spec, Status, StopAllResponse,
-    StopRequest, WaitOutcome, WaitQuery, WaitResponse,
+    LogsResponse, ProcessInfo, RunRequest, RunResult, Spec, Status, StopAllResponse, StopRequest,
+    WaitOutcome, WaitQuery, WaitResponse,
 };
 use jiff::Timestamp;
 use regex::Regex;
@@ -1357,11 +1357,6 @@ impl Supervisor {
         let (acked, events) = store.ack(owner, ids, all, Timestamp::now())?;
         self.publish(&events);
         Ok(AckResponse { acked })
-    }
-
-    /// The notification of a run, read or not.
-    pub fn notification(&self, run_id: &str) -> Result<Option<Notification>> {
-        Ok(self.store().notification(run_id)?)
     }
 
     /// Accounts for every run not yet terminal after a (re)start: shim alive → re-attach;

@@ -12,12 +12,7 @@ use serde_json::Value;
 fn events(env: &Env, args: &[&str]) -> Vec<Value> {
     let mut a = vec!["events", "--json"];
     a.extend_from_slice(args);
-    env.aside(&a)
-        .ok()
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    env.json_lines(&a)
 }
 
 #[test]

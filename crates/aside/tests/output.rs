@@ -9,12 +9,7 @@ fn entries(env: &Env, args: &[&str]) -> Vec<Value> {
     let mut a = vec!["logs"];
     a.extend_from_slice(args);
     a.push("--json");
-    env.aside(&a)
-        .ok()
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    env.json_lines(&a)
 }
 
 #[test]

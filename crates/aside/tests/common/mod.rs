@@ -50,6 +50,16 @@ impl From<Output> for Out {
 }
 
 impl Env {
+    /// `aside ARGS` whose stdout is one JSON value per line (`--json` of logs and events).
+    pub fn json_lines(&self, args: &[&str]) -> Vec<Value> {
+        self.aside(args)
+            .ok()
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     pub fn new() -> Env {
         // Short paths: the socket path must stay under 108 bytes.
         let dir = tempfile::Builder::new()

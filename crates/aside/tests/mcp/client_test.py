@@ -6,27 +6,19 @@ Run by tests/mcp.rs with ASIDE_BIN and ASIDE_HOME set; exits non-zero on the fir
 import json
 import os
 import subprocess
-import sys
 
 import anyio
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 import mcp_types as types
 
+from common import check, text_of
+
 BIN = os.environ["ASIDE_BIN"]
 HOME = os.environ["ASIDE_HOME"]
 WORK = os.environ["ASIDE_WORK"]
 
 
-def check(cond, what, detail=""):
-    if not cond:
-        print(f"FAILED: {what}\n{detail}", flush=True)
-        sys.exit(1)
-    print(f"ok: {what}", flush=True)
-
-
-def text_of(result):
-    return "\n".join(c.text for c in result.content if getattr(c, "type", "") == "text")
 
 
 TRANSCRIPT = []

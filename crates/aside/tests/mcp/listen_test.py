@@ -4,20 +4,16 @@ Run by tests/mcp.rs with ASIDE_BIN, ASIDE_HOME and ASIDE_WORK set.
 """
 
 import os
-import sys
 
 import anyio
 from mcp import Client, StdioServerParameters
+
+from common import check
 
 BIN = os.environ["ASIDE_BIN"]
 WORK = os.environ["ASIDE_WORK"]
 
 
-def check(cond, what, detail=""):
-    if not cond:
-        print(f"FAILED: {what}\n{detail}", flush=True)
-        sys.exit(1)
-    print(f"ok: {what}", flush=True)
 
 
 async def main():
