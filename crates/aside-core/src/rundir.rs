@@ -39,6 +39,9 @@ pub const LOG_DIR: &str = "log";
 pub const SHIM_LOG: &str = "shim.log";
 /// The FIFO that is an interactive run's stdin.
 pub const STDIN_FIFO: &str = "stdin";
+/// Lines the shim writes first into the log as `[aside]` annotations (a JSON list of strings,
+/// written by the daemon before the shim starts), e.g. why the run was restarted.
+pub const NOTES_FILE: &str = "notes.json";
 
 /// Written by the shim once the command is started: enough to find it again after a daemon
 /// restart and to tell it from a later process that reused a pid.

@@ -37,7 +37,8 @@ use jiff::Timestamp;
 use crate::logs::LogWriter;
 use crate::proc::{self, signal_name};
 use crate::rundir::{
-    CONTROL_FILE, EXIT_FILE, ExitRecord, RunDir, SHIM_FILE, STDIN_FIFO, ShimRecord, StopControl,
+    CONTROL_FILE, EXIT_FILE, ExitRecord, NOTES_FILE, RunDir, SHIM_FILE, STDIN_FIFO, ShimRecord,
+    StopControl,
 };
 
 /// Bytes read from a pipe per `read(2)`.
@@ -172,6 +173,11 @@ fn run(rd: &RunDir) -> io::Result<()> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "spec.json is missing"))?;
     let mut signals = Signals::install()?;
     let mut log = LogWriter::create(&rd.log_dir(), spec.log_cap_bytes)?;
+    if let Ok(Some(notes)) = rd.read::<Vec<String>>(NOTES_FILE) {
+        for n in notes {
+            let _ = log.annotate(&n);
+        }
+    }
     let shim_pid = std::process::id() as i32;
     let shim_starttime = proc::stat(shim_pid).map(|s| s.starttime).unwrap_or(0);
 

@@ -12,7 +12,8 @@
 use std::path::Path;
 
 use aside_proto::{
-    Event, EventKind, Notification, ProcessInfo, RunResult, Spec, Status, WakeAction,
+    Autorestart, AutorestartState, Event, EventKind, Notification, ProcessInfo, ProjectInfo,
+    RunResult, Spec, Status, WakeAction,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -93,7 +94,30 @@ CREATE TABLE wake_actions (
     created_at  INTEGER NOT NULL
 );
 "#,
+    r#"
+-- Projects (agent-procs sessions): names are unique per project; NULL is the default project.
+ALTER TABLE processes ADD COLUMN project TEXT;
+ALTER TABLE processes ADD COLUMN port INTEGER;
+ALTER TABLE processes ADD COLUMN proxied INTEGER NOT NULL DEFAULT 0;
+-- Restart supervision: the policy's mode and limit, restarts in a row, and
+-- 'active' | 'disabled' (a manual stop) | 'exhausted' (max_restarts reached).
+ALTER TABLE processes ADD COLUMN autorestart TEXT;
+ALTER TABLE processes ADD COLUMN max_restarts INTEGER;
+ALTER TABLE processes ADD COLUMN restart_attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE processes ADD COLUMN restart_state TEXT;
+CREATE INDEX processes_project ON processes(project, name);
+-- One row per project that was brought `up` ('' is the default project's).
+CREATE TABLE projects (
+    name        TEXT PRIMARY KEY,
+    config      TEXT,
+    proxy_port  INTEGER,
+    updated_at  INTEGER NOT NULL
+);
+"#,
 ];
+
+/// SQL test of a run that is not terminal.
+const LIVE: &str = "r.status IN ('starting', 'running', 'ready')";
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +200,8 @@ pub struct NewProcess {
     pub team: Option<String>,
     /// What it is for, in a few words.
     pub description: Option<String>,
+    /// Its project (`None`: the default one).
+    pub project: Option<String>,
     /// What it runs.
     pub spec: Spec,
 }
@@ -215,14 +241,23 @@ pub struct Store {
 
 /// Columns of a process with one of its runs, for [`process_info`].
 const INFO_COLUMNS: &str = "p.id, p.name, p.owner, p.team, p.command, r.id, r.seq, r.status, r.pid, \
-     r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd, p.description";
+     r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd, p.description, \
+     p.project, p.port, p.proxied, j.proxy_port, p.autorestart, p.max_restarts, p.restart_attempts, \
+     p.restart_state";
+/// Index of the spec column in [`PROCESS_COLUMNS`].
+const SPEC_COLUMN: usize = 25;
 /// [`INFO_COLUMNS`] plus the spec, which holds the whole environment: read only where it is
 /// needed, so listing stays cheap.
 const PROCESS_COLUMNS: &str = "p.id, p.name, p.owner, p.team, p.command, r.id, r.seq, r.status, r.pid, \
-     r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd, p.description, s.spec";
+     r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd, p.description, \
+     p.project, p.port, p.proxied, j.proxy_port, p.autorestart, p.max_restarts, p.restart_attempts, \
+     p.restart_state, s.spec";
+/// The tables behind [`INFO_COLUMNS`].
+const INFO_FROM: &str = "processes p JOIN runs r ON r.process_id = p.id \
+     LEFT JOIN projects j ON j.name = coalesce(p.project, '')";
 /// The tables behind [`PROCESS_COLUMNS`].
-const PROCESS_FROM: &str =
-    "processes p JOIN runs r ON r.process_id = p.id JOIN specs s ON s.process_id = p.id";
+const PROCESS_FROM: &str = "processes p JOIN runs r ON r.process_id = p.id \
+     LEFT JOIN projects j ON j.name = coalesce(p.project, '') JOIN specs s ON s.process_id = p.id";
 
 fn process_info(row: &Row<'_>) -> rusqlite::Result<ProcessInfo> {
     let status_s: String = row.get(7)?;
@@ -235,9 +270,29 @@ fn process_info(row: &Row<'_>) -> rusqlite::Result<ProcessInfo> {
         .as_millis()
         .max(0) as u64;
     let signal: Option<i32> = row.get(10)?;
+    let name: String = row.get(1)?;
+    let port: Option<u16> = row.get(18)?;
+    let proxied: bool = row.get(19)?;
+    let proxy_port: Option<u16> = row.get(20)?;
+    let url = match (proxied, proxy_port) {
+        (true, Some(pp)) => Some(format!("http://{name}.localhost:{pp}")),
+        _ => None,
+    };
+    let mode: Option<String> = row.get(21)?;
+    let autorestart = match mode.as_deref().and_then(Autorestart::parse) {
+        Some(mode) if mode != Autorestart::Never => Some(AutorestartState {
+            mode,
+            max_restarts: row.get(22)?,
+            attempts: row.get(23)?,
+            state: row
+                .get::<_, Option<String>>(24)?
+                .unwrap_or_else(|| "active".into()),
+        }),
+        _ => None,
+    };
     Ok(ProcessInfo {
         id: row.get(0)?,
-        name: row.get(1)?,
+        name,
         owner: row.get(2)?,
         team: row.get(3)?,
         command: row.get(4)?,
@@ -254,14 +309,22 @@ fn process_info(row: &Row<'_>) -> rusqlite::Result<ProcessInfo> {
         stopped_by: row.get(13)?,
         error: row.get(14)?,
         description: row.get(16)?,
+        project: row.get(17)?,
+        port,
+        url,
+        autorestart,
     })
 }
 
 fn process_row(row: &Row<'_>) -> rusqlite::Result<ProcessRow> {
     let info = process_info(row)?;
-    let spec_json: String = row.get(17)?;
+    let spec_json: String = row.get(SPEC_COLUMN)?;
     let spec: Spec = serde_json::from_str(&spec_json).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(17, rusqlite::types::Type::Text, Box::new(e))
+        rusqlite::Error::FromSqlConversionFailure(
+            SPEC_COLUMN,
+            rusqlite::types::Type::Text,
+            Box::new(e),
+        )
     })?;
     Ok(ProcessRow {
         seq: info.restarts,
@@ -279,6 +342,8 @@ pub struct ListFilter {
     pub owner: Option<String>,
     /// Only this team's.
     pub team: Option<String>,
+    /// Only this project's.
+    pub project: Option<String>,
 }
 
 impl Store {
@@ -340,9 +405,12 @@ impl Store {
     /// Inserts a process and its first run (status `starting`).
     pub fn insert_process(&mut self, p: &NewProcess, run_id: &str, now: Timestamp) -> Result<()> {
         let tx = self.conn.transaction()?;
+        let mode = p.spec.restart.as_ref().map(|r| r.autorestart.as_str());
+        let max = p.spec.restart.as_ref().and_then(|r| r.max_restarts);
         tx.execute(
-            "INSERT INTO processes (id, name, owner, team, command, cwd, created_at, description)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO processes (id, name, owner, team, command, cwd, created_at, description,
+                 project, port, proxied, autorestart, max_restarts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 p.id,
                 p.name,
@@ -351,7 +419,12 @@ impl Store {
                 p.spec.cmd.display(),
                 p.spec.cwd,
                 ms(now),
-                p.description
+                p.description,
+                p.project,
+                p.spec.port,
+                p.spec.proxy,
+                mode,
+                max
             ],
         )?;
         tx.execute(
@@ -404,9 +477,7 @@ impl Store {
         if changed == 0 {
             return Ok(None);
         }
-        let sql = format!(
-            "SELECT {INFO_COLUMNS} FROM processes p JOIN runs r ON r.process_id = p.id WHERE r.id = ?1"
-        );
+        let sql = format!("SELECT {INFO_COLUMNS} FROM {INFO_FROM} WHERE r.id = ?1");
         let info = tx.query_row(&sql, params![run_id], process_info)?;
         let event = append_event(
             &tx,
@@ -571,18 +642,187 @@ impl Store {
         Ok(n as u64)
     }
 
-    /// The process with this id, or else the newest process with this name.
+    /// Marks a running run `ready` and logs the `run_ready` event (returned), once.
+    pub fn set_ready(&mut self, run_id: &str) -> Result<Option<Event>> {
+        let tx = self.conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE runs SET status = 'ready' WHERE id = ?1 AND status = 'running'",
+            params![run_id],
+        )?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        let sql = format!("SELECT {INFO_COLUMNS} FROM {INFO_FROM} WHERE r.id = ?1");
+        let info = tx.query_row(&sql, params![run_id], process_info)?;
+        let event = append_event(
+            &tx,
+            EventKind::RunReady,
+            Some(&info.id),
+            Some(run_id),
+            Some(&info.owner),
+            serde_json::to_value(&info)?,
+            Timestamp::now(),
+        )?;
+        tx.commit()?;
+        Ok(Some(event))
+    }
+
+    /// The process with this id; else, for `PROJECT/NAME`, the newest process of that name in
+    /// that project; else the newest process with this name, live ones first, the default
+    /// project's first.
     pub fn find(&self, reference: &str) -> Result<Option<ProcessRow>> {
+        if let Some((project, name)) = reference.split_once('/') {
+            let sql = format!(
+                "SELECT {PROCESS_COLUMNS} FROM {PROCESS_FROM}
+                 WHERE p.project = ?1 AND p.name = ?2 AND r.latest = 1
+                 ORDER BY p.created_at DESC, p.id DESC LIMIT 1"
+            );
+            return Ok(self
+                .conn
+                .query_row(&sql, params![project, name], process_row)
+                .optional()?);
+        }
         let sql = format!(
             "SELECT {PROCESS_COLUMNS} FROM {PROCESS_FROM}
              WHERE (p.id = ?1 OR p.name = ?1)
                AND r.latest = 1
-             ORDER BY (p.id = ?1) DESC, p.created_at DESC, p.id DESC LIMIT 1"
+             ORDER BY (p.id = ?1) DESC, {LIVE} DESC, (p.project IS NULL) DESC,
+                      p.created_at DESC, p.id DESC LIMIT 1"
         );
         Ok(self
             .conn
             .query_row(&sql, params![reference], process_row)
             .optional()?)
+    }
+
+    /// Projects (other than the default one) with a live process named `name`.
+    pub fn live_projects_named(&self, name: &str) -> Result<Vec<String>> {
+        let sql = format!(
+            "SELECT DISTINCT p.project FROM processes p JOIN runs r ON r.process_id = p.id
+             WHERE p.name = ?1 AND p.project IS NOT NULL AND r.latest = 1 AND {LIVE}
+             ORDER BY p.project"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![name], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Replaces the spec of a process (an `up` whose configuration changed) and resets its
+    /// restart count.
+    pub fn replace_spec(
+        &mut self,
+        process_id: &str,
+        spec: &Spec,
+        owner: &str,
+        team: Option<&str>,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let mode = spec.restart.as_ref().map(|r| r.autorestart.as_str());
+        let max = spec.restart.as_ref().and_then(|r| r.max_restarts);
+        tx.execute(
+            "UPDATE processes SET command = ?2, cwd = ?3, port = ?4, proxied = ?5, autorestart = ?6,
+                 max_restarts = ?7, restart_attempts = 0, restart_state = NULL, owner = ?8, team = ?9
+             WHERE id = ?1",
+            params![process_id, spec.cmd.display(), spec.cwd, spec.port, spec.proxy, mode, max, owner, team],
+        )?;
+        tx.execute(
+            "UPDATE specs SET spec = ?2 WHERE process_id = ?1",
+            params![process_id, serde_json::to_string(spec)?],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Sets a process's restart count and state (`active`, `disabled`, `exhausted`).
+    pub fn set_restart_state(
+        &mut self,
+        process_id: &str,
+        attempts: u32,
+        state: &str,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE processes SET restart_attempts = ?2, restart_state = ?3 WHERE id = ?1",
+            params![process_id, attempts, state],
+        )?;
+        Ok(())
+    }
+
+    /// Records a project's config file (creating the project).
+    pub fn upsert_project(
+        &mut self,
+        name: &str,
+        config: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO projects (name, config, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET config = coalesce(excluded.config, config),
+                 updated_at = excluded.updated_at",
+            params![name, config, ms(now)],
+        )?;
+        Ok(())
+    }
+
+    /// Records the port of a project's proxy (`None`: it stopped). Creates the project.
+    pub fn set_proxy_port(&mut self, name: &str, port: Option<u16>, now: Timestamp) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO projects (name, proxy_port, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET proxy_port = excluded.proxy_port,
+                 updated_at = excluded.updated_at",
+            params![name, port, ms(now)],
+        )?;
+        Ok(())
+    }
+
+    /// Every project: those brought `up` and those with processes (`''` is the default one).
+    pub fn projects(&self) -> Result<Vec<ProjectInfo>> {
+        let sql = format!(
+            "WITH names AS (SELECT name FROM projects
+                            UNION SELECT coalesce(project, '') FROM processes)
+             SELECT n.name, j.config, j.proxy_port,
+                    (SELECT count(*) FROM processes p JOIN runs r ON r.process_id = p.id
+                     WHERE coalesce(p.project, '') = n.name AND r.latest = 1 AND {LIVE}),
+                    (SELECT count(*) FROM processes p WHERE coalesce(p.project, '') = n.name)
+             FROM names n LEFT JOIN projects j ON j.name = n.name ORDER BY n.name"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ProjectInfo {
+                name: r.get(0)?,
+                config: r.get(1)?,
+                proxy_port: r.get(2)?,
+                live: r.get::<_, i64>(3)? as usize,
+                processes: r.get::<_, i64>(4)? as usize,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Forgets a project with nothing live: its row, and its processes whose results were all
+    /// read. Returns the run ids deleted (for their directories). Processes with unread results
+    /// are kept (never lose a result).
+    pub fn forget_project(&mut self, name: &str) -> Result<Vec<String>> {
+        let tx = self.conn.transaction()?;
+        let ids: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT r.id FROM runs r JOIN processes p ON p.id = r.process_id
+                 WHERE coalesce(p.project, '') = ?1
+                   AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.process_id = p.id
+                       AND (x.status IN ('starting', 'running', 'ready') OR x.unread = 1))",
+            )?;
+            stmt.query_map(params![name], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for id in &ids {
+            tx.execute("DELETE FROM runs WHERE id = ?1", params![id])?;
+        }
+        tx.execute(
+            "DELETE FROM processes WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.process_id = processes.id)",
+            [],
+        )?;
+        tx.execute("DELETE FROM projects WHERE name = ?1", params![name])?;
+        tx.commit()?;
+        Ok(ids)
     }
 
     /// The process of run `run_id`, with that run's state (not necessarily its latest).
@@ -598,15 +838,19 @@ impl Store {
     /// ones whose notification is unread.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<ProcessInfo>> {
         let sql = format!(
-            "SELECT {INFO_COLUMNS} FROM processes p JOIN runs r ON r.process_id = p.id
+            "SELECT {INFO_COLUMNS} FROM {INFO_FROM}
              WHERE r.latest = 1
-               AND (?1 OR r.status IN ('starting', 'running', 'ready') OR r.unread = 1)
+               AND (?1 OR {LIVE} OR r.unread = 1)
                AND (?2 IS NULL OR p.owner = ?2)
                AND (?3 IS NULL OR p.team = ?3)
+               AND (?4 IS NULL OR p.project = ?4)
              ORDER BY p.id"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![filter.all, filter.owner, filter.team], process_info)?;
+        let rows = stmt.query_map(
+            params![filter.all, filter.owner, filter.team, filter.project],
+            process_info,
+        )?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -623,24 +867,28 @@ impl Store {
             .collect::<rusqlite::Result<_>>()?)
     }
 
-    /// True when a live process already uses `name`.
-    pub fn live_name_taken(&self, name: &str) -> Result<bool> {
+    /// True when a live process of `project` already uses `name`.
+    pub fn live_name_taken(&self, project: Option<&str>, name: &str) -> Result<bool> {
         Ok(self.conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM processes p JOIN runs r ON r.process_id = p.id
-             WHERE p.name = ?1 AND r.status IN ('starting', 'running', 'ready'))",
-            params![name],
+             WHERE p.name = ?1 AND p.project IS ?2 AND r.status IN ('starting', 'running', 'ready'))",
+            params![name, project],
             |r| r.get(0),
         )?)
     }
 
-    /// Names of live processes that are `base` or start with `base-`.
-    pub fn live_names_like(&self, base: &str) -> Result<std::collections::HashSet<String>> {
+    /// Names of live processes of `project` that are `base` or start with `base-`.
+    pub fn live_names_like(
+        &self,
+        project: Option<&str>,
+        base: &str,
+    ) -> Result<std::collections::HashSet<String>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT p.name FROM processes p JOIN runs r ON r.process_id = p.id
              WHERE (p.name = ?1 OR substr(p.name, 1, length(?1) + 1) = ?1 || '-')
-               AND r.status IN ('starting', 'running', 'ready')",
+               AND p.project IS ?2 AND r.status IN ('starting', 'running', 'ready')",
         )?;
-        let rows = stmt.query_map(params![base], |r| r.get(0))?;
+        let rows = stmt.query_map(params![base, project], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -654,6 +902,17 @@ impl Store {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         Ok((by_owner as usize, by_team as usize))
+    }
+
+    /// Ports of live processes.
+    pub fn live_ports(&self) -> Result<Vec<u16>> {
+        let sql = format!(
+            "SELECT p.port FROM processes p JOIN runs r ON r.process_id = p.id
+             WHERE r.latest = 1 AND p.port IS NOT NULL AND {LIVE}"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Number of live runs.

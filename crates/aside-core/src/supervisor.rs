@@ -33,7 +33,7 @@ use crate::logs::{self, LineSplitter, LogReader};
 use crate::paths::StateDir;
 use crate::policy::{Policy, PolicyStore, Verdict};
 use crate::proc;
-use crate::rundir::{CONTROL_FILE, ExitRecord, RunDir, SHIM_LOG, StopControl};
+use crate::rundir::{CONTROL_FILE, ExitRecord, NOTES_FILE, RunDir, SHIM_LOG, StopControl};
 use crate::store::{Finish, ListFilter, NewProcess, ProcessRow, Store, StoreError};
 
 /// Default grace between SIGTERM and SIGKILL: 5 s.
@@ -49,7 +49,22 @@ const SHIM_REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A follower or waiter re-reads at least this often even without a file event.
 const SAFETY_RECHECK: Duration = Duration::from_secs(1);
 
+mod files;
+mod project;
 mod wake;
+
+pub use project::{AUTO_PORTS, PROXY_PORTS, find_cycle};
+
+/// A run request checked and turned into a spec, ready to start.
+#[derive(Debug, Clone)]
+struct Validated {
+    name: Option<String>,
+    owner: String,
+    team: Option<String>,
+    project: Option<String>,
+    description: Option<String>,
+    spec: Spec,
+}
 
 pub use wake::DEFAULT_IDLE_AFTER_MS;
 
@@ -157,6 +172,10 @@ struct Inner {
     audit: AuditLog,
     events: broadcast::Sender<Event>,
     wake: Mutex<wake::WakeState>,
+    /// File watches of processes (`watch`).
+    watches: Mutex<files::WatchState>,
+    /// Per project: bumped by `down` to cancel the starts its `up` still has pending.
+    projects: Mutex<HashMap<String, watch::Sender<u64>>>,
 }
 
 /// The runtime. Cheap to clone; all clones share state.
@@ -261,18 +280,31 @@ impl Supervisor {
         let store = Store::open(&state.db())?;
         let log_events: Arc<Mutex<HashMap<String, watch::Sender<u64>>>> = Default::default();
         let events = Arc::clone(&log_events);
+        let runs_dir = state.runs();
+        let (file_tx, file_rx) = mpsc::unbounded_channel();
+        // One watcher for the daemon: run logs (followers, waiters) and watched project files.
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let Ok(ev) = res else { return };
+            if ev.kind.is_access() {
+                return;
+            }
             let map = lock(&events);
             for path in &ev.paths {
-                // runs/<run_id>/log/<segment>
-                let run = path
-                    .parent()
-                    .and_then(Path::parent)
-                    .and_then(Path::file_name)
-                    .and_then(|n| n.to_str());
-                if let Some(tx) = run.and_then(|r| map.get(r)) {
-                    tx.send_modify(|n| *n += 1);
+                if path.starts_with(&runs_dir) {
+                    // runs/<run_id>/log/<segment>
+                    let run = path
+                        .parent()
+                        .and_then(Path::parent)
+                        .and_then(Path::file_name)
+                        .and_then(|n| n.to_str());
+                    if let Some(tx) = run.and_then(|r| map.get(r)) {
+                        tx.send_modify(|n| *n += 1);
+                    }
+                } else {
+                    let _ = file_tx.send(files::FileEvent {
+                        path: path.clone(),
+                        created: ev.kind.is_create(),
+                    });
                 }
             }
         })
@@ -293,6 +325,8 @@ impl Supervisor {
                 start_lock: tokio::sync::Mutex::new(()),
                 events: broadcast::channel(1024).0,
                 wake: Mutex::new(wake::WakeState::default()),
+                watches: Mutex::new(files::WatchState::new(file_rx)),
+                projects: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -384,13 +418,35 @@ impl Supervisor {
             .map(|l| l.done.subscribe())
     }
 
-    /// The process with this id or name (the newest, for a reused name).
+    /// The process with this id, `PROJECT/NAME` or name (the newest, for a reused name; a
+    /// live one before an ended one). Errors: none matches; the name is live in several
+    /// projects and none of them is the default one (then it must be given as `PROJECT/NAME`).
     pub fn find(&self, reference: &str) -> Result<ProcessRow> {
-        self.store().find(reference)?.ok_or_else(|| {
+        let store = self.store();
+        let row = store.find(reference)?.ok_or_else(|| {
             Error::NotFound(format!(
                 "no process named or with id {reference:?}: `aside status --all` lists them"
             ))
-        })
+        })?;
+        if row.info.id != reference
+            && !reference.contains('/')
+            && row.info.project.is_some()
+            && !row.info.status.is_terminal()
+        {
+            let projects = store.live_projects_named(reference)?;
+            if projects.len() > 1 {
+                let refs: Vec<String> = projects
+                    .iter()
+                    .map(|p| format!("{p}/{reference}"))
+                    .collect();
+                return Err(Error::Conflict(format!(
+                    "{reference:?} names a running process in {} projects: say which, as {}",
+                    projects.len(),
+                    refs.join(" or ")
+                )));
+            }
+        }
+        Ok(row)
     }
 
     /// Processes with their latest run (see [`Store::list`]).
@@ -398,7 +454,7 @@ impl Supervisor {
         Ok(self.store().list(filter)?)
     }
 
-    fn validate(&self, req: RunRequest) -> Result<(Option<String>, String, Option<String>, Spec)> {
+    fn validate(&self, req: RunRequest) -> Result<Validated> {
         let cmd = match req.cmd {
             Some(Command::Shell(s)) => {
                 let s = strip_trailing_ampersand(&s);
@@ -470,20 +526,64 @@ impl Supervisor {
                 "invalid name {name:?}: use 1-64 letters, digits and - _ . : @"
             )));
         }
-        let env = if req.env.is_empty() {
+        let project = req.project.filter(|p| !p.is_empty());
+        if let Some(p) = &project
+            && !valid_name(p)
+        {
+            return Err(Error::Invalid(format!(
+                "invalid project name {p:?}: use 1-64 letters, digits and - _ . : @"
+            )));
+        }
+        project::validate_probe(req.ready.as_ref())?;
+        if let Some(r) = &req.restart
+            && r.backoff_max_ms.is_some_and(|cap| cap < r.delay_ms)
+        {
+            return Err(Error::Invalid(format!(
+                "the restart backoff cap ({} ms) is shorter than the restart delay ({} ms): raise the cap",
+                r.backoff_max_ms.unwrap_or_default(),
+                r.delay_ms
+            )));
+        }
+        let watch = match req.watch {
+            Some(w) if w.patterns.is_empty() => None,
+            Some(w) => {
+                files::compile(&w)?;
+                if !Path::new(&w.root).is_absolute() {
+                    return Err(Error::Invalid(format!(
+                        "the watch root {:?} is not absolute",
+                        w.root
+                    )));
+                }
+                Some(w)
+            }
+            None => None,
+        };
+        let mut env = if req.env.is_empty() {
             std::env::vars().collect()
         } else {
             req.env
         };
+        if let Some(port) = req.port {
+            if port == 0 {
+                return Err(Error::Invalid(
+                    "port 0 is not a port: give the port the process listens on".into(),
+                ));
+            }
+            env.entry("PORT".into()).or_insert_with(|| port.to_string());
+            env.entry("HOST".into())
+                .or_insert_with(|| "127.0.0.1".into());
+        }
         let owner = req
             .owner
             .filter(|o| !o.is_empty())
             .unwrap_or_else(|| HUMAN_OWNER.to_string());
-        Ok((
-            req.name,
+        Ok(Validated {
+            name: req.name,
             owner,
-            req.team.filter(|t| !t.is_empty()),
-            Spec {
+            team: req.team.filter(|t| !t.is_empty()),
+            project,
+            description: req.description.filter(|d| !d.trim().is_empty()),
+            spec: Spec {
                 cmd,
                 cwd,
                 env,
@@ -491,8 +591,17 @@ impl Supervisor {
                 grace_ms: req.grace_ms.unwrap_or(DEFAULT_GRACE_MS),
                 log_cap_bytes,
                 interactive: req.interactive,
+                restart: req
+                    .restart
+                    .filter(|r| r.autorestart != aside_proto::Autorestart::Never),
+                ready: req.ready,
+                port: req.port,
+                proxy: req.proxy,
+                watch,
+                depends_on: req.depends_on,
+                digest: req.digest,
             },
-        ))
+        })
     }
 
     /// Starts a command in the background and answers once it runs (with its pid) or failed
@@ -500,8 +609,28 @@ impl Supervisor {
     /// live process, or the state directory refusing writes.
     pub async fn run(&self, req: RunRequest, who: &Requester) -> Result<ProcessInfo> {
         let explicit_log_cap = req.log_cap_bytes.is_some();
-        let description = req.description.clone().filter(|d| !d.trim().is_empty());
-        let (name, owner, team, mut spec) = self.validate(req)?;
+        let v = self.validate(req)?;
+        self.start_validated(v, explicit_log_cap, who, Vec::new())
+            .await
+    }
+
+    /// Starts a validated process (see [`Supervisor::run`]); `notes` are written to the head of
+    /// its log as `[aside]` annotations.
+    async fn start_validated(
+        &self,
+        v: Validated,
+        explicit_log_cap: bool,
+        who: &Requester,
+        notes: Vec<String>,
+    ) -> Result<ProcessInfo> {
+        let Validated {
+            name,
+            owner,
+            team,
+            project,
+            description,
+            mut spec,
+        } = v;
         let process_id = uuid::Uuid::now_v7().to_string();
         let run_id = uuid::Uuid::now_v7().to_string();
         {
@@ -514,20 +643,30 @@ impl Supervisor {
                 explicit_log_cap,
                 false,
             )?;
+            if spec.proxy && spec.port.is_none() {
+                let port = self.free_port(project::AUTO_PORTS)?;
+                spec.port = Some(port);
+                spec.env.insert("PORT".into(), port.to_string());
+                spec.env
+                    .entry("HOST".into())
+                    .or_insert_with(|| "127.0.0.1".into());
+            }
             let name = {
                 let store = self.store();
+                let pj = project.as_deref();
                 match name {
                     Some(n) => {
-                        if store.live_name_taken(&n)? {
+                        if store.live_name_taken(pj, &n)? {
+                            let r = pj.map_or(n.clone(), |p| format!("{p}/{n}"));
                             return Err(Error::Conflict(format!(
-                                "the name {n:?} is already used by a running process: choose another --name, or stop it first (`aside stop {n}`)"
+                                "the name {n:?} is already used by a running process: choose another --name, or stop it first (`aside stop {r}`)"
                             )));
                         }
                         n
                     }
                     None => {
                         let base = base_name(&spec.cmd);
-                        let taken = store.live_names_like(&base)?;
+                        let taken = store.live_names_like(pj, &base)?;
                         let mut candidate = base.clone();
                         let mut i = 2;
                         while taken.contains(&candidate) {
@@ -544,12 +683,16 @@ impl Supervisor {
                 owner,
                 team,
                 description,
+                project,
                 spec: spec.clone(),
             };
             self.store().insert_process(&p, &run_id, Timestamp::now())?;
             self.register_live(&run_id, &process_id);
         }
-        self.launch(&run_id, &spec).await;
+        if let Some(w) = &spec.watch {
+            self.watch_files(&process_id, w);
+        }
+        self.launch(&run_id, &spec, &notes).await;
         Ok(self.find(&process_id)?.info)
     }
 
@@ -566,10 +709,17 @@ impl Supervisor {
 
     /// Writes the run directory, starts the shim and waits for its report. Failures become the
     /// run's result (status `failed`) rather than errors: the run exists either way.
-    async fn launch(&self, run_id: &str, spec: &Spec) {
+    async fn launch(&self, run_id: &str, spec: &Spec, notes: &[String]) {
         let rd = self.run_dir(run_id);
         let prepared = rd
             .create(spec)
+            .and_then(|()| {
+                if notes.is_empty() {
+                    Ok(())
+                } else {
+                    rd.write(NOTES_FILE, &notes)
+                }
+            })
             .and_then(|()| fs::create_dir_all(rd.log_dir()))
             .and_then(|()| fs::File::create(rd.path().join(SHIM_LOG)));
         let shim_log = match prepared {
@@ -642,6 +792,9 @@ impl Supervisor {
             let _ = child.wait().await;
             me.finalize(&run);
         });
+        if let Some(probe) = &spec.ready {
+            self.probe_readiness(run_id, spec, probe.clone());
+        }
         if report.get("error").is_some()
             && let Some(done) = done.as_mut()
         {
@@ -699,6 +852,7 @@ impl Supervisor {
                 self.finish_without_shim(run_id, Status::Abandoned, msg);
             }
         }
+        self.consider_restart(run_id);
     }
 
     /// Kills what is left of a run whose shim is gone: the members of its session that started
@@ -973,6 +1127,26 @@ impl Supervisor {
             "stop",
             &row.info.name,
         )?;
+        if let Some(req_signal) = &req.signal {
+            proc::parse_signal(req_signal).map_err(Error::Invalid)?;
+        }
+        // A manual stop disables restarts (agent-procs), and file watching until a restart.
+        if let Some(a) = &row.info.autorestart {
+            self.store()
+                .set_restart_state(&row.info.id, a.attempts, "disabled")?;
+        }
+        self.unwatch_files(&row.info.id);
+        self.stop_run(row, req, who).await
+    }
+
+    /// Stops the latest run of `row` (see [`Supervisor::stop`]) without touching its restart
+    /// policy: for restarts, which start it again.
+    async fn stop_run(
+        &self,
+        row: ProcessRow,
+        req: &StopRequest,
+        who: &Requester,
+    ) -> Result<ProcessInfo> {
         let signal = match &req.signal {
             Some(s) => proc::parse_signal(s).map_err(Error::Invalid)?,
             None => libc::SIGTERM,
@@ -1070,7 +1244,7 @@ impl Supervisor {
         let live = self.store().list(&ListFilter {
             all: false,
             owner: owner.map(str::to_string),
-            team: None,
+            ..Default::default()
         })?;
         let mut resp = StopAllResponse::default();
         let mut tasks = Vec::new();
@@ -1097,7 +1271,16 @@ impl Supervisor {
     }
 
     /// Stops the process if it runs, then starts a new run of the same spec (restarts + 1).
+    /// Re-enables its restart policy with the count reset, and its file watching.
     pub async fn restart(&self, reference: &str, who: &Requester) -> Result<ProcessInfo> {
+        let info = self.restart_checked(reference, who).await?;
+        if let Some(w) = self.find(&info.id)?.spec.watch {
+            self.watch_files(&info.id, &w);
+        }
+        Ok(info)
+    }
+
+    async fn restart_checked(&self, reference: &str, who: &Requester) -> Result<ProcessInfo> {
         let row = self.find(reference)?;
         self.may_control(
             who,
@@ -1121,8 +1304,25 @@ impl Supervisor {
                 live,
             )?;
         }
-        if live {
-            self.stop(&row.info.id, &StopRequest::default(), who)
+        if row.info.autorestart.is_some() {
+            self.store().set_restart_state(&row.info.id, 0, "active")?;
+        }
+        self.relaunch(row, spec, who, Vec::new(), None).await
+    }
+
+    /// Stops `row`'s run if it is live and starts a new run of `spec` (restarts + 1), with
+    /// `notes` at the head of its log. `replace`: the process's new spec, owner and team (an
+    /// `up` whose configuration changed).
+    async fn relaunch(
+        &self,
+        row: ProcessRow,
+        spec: Spec,
+        who: &Requester,
+        notes: Vec<String>,
+        replace: Option<(&str, Option<&str>)>,
+    ) -> Result<ProcessInfo> {
+        if !row.info.status.is_terminal() {
+            self.stop_run(row.clone(), &StopRequest::default(), who)
                 .await?;
         }
         let run_id = uuid::Uuid::now_v7().to_string();
@@ -1135,19 +1335,23 @@ impl Supervisor {
                     row.info.name
                 )));
             }
-            let newest = self.find(&row.info.name)?;
+            let newest = self.find(&row.info.reference())?;
             if newest.info.id != row.info.id && !newest.info.status.is_terminal() {
                 return Err(Error::Conflict(format!(
                     "the name {:?} is now used by another running process ({}): stop it first",
                     row.info.name, newest.info.id
                 )));
             }
-            self.store()
-                .insert_run(&row.info.id, &run_id, row.seq + 1, Timestamp::now())?;
+            let mut store = self.store();
+            if let Some((owner, team)) = replace {
+                store.replace_spec(&row.info.id, &spec, owner, team)?;
+            }
+            store.insert_run(&row.info.id, &run_id, row.seq + 1, Timestamp::now())?;
+            drop(store);
             self.register_live(&run_id, &row.info.id);
         }
-        self.launch(&run_id, &spec).await;
-        self.audit(who, "restart", &row.info.name, None);
+        self.launch(&run_id, &spec, &notes).await;
+        self.audit(who, "restart", &row.info.reference(), None);
         Ok(self.find(&row.info.id)?.info)
     }
 
@@ -1384,7 +1588,17 @@ impl Supervisor {
                         tracing::error!("run {run_id}: {e}");
                     }
                     match self.reattach(&run_id, &row.info.id, shim_pid, &rd) {
-                        Ok(()) => reattached += 1,
+                        Ok(()) => {
+                            reattached += 1;
+                            if let Some(w) = &row.spec.watch {
+                                self.watch_files(&row.info.id, w);
+                            }
+                            if let Some(probe) = &row.spec.ready
+                                && row.info.status != Status::Ready
+                            {
+                                self.probe_readiness(&run_id, &row.spec, probe.clone());
+                            }
+                        }
                         Err(e) => {
                             tracing::error!(
                                 "run {run_id}: cannot re-attach to shim {shim_pid}: {e}"

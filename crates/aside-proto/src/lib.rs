@@ -159,6 +159,212 @@ pub struct RunRequest {
     /// Keep stdin open for writing to it later (`POST …/stdin`); default: stdin is `/dev/null`.
     #[serde(default)]
     pub interactive: bool,
+    /// The project it belongs to: names are unique within a project (absent: the default one).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Restart it when it exits (see [`RestartPolicy`]).
+    #[serde(default)]
+    pub restart: Option<RestartPolicy>,
+    /// When it counts as ready (status `ready`); dependents wait for it.
+    #[serde(default)]
+    pub ready: Option<ReadyProbe>,
+    /// Port it listens on: `PORT` and `HOST=127.0.0.1` are set unless `env` sets them.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Give it a port from 4000–4999 when it has none, and route `http://NAME.localhost:PROXY`
+    /// to it through its project's reverse proxy.
+    #[serde(default)]
+    pub proxy: bool,
+    /// Restart it when files matching these change.
+    #[serde(default)]
+    pub watch: Option<WatchSpec>,
+    /// Names of processes of the same project that must be ready before it starts (`up` only).
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Digest of the configuration it came from: `up` leaves a running process alone while it
+    /// is unchanged and restarts it when it differs.
+    #[serde(default)]
+    pub digest: Option<String>,
+}
+
+/// When a process is restarted after it exits (agent-procs' `autorestart`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Autorestart {
+    /// After any exit (but not after a stop request).
+    Always,
+    /// After a non-zero exit, a signal it did not ask for or a timeout.
+    OnFailure,
+    /// Never (the default).
+    #[default]
+    Never,
+}
+
+impl Autorestart {
+    /// The name in configs and on the wire: `always`, `on-failure`, `never`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Autorestart::Always => "always",
+            Autorestart::OnFailure => "on-failure",
+            Autorestart::Never => "never",
+        }
+    }
+
+    /// Inverse of [`Autorestart::as_str`].
+    pub fn parse(s: &str) -> Option<Autorestart> {
+        [
+            Autorestart::Always,
+            Autorestart::OnFailure,
+            Autorestart::Never,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+    }
+}
+
+/// Default wait before a restart, in ms (agent-procs: 1000).
+pub const DEFAULT_RESTART_DELAY_MS: u64 = 1_000;
+/// A run that lasted this long resets the restart count, in ms (pm2 resets its exponential
+/// backoff after a stable run the same way).
+pub const DEFAULT_RESTART_RESET_MS: u64 = 30_000;
+
+/// Restart policy of a process. Delays: `delay_ms` before the first restart; with `backoff_max_ms`
+/// each further attempt doubles it up to that cap (pm2's exponential backoff).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RestartPolicy {
+    /// When to restart.
+    pub autorestart: Autorestart,
+    /// Most restarts in a row before giving up (absent: unlimited).
+    #[serde(default)]
+    pub max_restarts: Option<u32>,
+    /// Wait before restarting, in ms.
+    #[serde(default = "default_restart_delay")]
+    pub delay_ms: u64,
+    /// Exponential backoff: double the delay per attempt, up to this many ms.
+    #[serde(default)]
+    pub backoff_max_ms: Option<u64>,
+    /// A run lasting this long (ms) resets the attempt count.
+    #[serde(default = "default_restart_reset")]
+    pub reset_after_ms: u64,
+}
+
+fn default_restart_delay() -> u64 {
+    DEFAULT_RESTART_DELAY_MS
+}
+
+fn default_restart_reset() -> u64 {
+    DEFAULT_RESTART_RESET_MS
+}
+
+impl RestartPolicy {
+    /// A policy with agent-procs' defaults for `autorestart`.
+    pub fn new(autorestart: Autorestart) -> RestartPolicy {
+        RestartPolicy {
+            autorestart,
+            max_restarts: None,
+            delay_ms: DEFAULT_RESTART_DELAY_MS,
+            backoff_max_ms: None,
+            reset_after_ms: DEFAULT_RESTART_RESET_MS,
+        }
+    }
+
+    /// The wait before restart `attempt` (1-based), in ms.
+    pub fn delay_for(&self, attempt: u32) -> u64 {
+        match self.backoff_max_ms {
+            None => self.delay_ms,
+            Some(cap) => {
+                let factor = 1u64
+                    .checked_shl(attempt.saturating_sub(1).min(40))
+                    .unwrap_or(u64::MAX);
+                self.delay_ms
+                    .saturating_mul(factor)
+                    .min(cap.max(self.delay_ms))
+            }
+        }
+    }
+}
+
+/// Default interval between readiness checks, in ms.
+pub const DEFAULT_READY_INTERVAL_MS: u64 = 250;
+/// Default time a process gets to become ready, in ms.
+pub const DEFAULT_READY_TIMEOUT_MS: u64 = 60_000;
+
+/// What makes a process ready (process-compose's readiness probes, plus agent-procs' log pattern).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadyCheck {
+    /// A line of its output (stdout or stderr) contains `pattern`, or matches it with `regex`.
+    Log {
+        /// Substring, or regex with `regex`.
+        pattern: String,
+        /// Treat `pattern` as a regex.
+        #[serde(default)]
+        regex: bool,
+    },
+    /// A TCP connection to 127.0.0.1:`port` succeeds.
+    Tcp {
+        /// The port.
+        port: u16,
+    },
+    /// An HTTP GET of `url` (`http://` only) answers 2xx or 3xx.
+    Http {
+        /// The URL.
+        url: String,
+    },
+    /// `sh -c CMD` in the process's cwd and environment exits 0.
+    Exec {
+        /// The check command.
+        cmd: String,
+    },
+}
+
+/// A readiness probe: a check, tried every `interval_ms` for at most `timeout_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReadyProbe {
+    /// What is checked.
+    pub check: ReadyCheck,
+    /// Between checks, in ms (probes other than `log`).
+    #[serde(default = "default_ready_interval")]
+    pub interval_ms: u64,
+    /// Give up after this many ms: the process keeps running but its dependents are not started.
+    #[serde(default = "default_ready_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_ready_interval() -> u64 {
+    DEFAULT_READY_INTERVAL_MS
+}
+
+fn default_ready_timeout() -> u64 {
+    DEFAULT_READY_TIMEOUT_MS
+}
+
+impl ReadyProbe {
+    /// A probe with the default interval and timeout.
+    pub fn new(check: ReadyCheck) -> ReadyProbe {
+        ReadyProbe {
+            check,
+            interval_ms: DEFAULT_READY_INTERVAL_MS,
+            timeout_ms: DEFAULT_READY_TIMEOUT_MS,
+        }
+    }
+}
+
+/// Directory names never watched (agent-procs' list): `.git`, `node_modules`, `target`,
+/// `__pycache__`.
+pub const DEFAULT_WATCH_IGNORE: [&str; 4] = [".git", "node_modules", "target", "__pycache__"];
+
+/// File watching: restart the process when a file under `root` matching `patterns` (and none of
+/// `ignore` nor [`DEFAULT_WATCH_IGNORE`]) changes, after a 500 ms quiet period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WatchSpec {
+    /// Absolute directory the globs are relative to.
+    pub root: String,
+    /// Globs such as `src/**` or `*.py`.
+    pub patterns: Vec<String>,
+    /// Globs to ignore.
+    #[serde(default)]
+    pub ignore: Vec<String>,
 }
 
 /// `POST /v1/processes/{ref}/stdin`: characters for an interactive process.
@@ -186,6 +392,27 @@ pub struct Spec {
     /// Stdin is a pipe that stays open for `write_stdin` (else `/dev/null`).
     #[serde(default)]
     pub interactive: bool,
+    /// Restart policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartPolicy>,
+    /// Readiness probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<ReadyProbe>,
+    /// Port it listens on (set in `PORT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Routed by its project's reverse proxy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proxy: bool,
+    /// File watching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<WatchSpec>,
+    /// Processes of its project it starts after (and `down` stops before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Digest of the configuration it came from (see [`RunRequest::digest`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// One process as `status` shows it: identity plus the state of its latest run.
@@ -228,6 +455,41 @@ pub struct ProcessInfo {
     /// What it is for, as given when it was started.
     #[serde(default)]
     pub description: Option<String>,
+    /// Its project (absent: the default one).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Port it listens on.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `http://NAME.localhost:PORT` when its project's proxy routes to it.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Its restart policy, and whether it is still applied.
+    #[serde(default)]
+    pub autorestart: Option<AutorestartState>,
+}
+
+/// How a process's restart policy stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AutorestartState {
+    /// The policy's mode.
+    pub mode: Autorestart,
+    /// Restarts in a row so far (reset by a stable run, a manual restart or a watch restart).
+    pub attempts: u32,
+    /// The policy's limit (absent: unlimited).
+    pub max_restarts: Option<u32>,
+    /// `active`; `disabled` after a manual stop; `exhausted` after the last attempt.
+    pub state: String,
+}
+
+impl ProcessInfo {
+    /// `PROJECT/NAME`, or the name alone in the default project: how to refer to it.
+    pub fn reference(&self) -> String {
+        match &self.project {
+            Some(p) => format!("{p}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
 }
 
 /// A bounded extract of a run's output: its head and tail, with the bytes between them.
@@ -462,6 +724,8 @@ pub struct WaitResponse {
 pub enum EventKind {
     /// A run started (or failed to); `data` is the [`ProcessInfo`].
     RunStarted,
+    /// A run became ready (its readiness probe passed); `data` is the [`ProcessInfo`].
+    RunReady,
     /// A run ended; `data` is its [`RunResult`].
     RunExited,
     /// A result entered its owner's inbox; `data` is `{"id", "owner"}`.
@@ -475,6 +739,7 @@ impl EventKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::RunStarted => "run_started",
+            EventKind::RunReady => "run_ready",
             EventKind::RunExited => "run_exited",
             EventKind::NotificationCreated => "notification_created",
             EventKind::NotificationAcked => "notification_acked",
@@ -485,6 +750,7 @@ impl EventKind {
     pub fn parse(s: &str) -> Option<EventKind> {
         [
             EventKind::RunStarted,
+            EventKind::RunReady,
             EventKind::RunExited,
             EventKind::NotificationCreated,
             EventKind::NotificationAcked,
@@ -587,6 +853,103 @@ pub struct DaemonStatus {
     pub idle_timeout_ms: u64,
 }
 
+/// `POST /v1/projects/{project}/up`: start a project's processes in dependency order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct UpRequest {
+    /// Absolute path of the config file it came from (shown by `session list`).
+    #[serde(default)]
+    pub config: Option<String>,
+    /// Every process of the project, each with its `name` (and `depends_on`, `digest`).
+    pub processes: Vec<RunRequest>,
+    /// Start only these, and what they depend on (agent-procs' `--only`); empty: all.
+    #[serde(default)]
+    pub only: Vec<String>,
+    /// Run the project's reverse proxy.
+    #[serde(default)]
+    pub proxy: bool,
+    /// Pin the proxy to this port (default: the first free one in 9090–9190).
+    #[serde(default)]
+    pub proxy_port: Option<u16>,
+}
+
+/// Where one process of an `up` stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UpState {
+    /// Already running with the same configuration: left alone.
+    Unchanged,
+    /// Waiting for its dependencies (`detail` names them).
+    Waiting,
+    /// Started (or restarted because its configuration changed); waiting to be ready.
+    Starting,
+    /// Running, and it has no readiness probe.
+    Running,
+    /// Its readiness probe passed.
+    Ready,
+    /// It exited or could not be started (`detail` says how).
+    Failed,
+    /// It did not get ready within its probe's timeout; it is left running.
+    NotReady,
+    /// Not started, because a dependency failed or did not get ready.
+    Skipped,
+}
+
+impl UpState {
+    /// True once the process will not move on in this `up`.
+    pub fn is_settled(self) -> bool {
+        !matches!(self, UpState::Waiting | UpState::Starting)
+    }
+
+    /// True for the states `up` counts as success.
+    pub fn is_ok(self) -> bool {
+        matches!(self, UpState::Unchanged | UpState::Running | UpState::Ready)
+    }
+}
+
+/// One line of the NDJSON stream answering an `up`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum UpMessage {
+    /// The project's proxy listens on `127.0.0.1:port`.
+    Proxy {
+        /// The port.
+        port: u16,
+    },
+    /// A process moved on.
+    Process {
+        /// Its name.
+        name: String,
+        /// Where it stands.
+        state: UpState,
+        /// What it waits on, or why it failed.
+        #[serde(default)]
+        detail: Option<String>,
+        /// The process, once it exists.
+        #[serde(default)]
+        process: Option<Box<ProcessInfo>>,
+    },
+    /// Every process settled; `failed` names those that failed, did not get ready or were skipped.
+    Done {
+        /// Names of the processes that did not come up.
+        failed: Vec<String>,
+    },
+}
+
+/// One project, as `session list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ProjectInfo {
+    /// Project name.
+    pub name: String,
+    /// Config file of its last `up`.
+    pub config: Option<String>,
+    /// Port of its reverse proxy, while it runs.
+    pub proxy_port: Option<u16>,
+    /// Processes not yet terminal.
+    pub live: usize,
+    /// Processes known (live or not).
+    pub processes: usize,
+}
+
 /// Machine-readable error kinds; each maps to one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -638,6 +1001,9 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("logs", s::<LogsResponse>()),
         ("wait", s::<WaitResponse>()),
         ("run-request", s::<RunRequest>()),
+        ("up-request", s::<UpRequest>()),
+        ("up-message", s::<UpMessage>()),
+        ("projects", s::<Vec<ProjectInfo>>()),
         ("event", s::<Event>()),
         ("wake-action", s::<WakeAction>()),
         ("wake-payload", s::<WakePayload>()),

@@ -9,9 +9,10 @@ use std::time::Duration;
 use aside_core::paths::StateDir;
 use aside_core::units::{parse_bytes, parse_duration_ms};
 use aside_proto::{
-    AckRequest, AckResponse, Command, DaemonStatus, ErrorCode, HUMAN_OWNER, InboxResponse,
-    LogEntry, LogStream, LogsResponse, ProcessInfo, RunRequest, RunResult, Status, StopAllRequest,
-    StopAllResponse, StopRequest, StreamFilter, WaitOutcome, WaitResponse,
+    AckRequest, AckResponse, Autorestart, Command, DaemonStatus, ErrorCode, HUMAN_OWNER,
+    InboxResponse, LogEntry, LogStream, LogsResponse, ProcessInfo, ReadyProbe, RestartPolicy,
+    RunRequest, RunResult, Status, StopAllRequest, StopAllResponse, StopRequest, StreamFilter,
+    WaitOutcome, WaitResponse,
 };
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use http_body_util::BodyExt;
@@ -25,6 +26,16 @@ use crate::render;
 #[derive(Debug, Parser)]
 #[command(name = "aside", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
+    /// The project (agent-procs: session): `run` starts in it, `status` shows it, and names
+    /// are looked up in it.
+    #[arg(
+        long,
+        global = true,
+        visible_alias = "session",
+        env = "ASIDE_PROJECT",
+        value_name = "NAME"
+    )]
+    project: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -32,7 +43,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Start a command in the background (answers at once with its name, id and pid).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show processes: live ones and finished ones whose result is unread (`--all`: every one kept).
     #[command(visible_alias = "ps")]
     Status(StatusArgs),
@@ -96,12 +107,20 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
-    /// Not yet supported: start a project from aside.yaml / agent-procs.yaml.
-    Up(NotYet),
-    /// Not yet supported: stop a project's processes.
-    Down(NotYet),
-    /// Not yet supported: list or clean projects (agent-procs sessions).
-    Session(NotYet),
+    /// Start a project from aside.yaml, agent-procs.yaml or a Procfile, in dependency order.
+    Up(crate::up::UpArgs),
+    /// Stop a project's processes, dependents first.
+    Down(crate::up::DownArgs),
+    /// List projects (agent-procs sessions), or forget those with nothing running.
+    Session {
+        #[command(subcommand)]
+        cmd: crate::up::SessionCmd,
+    },
+    /// Check a project config file, or print its JSON Schema.
+    Config {
+        #[command(subcommand)]
+        cmd: crate::up::ConfigCmd,
+    },
     /// Not yet supported: the terminal UI.
     Ui(NotYet),
     /// Not yet supported: the web dashboard.
@@ -121,6 +140,18 @@ enum Cmd {
         /// Which schema; all of them when omitted.
         name: Option<String>,
     },
+}
+
+fn parse_autorestart(s: &str) -> std::result::Result<Autorestart, String> {
+    Autorestart::parse(s).ok_or_else(|| format!("{s:?}: use always, on-failure or never"))
+}
+
+/// Milliseconds as a bare number (agent-procs' `--restart-delay 2000`), or a duration.
+pub(crate) fn parse_ms(s: &str) -> std::result::Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(ms) => Ok(ms),
+        Err(_) => parse_duration_ms(s),
+    }
 }
 
 fn parse_env(s: &str) -> std::result::Result<(String, String), String> {
@@ -181,6 +212,33 @@ struct RunArgs {
     /// Keep stdin open so `aside stdin NAME TEXT` (or MCP write_stdin) can write to it.
     #[arg(long)]
     interactive: bool,
+    /// Restart it when it exits: always, on-failure or never.
+    #[arg(long, value_parser = parse_autorestart, value_name = "MODE")]
+    autorestart: Option<Autorestart>,
+    /// Most restarts in a row (default: unlimited).
+    #[arg(long, value_name = "N")]
+    max_restarts: Option<u32>,
+    /// Wait before a restart: milliseconds, or 2s (default 1000).
+    #[arg(long, value_parser = parse_ms, value_name = "MS")]
+    restart_delay: Option<u64>,
+    /// Double the restart delay per attempt, up to this cap (e.g. 30s).
+    #[arg(long, value_parser = parse_ms, value_name = "MS")]
+    restart_backoff: Option<u64>,
+    /// Restart when files matching this glob change (repeatable; relative to the cwd).
+    #[arg(long, value_name = "GLOB")]
+    watch: Vec<String>,
+    /// Ignore files matching this glob (repeatable; .git, node_modules, target, __pycache__ always are).
+    #[arg(long, value_name = "GLOB")]
+    watch_ignore: Vec<String>,
+    /// The port it listens on: PORT and HOST=127.0.0.1 are set for it.
+    #[arg(long)]
+    port: Option<u16>,
+    /// Route http://NAME.localhost:PROXY_PORT to it (it gets a port from 4000-4999 if it has none).
+    #[arg(long)]
+    proxy: bool,
+    /// It is ready once its output shows this text (status `ready`).
+    #[arg(long, value_name = "PATTERN")]
+    ready: Option<String>,
     /// Foreground: stream the output, wait for the end (or DUR), exit with its exit code.
     #[arg(long, value_name = "DUR", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     wait: Option<String>,
@@ -490,7 +548,7 @@ enum DaemonCmd {
     Run(DaemonFlags),
 }
 
-fn owner_or_human(o: Option<String>) -> String {
+pub(crate) fn owner_or_human(o: Option<String>) -> String {
     o.filter(|s| !s.is_empty())
         .unwrap_or_else(|| HUMAN_OWNER.to_string())
 }
@@ -499,7 +557,7 @@ fn env_owner() -> String {
     owner_or_human(std::env::var("ASIDE_OWNER").ok())
 }
 
-fn print_json(v: &impl serde::Serialize) {
+pub(crate) fn print_json(v: &impl serde::Serialize) {
     let mut buf = serde_json::to_vec_pretty(v).unwrap_or_default();
     buf.push(b'\n');
     let _ = std::io::stdout().lock().write_all(&buf);
@@ -553,9 +611,7 @@ pub fn main(cli: Cli) -> i32 {
         });
     }
     match &cli.cmd {
-        Cmd::Up(_) => return not_yet("up", "project config files are planned"),
-        Cmd::Down(_) => return not_yet("down", "project config files are planned"),
-        Cmd::Session(_) => return not_yet("session", "projects are planned"),
+        Cmd::Config { cmd } => return crate::up::config(cmd),
         Cmd::Ui(_) => return not_yet("ui", "the terminal UI is planned"),
         Cmd::Web(_) => return not_yet("web", "the web dashboard is planned"),
         Cmd::Mcp { owner, team } => {
@@ -583,7 +639,12 @@ pub fn main(cli: Cli) -> i32 {
             return 1;
         }
     };
-    match rt.block_on(dispatch(cli.cmd, state)) {
+    let mut cmd = cli.cmd;
+    let project = cli.project.filter(|p| !p.is_empty());
+    if let Some(p) = &project {
+        scope(&mut cmd, p);
+    }
+    match rt.block_on(dispatch(cmd, project, state)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("aside: {e}");
@@ -686,10 +747,32 @@ fn schema(name: Option<&str>) -> i32 {
     }
 }
 
-async fn dispatch(cmd: Cmd, state: StateDir) -> Result<i32> {
+/// Qualifies bare process names with `project` (`api` → `project/api`).
+fn scope(cmd: &mut Cmd, project: &str) {
+    let reference = match cmd {
+        Cmd::Status(StatusArgs {
+            reference: Some(r), ..
+        }) => r,
+        Cmd::Logs(LogsArgs { reference, .. })
+        | Cmd::Wait(WaitArgs { reference, .. })
+        | Cmd::Stop(StopArgs { reference, .. })
+        | Cmd::Restart(RestartArgs { reference, .. })
+        | Cmd::Result(ResultArgs { reference, .. })
+        | Cmd::Stdin { reference, .. } => reference,
+        _ => return,
+    };
+    if !reference.contains('/') {
+        *reference = format!("{project}/{reference}");
+    }
+}
+
+async fn dispatch(cmd: Cmd, project: Option<String>, state: StateDir) -> Result<i32> {
     match cmd {
-        Cmd::Run(a) => run(a, state).await,
-        Cmd::Status(a) => status(a, state).await,
+        Cmd::Run(a) => run(*a, project, state).await,
+        Cmd::Up(a) => crate::up::up(a, project, state).await,
+        Cmd::Down(a) => crate::up::down(a, project, state).await,
+        Cmd::Session { cmd } => crate::up::session(cmd, state).await,
+        Cmd::Status(a) => status(a, project, state).await,
         Cmd::Logs(a) => logs(a, state).await,
         Cmd::Wait(a) => wait(a, state).await,
         Cmd::Stop(a) => stop(a, state).await,
@@ -737,16 +820,14 @@ async fn dispatch(cmd: Cmd, state: StateDir) -> Result<i32> {
         | Cmd::Schema { .. }
         | Cmd::Policy { .. }
         | Cmd::Hook { .. }
-        | Cmd::Up(_)
-        | Cmd::Down(_)
-        | Cmd::Session(_)
+        | Cmd::Config { .. }
         | Cmd::Ui(_)
         | Cmd::Web(_)
         | Cmd::Mcp { .. } => Ok(0),
     }
 }
 
-async fn run(a: RunArgs, state: StateDir) -> Result<i32> {
+async fn run(a: RunArgs, project: Option<String>, state: StateDir) -> Result<i32> {
     let here = std::env::current_dir().map_err(|e| {
         ClientError::new(
             ErrorCode::InvalidRequest,
@@ -759,7 +840,13 @@ async fn run(a: RunArgs, state: StateDir) -> Result<i32> {
         None => here,
     };
     let mut env: BTreeMap<String, String> = std::env::vars().collect();
+    if a.port.is_some() || a.proxy {
+        // PORT and HOST come from --port (unless --env sets them), not from this shell.
+        env.remove("PORT");
+        env.remove("HOST");
+    }
     env.extend(a.env);
+    let cwd_text = cwd.display().to_string();
     let cmd = if a.cmd.len() == 1 {
         Command::Shell(a.cmd[0].clone())
     } else {
@@ -772,12 +859,35 @@ async fn run(a: RunArgs, state: StateDir) -> Result<i32> {
         owner: Some(owner.clone()),
         team: a.team,
         description: a.description,
-        cwd: Some(cwd.display().to_string()),
+        cwd: Some(cwd_text.clone()),
         env,
         timeout_ms: a.timeout,
         grace_ms: a.grace,
         log_cap_bytes: a.log_cap,
         interactive: a.interactive,
+        project: project.clone(),
+        restart: a.autorestart.map(|mode| RestartPolicy {
+            max_restarts: a.max_restarts,
+            delay_ms: a
+                .restart_delay
+                .unwrap_or(aside_proto::DEFAULT_RESTART_DELAY_MS),
+            backoff_max_ms: a.restart_backoff,
+            ..RestartPolicy::new(mode)
+        }),
+        ready: a.ready.map(|pattern| {
+            ReadyProbe::new(aside_proto::ReadyCheck::Log {
+                pattern,
+                regex: false,
+            })
+        }),
+        port: a.port,
+        proxy: a.proxy,
+        watch: (!a.watch.is_empty()).then(|| aside_proto::WatchSpec {
+            root: cwd_text.clone(),
+            patterns: a.watch,
+            ignore: a.watch_ignore,
+        }),
+        ..Default::default()
     };
     let client = Client::new(state, owner, true).with_team(req.team.clone());
     let info: ProcessInfo = client.post("/v1/processes", &req).await?;
@@ -792,10 +902,13 @@ async fn run(a: RunArgs, state: StateDir) -> Result<i32> {
             );
         } else {
             println!(
-                "{} started (pid {}, id {})",
-                info.name,
+                "{} started (pid {}, id {}){}",
+                info.reference(),
                 info.pid.map_or("-".into(), |p| p.to_string()),
-                info.id
+                info.id,
+                info.url
+                    .as_ref()
+                    .map_or(String::new(), |u| format!(" → {u}"))
             );
         }
         return Ok(if info.status == Status::Failed { 1 } else { 0 });
@@ -863,12 +976,16 @@ async fn run(a: RunArgs, state: StateDir) -> Result<i32> {
 }
 
 /// Reads an NDJSON log stream, calling `each` per entry, until the daemon ends it.
-async fn stream_entries(
-    client: &Client,
-    path: &str,
-    mut each: impl FnMut(&LogEntry),
-) -> Result<()> {
+async fn stream_entries(client: &Client, path: &str, each: impl FnMut(&LogEntry)) -> Result<()> {
     let resp = client.send(Method::GET, path, None).await?;
+    read_ndjson(resp, each).await
+}
+
+/// Reads an NDJSON response, calling `each` per record, until the daemon ends it.
+pub(crate) async fn read_ndjson<T: serde::de::DeserializeOwned>(
+    resp: hyper::Response<hyper::body::Incoming>,
+    mut each: impl FnMut(&T),
+) -> Result<()> {
     let mut body = resp.into_body();
     let mut buf: Vec<u8> = Vec::new();
     let mut out = std::io::stdout();
@@ -882,7 +999,7 @@ async fn stream_entries(
         buf.extend_from_slice(&data);
         while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buf.drain(..=nl).collect();
-            if let Ok(entry) = serde_json::from_slice::<LogEntry>(&line) {
+            if let Ok(entry) = serde_json::from_slice::<T>(&line) {
                 each(&entry);
             }
         }
@@ -891,7 +1008,7 @@ async fn stream_entries(
     Ok(())
 }
 
-async fn status(a: StatusArgs, state: StateDir) -> Result<i32> {
+async fn status(a: StatusArgs, project: Option<String>, state: StateDir) -> Result<i32> {
     let client = Client::new(state, env_owner(), true);
     if let Some(r) = a.reference {
         let path = format!("/v1/processes/{}", enc(&r));
@@ -911,6 +1028,9 @@ async fn status(a: StatusArgs, state: StateDir) -> Result<i32> {
     }
     if let Some(t) = &a.team {
         q.push(format!("team={}", enc(t)));
+    }
+    if let Some(p) = &project {
+        q.push(format!("project={}", enc(p)));
     }
     let path = format!("/v1/processes?{}", q.join("&"));
     if a.json {

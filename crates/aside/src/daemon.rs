@@ -68,6 +68,7 @@ struct App {
     last_activity_ms: Arc<AtomicI64>,
     in_flight: Arc<AtomicUsize>,
     stopping: watch::Sender<bool>,
+    proxies: crate::proxy::Proxies,
 }
 
 /// Writes one line to the CLI that started us (on stdout), then detaches stdout.
@@ -208,14 +209,16 @@ async fn serve(state: StateDir, opts: DaemonOptions) -> i32 {
     sup.start_waker();
     let (stopping, _) = watch::channel(false);
     let app = App {
-        sup,
+        sup: sup.clone(),
         state: state.clone(),
         started_at: Timestamp::now(),
         opts,
         last_activity_ms: Arc::new(AtomicI64::new(Timestamp::now().as_millisecond())),
         in_flight: Arc::new(AtomicUsize::new(0)),
         stopping,
+        proxies: crate::proxy::Proxies::new(sup.clone()),
     };
+    restore_proxies(&app).await;
     tokio::spawn(watch_signals(app.stopping.clone()));
     tokio::spawn(idle_and_prune(app.clone()));
     tracing::info!(
@@ -243,6 +246,23 @@ async fn serve(state: StateDir, opts: DaemonOptions) -> i32 {
         app.sup.live_count()
     );
     0
+}
+
+/// Restarts the proxies of projects that still have live processes, on their old ports.
+async fn restore_proxies(app: &App) {
+    let Ok(projects) = app.sup.projects() else {
+        return;
+    };
+    for p in projects {
+        let Some(port) = p.proxy_port else { continue };
+        if p.live == 0 {
+            let _ = app.sup.set_proxy_port(&p.name, None);
+            continue;
+        }
+        if let Err(e) = app.proxies.ensure(&p.name, Some(port)).await {
+            tracing::error!("cannot restore the proxy of project {:?}: {e}", p.name);
+        }
+    }
 }
 
 async fn watch_signals(stopping: watch::Sender<bool>) {
@@ -302,6 +322,10 @@ fn router(app: App) -> Router {
         .route("/v1/processes/{reference}/result", get(result))
         .route("/v1/processes/{reference}/stdin", post(stdin))
         .route("/v1/stop-all", post(stop_all))
+        .route("/v1/projects", get(projects))
+        .route("/v1/projects/clean", post(projects_clean))
+        .route("/v1/projects/{project}/up", post(project_up))
+        .route("/v1/projects/{project}/down", post(project_down))
         .route("/v1/events", get(events))
         .route("/v1/owners/{owner}/inbox", get(inbox))
         .route("/v1/owners/{owner}/inbox/ack", post(ack))
@@ -457,8 +481,84 @@ async fn daemon_stop(State(app): State<App>) -> Json<serde_json::Value> {
 
 async fn create(State(app): State<App>, headers: HeaderMap, bytes: Bytes) -> ApiResult<Response> {
     let req: RunRequest = body(&bytes)?;
+    if req.proxy {
+        let project = req.project.clone().unwrap_or_default();
+        app.proxies
+            .ensure(&project, None)
+            .await
+            .map_err(|e| ApiErr::new(ErrorCode::Conflict, e))?;
+    }
     let info = app.sup.run(req, &requester(&headers)).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+async fn projects(State(app): State<App>) -> ApiResult<Response> {
+    Ok(Json(app.sup.projects()?).into_response())
+}
+
+async fn projects_clean(State(app): State<App>) -> ApiResult<Response> {
+    Ok(Json(app.sup.clean_projects()?).into_response())
+}
+
+/// Starts a project; answers with its progress as NDJSON [`aside_proto::UpMessage`]s.
+async fn project_up(
+    State(app): State<App>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> ApiResult<Response> {
+    let req: aside_proto::UpRequest = body(&bytes)?;
+    let proxy = if req.proxy {
+        let had = app.proxies.port(&project).is_some();
+        let port = app
+            .proxies
+            .ensure(&project, req.proxy_port)
+            .await
+            .map_err(|e| ApiErr::new(ErrorCode::Conflict, e))?;
+        Some((port, had))
+    } else {
+        None
+    };
+    let rx = match app.sup.up(&project, req, &requester(&headers)).await {
+        Ok(rx) => rx,
+        Err(e) => {
+            if let Some((_, false)) = proxy {
+                app.proxies.stop(&project);
+            }
+            return Err(e.into());
+        }
+    };
+    let first = proxy.map(|(port, _)| aside_proto::UpMessage::Proxy { port });
+    let stream = futures_util::stream::unfold((first, rx), |(first, mut rx)| async move {
+        let msg = match first {
+            Some(m) => m,
+            None => rx.recv().await?,
+        };
+        let mut line = serde_json::to_vec(&msg).unwrap_or_default();
+        line.push(b'\n');
+        Some((
+            Ok::<_, std::convert::Infallible>(Bytes::from(line)),
+            (None, rx),
+        ))
+    });
+    Ok((
+        [("content-type", "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Stops a project (dependents first) and its proxy.
+async fn project_down(
+    State(app): State<App>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let resp = app.sup.down(&project, &requester(&headers)).await?;
+    if resp.refused.is_empty() {
+        app.proxies.stop(&project);
+    }
+    Ok(Json(resp).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -467,6 +567,7 @@ struct ListQuery {
     all: bool,
     owner: Option<String>,
     team: Option<String>,
+    project: Option<String>,
 }
 
 async fn list(
@@ -478,6 +579,7 @@ async fn list(
         all: q.all,
         owner: q.owner,
         team: q.team,
+        project: q.project,
     };
     Ok(Json(app.sup.list(&filter)?).into_response())
 }

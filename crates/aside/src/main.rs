@@ -6,10 +6,13 @@
 
 mod cli;
 mod client;
+mod config;
 mod daemon;
 mod hook;
 mod mcp;
+mod proxy;
 mod render;
+mod up;
 
 use clap::Parser;
 

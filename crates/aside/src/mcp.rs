@@ -596,6 +596,7 @@ impl AsideMcp {
             grace_ms: None,
             log_cap_bytes: None,
             interactive: a.interactive,
+            ..Default::default()
         };
         let info: ProcessInfo = client.post("/v1/processes", &req).await?;
         let answer = |info: &ProcessInfo,

@@ -74,7 +74,7 @@ pub fn table(procs: &[ProcessInfo]) -> String {
         .map(|p| {
             [
                 p.id.clone(),
-                p.name.clone(),
+                p.reference(),
                 match &p.team {
                     Some(t) => format!("{}@{t}", p.owner),
                     None => p.owner.clone(),
@@ -89,7 +89,10 @@ pub fn table(procs: &[ProcessInfo]) -> String {
                 time(p.started_at),
                 p.ended_at.map_or("-".into(), time),
                 duration(p.duration_ms),
-                p.command.replace('\n', " "),
+                match &p.url {
+                    Some(u) => format!("{}  [{u}]", p.command.replace('\n', " ")),
+                    None => p.command.replace('\n', " "),
+                },
             ]
         })
         .collect();

@@ -53,7 +53,7 @@ fn validate(action: &WakeAction) -> Result<()> {
 }
 
 /// `http://host[:port]/path` → (host, port, path). `https` is not supported yet.
-fn parse_http_url(url: &str) -> Result<(String, u16, String)> {
+pub(super) fn parse_http_url(url: &str) -> Result<(String, u16, String)> {
     let Some(rest) = url.strip_prefix("http://") else {
         return Err(Error::Invalid(format!(
             "webhook {url:?}: only http:// URLs are supported yet (for https, point a local relay or a wake command at it)"
@@ -318,12 +318,25 @@ async fn fire(action: &WakeAction, payload: &WakePayload) -> std::result::Result
 
 /// A minimal HTTP/1.1 POST of JSON; success is a 2xx status.
 async fn post(url: &str, body: &[u8]) -> std::result::Result<(), String> {
+    match request("POST", url, body).await? {
+        code if (200..300).contains(&code) => Ok(()),
+        code => Err(format!("webhook answered {code}")),
+    }
+}
+
+/// A minimal HTTP/1.1 request (a JSON body when not empty) to an `http://` URL; returns the
+/// answer's status code.
+pub(super) async fn request(
+    method: &str,
+    url: &str,
+    body: &[u8],
+) -> std::result::Result<u16, String> {
     let (host, port, path) = parse_http_url(url).map_err(|e| e.to_string())?;
     let mut conn = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
     let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
     conn.write_all(head.as_bytes())
@@ -335,11 +348,9 @@ async fn post(url: &str, body: &[u8]) -> std::result::Result<(), String> {
         .await
         .map_err(|e| format!("no HTTP answer: {e}"))?;
     let line = String::from_utf8_lossy(&status);
-    match line.get(9..12).and_then(|c| c.parse::<u16>().ok()) {
-        Some(code) if (200..300).contains(&code) => Ok(()),
-        Some(code) => Err(format!("webhook answered {code}")),
-        None => Err(format!("not an HTTP answer: {line:?}")),
-    }
+    line.get(9..12)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {line:?}"))
 }
 
 #[cfg(test)]

@@ -1,0 +1,392 @@
+//! `aside up`, `down`, `session` and `config`: projects from config files (agent-procs'
+//! commands, same flags).
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use aside_core::paths::StateDir;
+use aside_proto::{ErrorCode, ProjectInfo, StopAllResponse, UpMessage, UpState};
+use clap::{Args, Subcommand};
+use hyper::Method;
+
+use crate::cli::{owner_or_human, print_json, read_ndjson};
+use crate::client::{Client, ClientError, Result, enc};
+use crate::config;
+
+/// `aside up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Start only these processes (comma-separated) and what they depend on.
+    #[arg(long, value_delimiter = ',', value_name = "A,B")]
+    only: Vec<String>,
+    /// The config file (default: aside.yaml, agent-procs.yaml or Procfile here or in a parent).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Run the reverse proxy (http://NAME.localhost:PORT) even if the file does not ask for it.
+    #[arg(long)]
+    proxy: bool,
+    /// Owner of the processes whose entry sets none.
+    #[arg(long, env = "ASIDE_OWNER")]
+    owner: Option<String>,
+    /// Team of the processes whose entry sets none.
+    #[arg(long, env = "ASIDE_TEAM")]
+    team: Option<String>,
+    /// Print the progress as JSON lines (schema: `aside schema up-message`).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `aside down`.
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// The config file naming the project (default: found as for `up`).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `aside session …` (agent-procs' name for projects).
+#[derive(Debug, Subcommand)]
+pub enum SessionCmd {
+    /// List projects with their running and known processes.
+    List {
+        /// Print JSON (schema: `aside schema projects`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget projects with nothing running (results not yet read are kept).
+    Clean,
+}
+
+/// `aside config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Check a config file: every error with its line and column; nothing is started.
+    Check {
+        /// The file (default: found as for `up`).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Print the JSON Schema of config files.
+    Schema,
+}
+
+fn invalid(msg: impl Into<String>) -> ClientError {
+    ClientError::new(ErrorCode::InvalidRequest, msg)
+}
+
+/// The config file: `explicit`, or found from the current directory up.
+fn locate(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    let here = std::env::current_dir()
+        .map_err(|e| invalid(format!("the current directory is unusable: {e}")))?;
+    config::find(&here).ok_or_else(|| {
+        invalid(format!(
+            "no aside.yaml, agent-procs.yaml or Procfile in {} or its parents: write one, or pass --config PATH",
+            here.display()
+        ))
+    })
+}
+
+fn load(explicit: Option<PathBuf>) -> Result<config::Project> {
+    let path = locate(explicit)?;
+    config::load(&path).map_err(|e| invalid(e.to_string()))
+}
+
+/// `aside config check|schema`.
+pub fn config(cmd: &ConfigCmd) -> i32 {
+    match cmd {
+        ConfigCmd::Schema => {
+            print_json(&config::schema());
+            0
+        }
+        ConfigCmd::Check { config } => match load(config.clone()) {
+            Ok(p) => {
+                let names: Vec<&str> = p
+                    .processes
+                    .iter()
+                    .filter_map(|r| r.name.as_deref())
+                    .collect();
+                println!(
+                    "ok: {}: project {}, {} processes ({})",
+                    p.path.display(),
+                    p.name,
+                    names.len(),
+                    names.join(", ")
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("aside: {e}");
+                1
+            }
+        },
+    }
+}
+
+/// Where each process of an `up` stands, drawn as one line per process.
+struct Progress {
+    order: Vec<String>,
+    states: BTreeMap<String, (UpState, String)>,
+    tty: bool,
+    drawn: usize,
+}
+
+impl Progress {
+    fn line(&self, name: &str) -> String {
+        let (state, detail) = self
+            .states
+            .get(name)
+            .cloned()
+            .unwrap_or((UpState::Waiting, String::new()));
+        let word = serde_json::to_value(state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+            .replace('_', " ");
+        let color = match state {
+            UpState::Unchanged | UpState::Running | UpState::Ready => "32",
+            UpState::Waiting | UpState::Starting => "33",
+            UpState::Failed | UpState::NotReady | UpState::Skipped => "31",
+        };
+        let detail = if detail.is_empty() {
+            String::new()
+        } else {
+            format!(" {detail}")
+        };
+        if self.tty {
+            format!("  {name:<16} \x1b[{color}m{word}\x1b[0m{detail}")
+        } else {
+            format!("{name}: {word}{detail}")
+        }
+    }
+
+    fn update(&mut self, name: &str, state: UpState, detail: String) {
+        self.states.insert(name.to_string(), (state, detail));
+        let mut out = std::io::stdout().lock();
+        if self.tty {
+            if self.drawn > 0 {
+                let _ = write!(out, "\x1b[{}A", self.drawn);
+            }
+            for n in &self.order {
+                let _ = writeln!(out, "\x1b[2K{}", self.line(n));
+            }
+            self.drawn = self.order.len();
+        } else {
+            let _ = writeln!(out, "{}", self.line(name));
+        }
+        let _ = out.flush();
+    }
+}
+
+/// `aside up`: sends the project to the daemon and shows its progress until every selected
+/// process is up, failed, or not ready in time. Exit 1 naming those that did not come up.
+pub async fn up(a: UpArgs, project: Option<String>, state: StateDir) -> Result<i32> {
+    let loaded = load(a.config)?;
+    let name = project.unwrap_or_else(|| loaded.name.clone());
+    let owner = owner_or_human(a.owner);
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let req = loaded.request(&env, &owner, a.team.as_deref(), a.only.clone(), a.proxy);
+    let order: Vec<String> = req
+        .processes
+        .iter()
+        .filter_map(|p| p.name.clone())
+        .filter(|n| a.only.is_empty() || a.only.contains(n) || is_dependency(&req, &a.only, n))
+        .collect();
+    let client = Client::new(state, owner, true).with_team(a.team);
+    let body = serde_json::to_vec(&req)
+        .map_err(|e| ClientError::new(ErrorCode::Internal, e.to_string()))?;
+    let resp = client
+        .send(
+            Method::POST,
+            &format!("/v1/projects/{}/up", enc(&name)),
+            Some(body),
+        )
+        .await?;
+    if !a.json {
+        println!("{}: project {name}", loaded.path.display());
+    }
+    let mut progress = Progress {
+        order,
+        states: BTreeMap::new(),
+        tty: std::io::stdout().is_terminal() && !a.json,
+        drawn: 0,
+    };
+    let mut failed: Option<Vec<String>> = None;
+    let mut details: BTreeMap<String, String> = BTreeMap::new();
+    let mut urls: BTreeMap<String, String> = BTreeMap::new();
+    let mut proxy_port = None;
+    read_ndjson(resp, |m: &UpMessage| {
+        if a.json {
+            if let Ok(line) = serde_json::to_string(m) {
+                println!("{line}");
+            }
+        }
+        match m {
+            UpMessage::Proxy { port } => proxy_port = Some(*port),
+            UpMessage::Process {
+                name,
+                state,
+                detail,
+                process,
+            } => {
+                let detail = detail.clone().unwrap_or_default();
+                if let Some(u) = process.as_ref().and_then(|p| p.url.clone()) {
+                    urls.insert(name.clone(), u);
+                }
+                if state.is_settled() && !state.is_ok() {
+                    details.insert(name.clone(), detail.clone());
+                }
+                if !a.json {
+                    progress.update(name, *state, detail);
+                }
+            }
+            UpMessage::Done { failed: f } => failed = Some(f.clone()),
+        }
+    })
+    .await?;
+    let Some(failed) = failed else {
+        return Err(ClientError::new(
+            ErrorCode::Internal,
+            "the daemon ended the up before every process settled: see `aside status` and the daemon log",
+        ));
+    };
+    if !a.json {
+        if let Some(port) = proxy_port {
+            println!("proxy: 127.0.0.1:{port}");
+            for (n, u) in &urls {
+                println!("  {n:<16} {u}");
+            }
+        }
+        if failed.is_empty() {
+            println!("project {name} is up");
+        }
+    }
+    if failed.is_empty() {
+        return Ok(0);
+    }
+    let list: Vec<String> = failed
+        .iter()
+        .map(|n| match details.get(n) {
+            Some(d) if !d.is_empty() => format!("{n} ({d})"),
+            _ => n.clone(),
+        })
+        .collect();
+    eprintln!(
+        "aside: project {name}: {} did not come up: {}; see `aside logs --all PROCESS --project {name}`",
+        failed.len(),
+        list.join(", ")
+    );
+    Ok(1)
+}
+
+/// True when `name` is a (transitive) dependency of one of `only`.
+fn is_dependency(req: &aside_proto::UpRequest, only: &[String], name: &str) -> bool {
+    let deps: BTreeMap<&str, &Vec<String>> = req
+        .processes
+        .iter()
+        .filter_map(|p| p.name.as_deref().map(|n| (n, &p.depends_on)))
+        .collect();
+    let mut stack: Vec<&str> = only.iter().map(String::as_str).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(n) = stack.pop() {
+        if !seen.insert(n) {
+            continue;
+        }
+        for d in deps.get(n).into_iter().flat_map(|v| v.iter()) {
+            if d == name {
+                return true;
+            }
+            stack.push(d);
+        }
+    }
+    false
+}
+
+/// `aside down`: stops the project (named by `--project`, or by its config file).
+pub async fn down(a: DownArgs, project: Option<String>, state: StateDir) -> Result<i32> {
+    let name = match project {
+        Some(p) => p,
+        None => load(a.config)?.name,
+    };
+    let client = Client::new(state, owner_or_human(None), true);
+    let resp: StopAllResponse = client
+        .post(
+            &format!("/v1/projects/{}/down", enc(&name)),
+            &serde_json::json!({}),
+        )
+        .await?;
+    if a.json {
+        print_json(&resp);
+    } else if resp.stopped.is_empty() {
+        println!("nothing was running in project {name}");
+    } else {
+        let names: Vec<&str> = resp.stopped.iter().map(|p| p.name.as_str()).collect();
+        println!("project {name}: stopped {}", names.join(", "));
+    }
+    if !resp.refused.is_empty() {
+        eprintln!(
+            "aside: not stopped (you may not stop them): {}",
+            resp.refused.join(", ")
+        );
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+/// `aside session list|clean`.
+pub async fn session(cmd: SessionCmd, state: StateDir) -> Result<i32> {
+    let client = Client::new(state, owner_or_human(None), true);
+    match cmd {
+        SessionCmd::List { json } => {
+            let projects: Vec<ProjectInfo> = client.get("/v1/projects").await?;
+            if json {
+                print_json(&projects);
+                return Ok(0);
+            }
+            if projects.is_empty() {
+                println!("no projects");
+                return Ok(0);
+            }
+            println!(
+                "{:<20} {:>5} {:>9}  {:<6} CONFIG",
+                "PROJECT", "LIVE", "PROCESSES", "PROXY"
+            );
+            for p in projects {
+                let name = if p.name.is_empty() {
+                    "(default)".to_string()
+                } else {
+                    p.name
+                };
+                println!(
+                    "{name:<20} {:>5} {:>9}  {:<6} {}",
+                    p.live,
+                    p.processes,
+                    p.proxy_port.map_or("-".into(), |p| p.to_string()),
+                    p.config.unwrap_or_else(|| "-".into())
+                );
+            }
+            Ok(0)
+        }
+        SessionCmd::Clean => {
+            let cleaned: Vec<String> = client
+                .post("/v1/projects/clean", &serde_json::json!({}))
+                .await?;
+            if cleaned.is_empty() {
+                println!("nothing to clean: every project has something running");
+            } else {
+                let names: Vec<String> = cleaned
+                    .into_iter()
+                    .map(|n| if n.is_empty() { "(default)".into() } else { n })
+                    .collect();
+                println!("forgot {}", names.join(", "));
+            }
+            Ok(0)
+        }
+    }
+}
