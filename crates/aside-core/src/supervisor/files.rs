@@ -224,10 +224,14 @@ impl Supervisor {
                 if ignored(rel, &entry.ignore) {
                     continue;
                 }
-                if ev.created && ev.path.is_dir() {
-                    let dirs = self.dirs_to_watch(&entry.root, &ev.path, &entry.ignore);
-                    entry.dirs.extend(dirs.iter().cloned());
-                    new_dirs.extend(dirs);
+                if ev.path.is_dir() {
+                    // A new directory is watched too; directories themselves restart nothing.
+                    if ev.created {
+                        let dirs = self.dirs_to_watch(&entry.root, &ev.path, &entry.ignore);
+                        entry.dirs.extend(dirs.iter().cloned());
+                        new_dirs.extend(dirs);
+                    }
+                    continue;
                 }
                 if entry.patterns.is_match(rel) {
                     *lock(&entry.last) = Some(rel.to_path_buf());

@@ -115,7 +115,15 @@ impl Supervisor {
     /// Errors: every port of the range is taken.
     pub(super) fn free_port(&self, range: RangeInclusive<u16>) -> Result<u16> {
         let used: BTreeSet<u16> = self.store().live_ports()?.into_iter().collect();
-        for port in range.clone() {
+        // Start at a varying place: the process binds its port only later, so two daemons (or
+        // two quick starts) scanning from the same first port would pick the same one.
+        let len = u32::from(range.end() - range.start()) + 1;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let offset = (nanos ^ std::process::id()) % len;
+        for i in 0..len {
+            let port = range.start() + ((offset + i) % len) as u16;
             if !used.contains(&port) && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
                 return Ok(port);
             }
