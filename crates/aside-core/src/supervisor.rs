@@ -1240,20 +1240,36 @@ impl Supervisor {
     }
 
     /// Stops every live process (of `owner`, if given) the requester may stop, concurrently.
+    /// Processes waiting out a restart delay count as running: their restart is cancelled.
     pub async fn stop_all(&self, owner: Option<&str>, who: &Requester) -> Result<StopAllResponse> {
-        let live = self.store().list(&ListFilter {
-            all: false,
+        let known = self.store().list(&ListFilter {
+            all: true,
             owner: owner.map(str::to_string),
             ..Default::default()
         })?;
         let mut resp = StopAllResponse::default();
         let mut tasks = Vec::new();
-        for row in live.into_iter().filter(|r| !r.status.is_terminal()) {
+        for row in known {
+            let pending_restart = row
+                .autorestart
+                .as_ref()
+                .is_some_and(|a| a.state == "active");
+            if row.status.is_terminal() && !pending_restart {
+                continue;
+            }
             if self
                 .may_control(who, &row.owner, row.team.as_deref(), "stop", &row.name)
                 .is_err()
             {
-                resp.refused.push(row.name);
+                if !row.status.is_terminal() {
+                    resp.refused.push(row.name);
+                }
+                continue;
+            }
+            if row.status.is_terminal() {
+                let attempts = row.autorestart.as_ref().map_or(0, |a| a.attempts);
+                self.store()
+                    .set_restart_state(&row.id, attempts, "disabled")?;
                 continue;
             }
             let me = self.clone();

@@ -512,3 +512,153 @@ fn config_errors_name_file_line_and_column_and_start_nothing() {
     let schema = env.aside(&["config", "schema"]).ok().json();
     assert!(schema["properties"]["processes"].is_object(), "{schema}");
 }
+
+#[test]
+fn http_and_exec_probes_and_env_file() {
+    let env = Env::new();
+    let port = free_port();
+    env.write(
+        ".env",
+        "# settings\nexport GREETING=\"hello there\"\nPORT=1\n",
+    );
+    env.write(
+        "aside.yaml",
+        &format!(
+            r#"session: probes
+processes:
+  web:
+    cmd: sh -c 'sleep 0.3; exec python3 -u -m http.server {port} --bind 127.0.0.1'
+    ready: {{http: "http://127.0.0.1:{port}/", interval: 100ms, timeout: 20s}}
+  marker:
+    cmd: sh -c 'echo "$GREETING" > greeting.txt; sleep 0.3; touch done.flag; exec sleep 300'
+    env_file: .env
+    ready: {{exec: "test -f done.flag", interval: 50}}
+    depends_on: [web]
+  never:
+    cmd: sleep 300
+    ready: {{tcp: {closed}, timeout: 500ms}}
+"#,
+            closed = free_port()
+        ),
+    );
+    let o = env.aside(&["up", "--json"]);
+    assert_eq!(o.code, 1, "never does not get ready: {}", o.stdout);
+    assert!(
+        o.stderr
+            .contains("never (not ready within 0.5 s; left running)"),
+        "{}",
+        o.stderr
+    );
+    let procs = project_status(&env, "probes");
+    assert_eq!(by_name(&procs, "web")["status"], "ready");
+    assert_eq!(by_name(&procs, "marker")["status"], "ready");
+    assert_eq!(by_name(&procs, "never")["status"], "running");
+    let greeting = std::fs::read_to_string(env.work.join("greeting.txt")).unwrap();
+    assert_eq!(greeting.trim(), "hello there");
+    // The run_ready events were logged.
+    let events = env.json_lines(&[
+        "events",
+        "--since",
+        "0",
+        "--kind",
+        "run_ready",
+        "--count",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(events.len(), 2);
+}
+
+#[test]
+fn stop_all_cancels_a_pending_restart() {
+    let env = Env::new();
+    let p = env.run(&[
+        "--autorestart",
+        "always",
+        "--restart-delay",
+        "2s",
+        "--name",
+        "bouncy",
+        "true",
+    ]);
+    let id = p["id"].as_str().unwrap();
+    env.wait_exit(id);
+    env.aside(&["stop-all"]).ok();
+    let s = env.status(id);
+    assert_eq!(s["autorestart"]["state"], "disabled");
+    // Past the 2 s delay, still the same run.
+    env.aside(&["run", "--wait", "sleep 2.5"]).ok();
+    assert_eq!(env.status(id)["run_id"], s["run_id"]);
+}
+
+/// A server that sends one chunk, then waits for a file before the last one.
+const SLOW_CHUNKS: &str = r#"
+import os, socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(os.environ["PORT"]))); s.listen(8)
+print("slow listening", flush=True)
+while True:
+    c, _ = s.accept()
+    req = b""
+    while b"\r\n\r\n" not in req:
+        req += c.recv(4096)
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+    c.sendall(b"6\r\nfirst\n\r\n")
+    while not os.path.exists("gate"):
+        import time; time.sleep(0.02)
+    c.sendall(b"5\r\nlast\n\r\n0\r\n\r\n")
+    c.close()
+"#;
+
+#[test]
+fn the_proxy_streams_a_response_as_it_is_written() {
+    let env = Env::new();
+    env.write("slow.py", SLOW_CHUNKS);
+    let p = env.run(&[
+        "--proxy",
+        "--name",
+        "slow",
+        "--ready",
+        "slow listening",
+        "python3 -u slow.py",
+    ]);
+    env.aside(&[
+        "wait",
+        "slow",
+        "--until",
+        "slow listening",
+        "--timeout",
+        "20s",
+    ])
+    .ok();
+    let url = env.status(p["id"].as_str().unwrap())["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let proxy_port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", proxy_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: slow.localhost:{proxy_port}\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("first") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "closed before the first chunk: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(!String::from_utf8_lossy(&got).contains("last"));
+    std::fs::write(env.work.join("gate"), "").unwrap();
+    while !String::from_utf8_lossy(&got).contains("last") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the last chunk");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
