@@ -176,6 +176,8 @@ struct Inner {
     watches: Mutex<files::WatchState>,
     /// Per project: bumped by `down` to cancel the starts its `up` still has pending.
     projects: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Restarts waiting out their delay.
+    pending_restarts: std::sync::atomic::AtomicUsize,
 }
 
 /// The runtime. Cheap to clone; all clones share state.
@@ -327,6 +329,7 @@ impl Supervisor {
                 wake: Mutex::new(wake::WakeState::default()),
                 watches: Mutex::new(files::WatchState::new(file_rx)),
                 projects: Mutex::new(HashMap::new()),
+                pending_restarts: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }
@@ -381,6 +384,14 @@ impl Supervisor {
     /// Number of live runs.
     pub fn live_count(&self) -> usize {
         lock(&self.inner.live).len()
+    }
+
+    /// True while the daemon has work even with nothing running: a restart waiting out its
+    /// delay, or a file watch that may revive an ended process. The daemon does not idle-exit
+    /// while this holds.
+    pub fn has_duties(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.inner.pending_restarts.load(Ordering::SeqCst) > 0 || self.watching()
     }
 
     fn watch_logs(&self, run_id: &str, dir: &Path) {

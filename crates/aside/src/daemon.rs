@@ -298,6 +298,7 @@ async fn idle_and_prune(app: App) {
         let quiet_ms =
             Timestamp::now().as_millisecond() - app.last_activity_ms.load(Ordering::SeqCst);
         if app.sup.live_count() == 0
+            && !app.sup.has_duties()
             && app.in_flight.load(Ordering::SeqCst) == 0
             && quiet_ms >= idle.as_millis() as i64
         {

@@ -662,3 +662,29 @@ fn the_proxy_streams_a_response_as_it_is_written() {
         got.extend_from_slice(&buf[..n]);
     }
 }
+
+#[test]
+fn the_daemon_does_not_idle_out_while_a_restart_is_pending() {
+    let env = Env::new();
+    let o: common::Out = env
+        .command()
+        .env("ASIDE_IDLE_TIMEOUT", "1s")
+        .args([
+            "run",
+            "--autorestart",
+            "always",
+            "--max-restarts",
+            "1",
+            "--restart-delay",
+            "2500",
+            "echo run >> runs.txt",
+        ])
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    // No API requests while waiting (they would keep the daemon awake): watch the file.
+    eventually(Duration::from_secs(20), "the restarted run", || {
+        std::fs::read_to_string(env.work.join("runs.txt")).is_ok_and(|t| t.lines().count() == 2)
+    });
+}

@@ -175,6 +175,11 @@ impl Supervisor {
         });
     }
 
+    /// True when some process is watched.
+    pub(super) fn watching(&self) -> bool {
+        !lock(&self.inner.watches).entries.is_empty()
+    }
+
     /// Stops the file watch of a process, if it has one.
     pub(super) fn unwatch_files(&self, process_id: &str) {
         use notify::Watcher;

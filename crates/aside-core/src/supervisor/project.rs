@@ -101,6 +101,18 @@ fn decide_restart(spec: &Spec, info: &ProcessInfo) -> RestartDecision {
     }
 }
 
+/// Un-counts a pending restart when dropped.
+struct PendingRestart(Supervisor);
+
+impl Drop for PendingRestart {
+    fn drop(&mut self) {
+        self.0
+            .inner
+            .pending_restarts
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// How a run ended, for the `restarted (…)` annotation.
 fn exit_phrase(info: &ProcessInfo) -> String {
     match (&info.exit_code, &info.signal) {
@@ -238,7 +250,11 @@ impl Supervisor {
                 );
                 let me = self.clone();
                 let run = run_id.to_string();
+                let pending = &self.inner.pending_restarts;
+                pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(async move {
+                    // Counted until the new run is live (or the restart is dropped).
+                    let _pending = PendingRestart(me.clone());
                     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                     // Still the latest run, and restarts still wanted (no stop, restart or
                     // `up` meanwhile)?
