@@ -152,6 +152,23 @@ processes:
         .find(|p| p["name"] == "myproject")
         .unwrap();
     assert_eq!(mine["live"], 0);
+    // `session clean` forgets it once its results were read; the default project's live
+    // process is kept.
+    env.aside(&["inbox", "--drain"]).ok();
+    let cleaned = env.aside(&["session", "clean"]).ok();
+    assert!(cleaned.stdout.contains("myproject"), "{}", cleaned.stdout);
+    let sessions = env.aside(&["session", "list", "--json"]).ok().json();
+    let names: Vec<&str> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [""], "only the default project is left: {sessions}");
+    assert_eq!(
+        env.status(other["id"].as_str().unwrap())["status"],
+        "running"
+    );
 }
 
 #[test]
