@@ -13,7 +13,7 @@ use std::path::Path;
 
 use aside_proto::{
     Autorestart, AutorestartState, Event, EventKind, Notification, ProcessInfo, ProjectInfo,
-    RunResult, Spec, Status, WakeAction,
+    RestartState, RunResult, Spec, Status, WakeAction,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -179,6 +179,26 @@ fn append_event(
     })
 }
 
+/// Appends a `kind` event about run `run_id` inside `tx`, its data the run's [`ProcessInfo`]
+/// as it stands in `tx`.
+fn append_run_event(
+    tx: &rusqlite::Transaction<'_>,
+    kind: EventKind,
+    run_id: &str,
+) -> Result<Event> {
+    let sql = format!("SELECT {INFO_COLUMNS} FROM {INFO_FROM} WHERE r.id = ?1");
+    let info = tx.query_row(&sql, params![run_id], process_info)?;
+    append_event(
+        tx,
+        kind,
+        Some(&info.id),
+        Some(run_id),
+        Some(&info.owner),
+        serde_json::to_value(&info)?,
+        Timestamp::now(),
+    )
+}
+
 fn ms(t: Timestamp) -> i64 {
     t.as_millisecond()
 }
@@ -286,7 +306,8 @@ fn process_info(row: &Row<'_>) -> rusqlite::Result<ProcessInfo> {
             attempts: row.get(23)?,
             state: row
                 .get::<_, Option<String>>(24)?
-                .unwrap_or_else(|| "active".into()),
+                .and_then(|s| RestartState::parse(&s))
+                .unwrap_or_default(),
         }),
         _ => None,
     };
@@ -477,17 +498,7 @@ impl Store {
         if changed == 0 {
             return Ok(None);
         }
-        let sql = format!("SELECT {INFO_COLUMNS} FROM {INFO_FROM} WHERE r.id = ?1");
-        let info = tx.query_row(&sql, params![run_id], process_info)?;
-        let event = append_event(
-            &tx,
-            EventKind::RunStarted,
-            Some(&info.id),
-            Some(run_id),
-            Some(&info.owner),
-            serde_json::to_value(&info)?,
-            Timestamp::now(),
-        )?;
+        let event = append_run_event(&tx, EventKind::RunStarted, run_id)?;
         tx.commit()?;
         Ok(Some(event))
     }
@@ -652,17 +663,7 @@ impl Store {
         if changed == 0 {
             return Ok(None);
         }
-        let sql = format!("SELECT {INFO_COLUMNS} FROM {INFO_FROM} WHERE r.id = ?1");
-        let info = tx.query_row(&sql, params![run_id], process_info)?;
-        let event = append_event(
-            &tx,
-            EventKind::RunReady,
-            Some(&info.id),
-            Some(run_id),
-            Some(&info.owner),
-            serde_json::to_value(&info)?,
-            Timestamp::now(),
-        )?;
+        let event = append_run_event(&tx, EventKind::RunReady, run_id)?;
         tx.commit()?;
         Ok(Some(event))
     }
@@ -671,19 +672,36 @@ impl Store {
     /// that project; else the newest process with this name, live ones first, the default
     /// project's first.
     pub fn find(&self, reference: &str) -> Result<Option<ProcessRow>> {
+        self.find_with(reference, PROCESS_COLUMNS, PROCESS_FROM, process_row)
+    }
+
+    /// [`Store::find`] without the spec (which holds the whole environment): for lookups that
+    /// only need what `status` shows, such as the proxy's route per request.
+    pub fn find_info(&self, reference: &str) -> Result<Option<ProcessInfo>> {
+        self.find_with(reference, INFO_COLUMNS, INFO_FROM, process_info)
+    }
+
+    fn find_with<T>(
+        &self,
+        reference: &str,
+        columns: &str,
+        from: &str,
+        map: fn(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>> {
         if let Some((project, name)) = reference.split_once('/') {
             let sql = format!(
-                "SELECT {PROCESS_COLUMNS} FROM {PROCESS_FROM}
+                "SELECT {columns} FROM {from}
                  WHERE p.project = ?1 AND p.name = ?2 AND r.latest = 1
                  ORDER BY p.created_at DESC, p.id DESC LIMIT 1"
             );
             return Ok(self
                 .conn
-                .query_row(&sql, params![project, name], process_row)
+                .prepare_cached(&sql)?
+                .query_row(params![project, name], map)
                 .optional()?);
         }
         let sql = format!(
-            "SELECT {PROCESS_COLUMNS} FROM {PROCESS_FROM}
+            "SELECT {columns} FROM {from}
              WHERE (p.id = ?1 OR p.name = ?1)
                AND r.latest = 1
              ORDER BY (p.id = ?1) DESC, {LIVE} DESC, (p.project IS NULL) DESC,
@@ -691,7 +709,8 @@ impl Store {
         );
         Ok(self
             .conn
-            .query_row(&sql, params![reference], process_row)
+            .prepare_cached(&sql)?
+            .query_row(params![reference], map)
             .optional()?)
     }
 
@@ -733,16 +752,16 @@ impl Store {
         Ok(())
     }
 
-    /// Sets a process's restart count and state (`active`, `disabled`, `exhausted`).
+    /// Sets a process's restart count (restarts in a row) and restart state.
     pub fn set_restart_state(
         &mut self,
         process_id: &str,
         attempts: u32,
-        state: &str,
+        state: RestartState,
     ) -> Result<()> {
         self.conn.execute(
             "UPDATE processes SET restart_attempts = ?2, restart_state = ?3 WHERE id = ?1",
-            params![process_id, attempts, state],
+            params![process_id, attempts, state.as_str()],
         )?;
         Ok(())
     }

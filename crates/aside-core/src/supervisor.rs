@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use aside_proto::{
     AckResponse, Command, ErrorCode, Event, HUMAN_OWNER, InboxResponse, LogEntry, LogQuery,
-    LogsResponse, ProcessInfo, RunRequest, RunResult, Spec, Status, StopAllResponse, StopRequest,
-    WaitOutcome, WaitQuery, WaitResponse,
+    LogsResponse, ProcessInfo, RestartState, RunRequest, RunResult, Spec, Status, StopAllResponse,
+    StopRequest, WaitOutcome, WaitQuery, WaitResponse,
 };
 use jiff::Timestamp;
 use regex::Regex;
@@ -655,12 +655,7 @@ impl Supervisor {
                 false,
             )?;
             if spec.proxy && spec.port.is_none() {
-                let port = self.free_port(project::AUTO_PORTS)?;
-                spec.port = Some(port);
-                spec.env.insert("PORT".into(), port.to_string());
-                spec.env
-                    .entry("HOST".into())
-                    .or_insert_with(|| "127.0.0.1".into());
+                project::assign_port(&mut spec, self.free_port(project::AUTO_PORTS)?);
             }
             let name = {
                 let store = self.store();
@@ -814,7 +809,12 @@ impl Supervisor {
         }
     }
 
-    fn finish_without_shim(&self, run_id: &str, status: Status, error: String) {
+    fn finish_without_shim(
+        &self,
+        run_id: &str,
+        status: Status,
+        error: String,
+    ) -> Option<(ProcessRow, RunResult)> {
         tracing::warn!("run {run_id}: {error}");
         self.record_finish(
             run_id,
@@ -827,14 +827,14 @@ impl Supervisor {
                 error: Some(error),
             },
             None,
-        );
+        )
     }
 
     /// Called once the run's shim is gone: turns its exit record (or its absence) into the
-    /// result and notification. Idempotent.
+    /// result and notification, then applies the restart policy. Idempotent.
     fn finalize(&self, run_id: &str) {
         let rd = self.run_dir(run_id);
-        match rd.exit() {
+        let recorded = match rd.exit() {
             Ok(Some(exit)) => {
                 let (status, stopped_by) = classify(&exit);
                 self.record_finish(
@@ -848,7 +848,7 @@ impl Supervisor {
                         error: exit.error.clone(),
                     },
                     Some(&exit),
-                );
+                )
             }
             other => {
                 let why = match other {
@@ -860,10 +860,15 @@ impl Supervisor {
                 if killed > 0 {
                     msg.push_str(&format!("; SIGKILL to {killed} leftover processes"));
                 }
-                self.finish_without_shim(run_id, Status::Abandoned, msg);
+                self.finish_without_shim(run_id, Status::Abandoned, msg)
             }
+        };
+        // Only the call that recorded the result decides (exactly once per run).
+        if let Some((row, result)) = recorded
+            && row.spec.restart.is_some()
+        {
+            self.consider_restart(row, &result);
         }
-        self.consider_restart(run_id);
     }
 
     /// Kills what is left of a run whose shim is gone: the members of its session that started
@@ -874,7 +879,15 @@ impl Supervisor {
         proc::signal_all(members.iter().map(|p| p.pid), libc::SIGKILL)
     }
 
-    fn record_finish(&self, run_id: &str, finish: Finish, exit: Option<&ExitRecord>) {
+    /// Writes a run's result and notification; returns its process (as loaded before) and the
+    /// result when this call wrote them, `None` when the run was already terminal or the
+    /// write failed.
+    fn record_finish(
+        &self,
+        run_id: &str,
+        finish: Finish,
+        exit: Option<&ExitRecord>,
+    ) -> Option<(ProcessRow, RunResult)> {
         let rd = self.run_dir(run_id);
         let row = {
             let store = self.store();
@@ -888,11 +901,11 @@ impl Supervisor {
             Ok(None) => {
                 tracing::error!("run {run_id} finished but its process is not in the database");
                 self.end_live(run_id, &rd);
-                return;
+                return None;
             }
             Err(e) => {
                 tracing::error!("run {run_id}: cannot load its process: {e}");
-                return;
+                return None;
             }
         };
         let mut output = logs::summarize(
@@ -937,15 +950,20 @@ impl Supervisor {
             }
             written
         };
-        match written {
-            Ok(Some(_)) => tracing::info!("run {run_id} ({}) {}", row.info.name, finish.status),
-            Ok(None) => {}
+        let recorded = match written {
+            Ok(Some(_)) => {
+                tracing::info!("run {run_id} ({}) {}", row.info.name, finish.status);
+                true
+            }
+            Ok(None) => false,
             Err(e) => {
                 // Leave the run live in the database: the next start reconciles it from disk.
                 tracing::error!("run {run_id}: cannot record its result: {e}");
+                false
             }
-        }
+        };
         self.end_live(run_id, &rd);
+        recorded.then_some((row, result))
     }
 
     fn end_live(&self, run_id: &str, rd: &RunDir) {
@@ -1138,35 +1156,34 @@ impl Supervisor {
             "stop",
             &row.info.name,
         )?;
-        if let Some(req_signal) = &req.signal {
-            proc::parse_signal(req_signal).map_err(Error::Invalid)?;
-        }
-        // A manual stop disables restarts (agent-procs), and file watching until a restart.
-        if let Some(a) = &row.info.autorestart {
-            self.store()
-                .set_restart_state(&row.info.id, a.attempts, "disabled")?;
-        }
-        self.unwatch_files(&row.info.id);
-        self.stop_run(row, req, who).await
-    }
-
-    /// Stops the latest run of `row` (see [`Supervisor::stop`]) without touching its restart
-    /// policy: for restarts, which start it again.
-    async fn stop_run(
-        &self,
-        row: ProcessRow,
-        req: &StopRequest,
-        who: &Requester,
-    ) -> Result<ProcessInfo> {
+        // Parsed before anything changes: a bad signal leaves the process as it is.
         let signal = match &req.signal {
             Some(s) => proc::parse_signal(s).map_err(Error::Invalid)?,
             None => libc::SIGTERM,
         };
+        // A manual stop disables restarts (agent-procs), and file watching until a restart.
+        if let Some(a) = &row.info.autorestart {
+            self.store()
+                .set_restart_state(&row.info.id, a.attempts, RestartState::Disabled)?;
+        }
+        self.unwatch_files(&row.info.id);
+        self.stop_run(row, signal, req.grace_ms, who).await
+    }
+
+    /// Stops the latest run of `row` with `signal`, SIGKILL after `grace_ms` (default: its
+    /// spec's), without touching its restart policy: for restarts, which start it again.
+    async fn stop_run(
+        &self,
+        row: ProcessRow,
+        signal: i32,
+        grace_ms: Option<u64>,
+        who: &Requester,
+    ) -> Result<ProcessInfo> {
         if row.info.status.is_terminal() {
             return Ok(row.info);
         }
         let run_id = row.info.run_id.clone();
-        let grace_ms = req.grace_ms.unwrap_or(row.spec.grace_ms);
+        let grace_ms = grace_ms.unwrap_or(row.spec.grace_ms);
         let Some((mut shim_rx, mut done)) = lock(&self.inner.live)
             .get(&run_id)
             .map(|l| (l.shim_pid.subscribe(), l.done.subscribe()))
@@ -1264,7 +1281,7 @@ impl Supervisor {
             let pending_restart = row
                 .autorestart
                 .as_ref()
-                .is_some_and(|a| a.state == "active");
+                .is_some_and(|a| a.state == RestartState::Active);
             if row.status.is_terminal() && !pending_restart {
                 continue;
             }
@@ -1280,7 +1297,7 @@ impl Supervisor {
             if row.status.is_terminal() {
                 let attempts = row.autorestart.as_ref().map_or(0, |a| a.attempts);
                 self.store()
-                    .set_restart_state(&row.id, attempts, "disabled")?;
+                    .set_restart_state(&row.id, attempts, RestartState::Disabled)?;
                 continue;
             }
             let me = self.clone();
@@ -1300,14 +1317,6 @@ impl Supervisor {
     /// Stops the process if it runs, then starts a new run of the same spec (restarts + 1).
     /// Re-enables its restart policy with the count reset, and its file watching.
     pub async fn restart(&self, reference: &str, who: &Requester) -> Result<ProcessInfo> {
-        let info = self.restart_checked(reference, who).await?;
-        if let Some(w) = self.find(&info.id)?.spec.watch {
-            self.watch_files(&info.id, &w);
-        }
-        Ok(info)
-    }
-
-    async fn restart_checked(&self, reference: &str, who: &Requester) -> Result<ProcessInfo> {
         let row = self.find(reference)?;
         self.may_control(
             who,
@@ -1332,9 +1341,15 @@ impl Supervisor {
             )?;
         }
         if row.info.autorestart.is_some() {
-            self.store().set_restart_state(&row.info.id, 0, "active")?;
+            self.store()
+                .set_restart_state(&row.info.id, 0, RestartState::Active)?;
         }
-        self.relaunch(row, spec, who, Vec::new(), None).await
+        let watch = row.spec.watch.clone();
+        let info = self.relaunch(row, spec, who, Vec::new(), None).await?;
+        if let Some(w) = &watch {
+            self.watch_files(&info.id, w);
+        }
+        Ok(info)
     }
 
     /// Stops `row`'s run if it is live and starts a new run of `spec` (restarts + 1), with
@@ -1349,8 +1364,7 @@ impl Supervisor {
         replace: Option<(&str, Option<&str>)>,
     ) -> Result<ProcessInfo> {
         if !row.info.status.is_terminal() {
-            self.stop_run(row.clone(), &StopRequest::default(), who)
-                .await?;
+            self.stop_run(row.clone(), libc::SIGTERM, None, who).await?;
         }
         let run_id = uuid::Uuid::now_v7().to_string();
         {

@@ -478,8 +478,43 @@ pub struct AutorestartState {
     pub attempts: u32,
     /// The policy's limit (absent: unlimited).
     pub max_restarts: Option<u32>,
-    /// `active`; `disabled` after a manual stop; `exhausted` after the last attempt.
-    pub state: String,
+    /// Whether the policy still applies.
+    pub state: RestartState,
+}
+
+/// Whether a process's restart policy still applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartState {
+    /// Restarts happen as the policy says.
+    #[default]
+    Active,
+    /// A manual stop turned them off (`restart` or `up` turns them on again).
+    Disabled,
+    /// `max_restarts` was reached: the process stays ended.
+    Exhausted,
+}
+
+impl RestartState {
+    /// The snake_case name used on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartState::Active => "active",
+            RestartState::Disabled => "disabled",
+            RestartState::Exhausted => "exhausted",
+        }
+    }
+
+    /// Inverse of [`RestartState::as_str`]; `None` for an unknown name.
+    pub fn parse(s: &str) -> Option<RestartState> {
+        [
+            RestartState::Active,
+            RestartState::Disabled,
+            RestartState::Exhausted,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
 }
 
 impl ProcessInfo {
@@ -895,6 +930,20 @@ pub enum UpState {
 }
 
 impl UpState {
+    /// The snake_case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpState::Unchanged => "unchanged",
+            UpState::Waiting => "waiting",
+            UpState::Starting => "starting",
+            UpState::Running => "running",
+            UpState::Ready => "ready",
+            UpState::Failed => "failed",
+            UpState::NotReady => "not_ready",
+            UpState::Skipped => "skipped",
+        }
+    }
+
     /// True once the process will not move on in this `up`.
     pub fn is_settled(self) -> bool {
         !matches!(self, UpState::Waiting | UpState::Starting)

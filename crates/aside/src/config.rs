@@ -556,8 +556,10 @@ pub fn load(path: &Path) -> Result<Project, ConfigError> {
         processes.push(req);
     }
     if let Some(cycle) = aside_core::supervisor::find_cycle(&deps) {
-        let first = &cycle[0];
-        let l = file.processes.get(first).and_then(|s| at(&s.referenced));
+        let l = cycle
+            .first()
+            .and_then(|first| file.processes.get(first))
+            .and_then(|s| at(&s.referenced));
         return Err(err(l, format!("dependency cycle: {}", cycle.join(" → "))));
     }
     Ok(Project {

@@ -129,7 +129,8 @@ pub fn config(cmd: &ConfigCmd) -> i32 {
     }
 }
 
-/// Where each process of an `up` stands, drawn as one line per process.
+/// Where each process of an `up` stands, drawn as one line per process (in the order they
+/// were first reported).
 struct Progress {
     order: Vec<String>,
     states: BTreeMap<String, (UpState, String)>,
@@ -144,11 +145,7 @@ impl Progress {
             .get(name)
             .cloned()
             .unwrap_or((UpState::Waiting, String::new()));
-        let word = serde_json::to_value(state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
-            .replace('_', " ");
+        let word = state.as_str().replace('_', " ");
         let color = match state {
             UpState::Unchanged | UpState::Running | UpState::Ready => "32",
             UpState::Waiting | UpState::Starting => "33",
@@ -167,7 +164,13 @@ impl Progress {
     }
 
     fn update(&mut self, name: &str, state: UpState, detail: String) {
-        self.states.insert(name.to_string(), (state, detail));
+        if self
+            .states
+            .insert(name.to_string(), (state, detail))
+            .is_none()
+        {
+            self.order.push(name.to_string());
+        }
         let mut out = std::io::stdout().lock();
         if self.tty {
             if self.drawn > 0 {
@@ -191,13 +194,7 @@ pub async fn up(a: UpArgs, project: Option<String>, state: StateDir) -> Result<i
     let name = project.unwrap_or_else(|| loaded.name.clone());
     let owner = owner_or_human(a.owner);
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    let req = loaded.request(&env, &owner, a.team.as_deref(), a.only.clone(), a.proxy);
-    let order: Vec<String> = req
-        .processes
-        .iter()
-        .filter_map(|p| p.name.clone())
-        .filter(|n| a.only.is_empty() || a.only.contains(n) || is_dependency(&req, &a.only, n))
-        .collect();
+    let req = loaded.request(&env, &owner, a.team.as_deref(), a.only, a.proxy);
     let client = Client::new(state, owner, true).with_team(a.team);
     let body = serde_json::to_vec(&req)
         .map_err(|e| ClientError::new(ErrorCode::Internal, e.to_string()))?;
@@ -212,7 +209,7 @@ pub async fn up(a: UpArgs, project: Option<String>, state: StateDir) -> Result<i
         println!("{}: project {name}", loaded.path.display());
     }
     let mut progress = Progress {
-        order,
+        order: Vec::new(),
         states: BTreeMap::new(),
         tty: std::io::stdout().is_terminal() && !a.json,
         drawn: 0,
@@ -283,29 +280,6 @@ pub async fn up(a: UpArgs, project: Option<String>, state: StateDir) -> Result<i
         list.join(", ")
     );
     Ok(1)
-}
-
-/// True when `name` is a (transitive) dependency of one of `only`.
-fn is_dependency(req: &aside_proto::UpRequest, only: &[String], name: &str) -> bool {
-    let deps: BTreeMap<&str, &Vec<String>> = req
-        .processes
-        .iter()
-        .filter_map(|p| p.name.as_deref().map(|n| (n, &p.depends_on)))
-        .collect();
-    let mut stack: Vec<&str> = only.iter().map(String::as_str).collect();
-    let mut seen = std::collections::BTreeSet::new();
-    while let Some(n) = stack.pop() {
-        if !seen.insert(n) {
-            continue;
-        }
-        for d in deps.get(n).into_iter().flat_map(|v| v.iter()) {
-            if d == name {
-                return true;
-            }
-            stack.push(d);
-        }
-    }
-    false
 }
 
 /// `aside down`: stops the project (named by `--project`, or by its config file).

@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aside_proto::{DEFAULT_WATCH_IGNORE, WatchSpec};
+use aside_proto::{DEFAULT_WATCH_IGNORE, RestartState, WatchSpec};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio::sync::{Notify, mpsc};
 
@@ -219,33 +219,34 @@ impl Supervisor {
         if ev.path.starts_with(self.inner.state.root()) {
             return;
         }
-        let mut new_dirs = Vec::new();
-        {
-            let mut state = lock(&self.inner.watches);
-            for entry in state.entries.values_mut() {
-                let Ok(rel) = ev.path.strip_prefix(&entry.root) else {
-                    continue;
-                };
-                if ignored(rel, &entry.ignore) {
-                    continue;
+        let is_dir = ev.path.is_dir();
+        // Watches whose tree gained this directory: (process id, root, ignore globs).
+        let mut grown = Vec::new();
+        for (id, entry) in lock(&self.inner.watches).entries.iter() {
+            let Ok(rel) = ev.path.strip_prefix(&entry.root) else {
+                continue;
+            };
+            if ignored(rel, &entry.ignore) {
+                continue;
+            }
+            if is_dir {
+                // A new directory is watched too; directories themselves restart nothing.
+                if ev.created {
+                    grown.push((id.clone(), entry.root.clone(), entry.ignore.clone()));
                 }
-                if ev.path.is_dir() {
-                    // A new directory is watched too; directories themselves restart nothing.
-                    if ev.created {
-                        let dirs = self.dirs_to_watch(&entry.root, &ev.path, &entry.ignore);
-                        entry.dirs.extend(dirs.iter().cloned());
-                        new_dirs.extend(dirs);
-                    }
-                    continue;
-                }
-                if entry.patterns.is_match(rel) {
-                    *lock(&entry.last) = Some(rel.to_path_buf());
-                    entry.kick.notify_one();
-                }
+            } else if entry.patterns.is_match(rel) {
+                *lock(&entry.last) = Some(rel.to_path_buf());
+                entry.kick.notify_one();
             }
         }
-        if !new_dirs.is_empty() {
-            self.add_dirs(&new_dirs);
+        // Walk the new directory without holding the watch table.
+        for (id, root, ignore) in grown {
+            let dirs = self.dirs_to_watch(&root, &ev.path, &ignore);
+            match lock(&self.inner.watches).entries.get_mut(&id) {
+                Some(entry) => entry.dirs.extend(dirs.iter().cloned()),
+                None => continue,
+            }
+            self.add_dirs(&dirs);
         }
     }
 
@@ -257,7 +258,9 @@ impl Supervisor {
             return;
         };
         if row.info.autorestart.is_some()
-            && let Err(e) = self.store().set_restart_state(process_id, 0, "active")
+            && let Err(e) = self
+                .store()
+                .set_restart_state(process_id, 0, RestartState::Active)
         {
             tracing::error!("{}: {e}", row.info.reference());
         }

@@ -14,18 +14,29 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use aside_proto::{
-    Autorestart, EventKind, ProcessInfo, ProjectInfo, ReadyCheck, ReadyProbe, Spec, Status,
-    StopAllResponse, StopRequest, UpMessage, UpRequest, UpState, WaitOutcome, WaitQuery,
+    Autorestart, EventKind, ProcessInfo, ProjectInfo, ReadyCheck, ReadyProbe, RestartState,
+    RunResult, Spec, Status, StopAllResponse, StopRequest, UpMessage, UpRequest, UpState,
+    WaitOutcome, WaitQuery,
 };
 use jiff::Timestamp;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::{Error, Requester, Result, Supervisor, Validated, lock, valid_name, wake};
+use crate::store::ProcessRow;
 
 /// Ports given to proxied processes that have none (agent-procs: 4000–4999).
 pub const AUTO_PORTS: RangeInclusive<u16> = 4000..=4999;
 /// Ports a project's proxy takes when none is pinned (agent-procs: 9090–9190).
 pub const PROXY_PORTS: RangeInclusive<u16> = 9090..=9190;
+
+/// Gives `spec` an assigned `port`: `PORT` set to it, `HOST` to 127.0.0.1 unless set.
+pub(super) fn assign_port(spec: &mut Spec, port: u16) {
+    spec.port = Some(port);
+    spec.env.insert("PORT".into(), port.to_string());
+    spec.env
+        .entry("HOST".into())
+        .or_insert_with(|| "127.0.0.1".into());
+}
 
 /// Checks a readiness probe's shape. Errors: an empty pattern, an invalid regex, port 0, a URL
 /// that is not `http://`, an empty command, an interval of 0.
@@ -76,7 +87,7 @@ fn decide_restart(spec: &Spec, info: &ProcessInfo) -> RestartDecision {
     let (Some(policy), Some(state)) = (&spec.restart, &info.autorestart) else {
         return RestartDecision::No;
     };
-    if state.state != "active" {
+    if state.state != RestartState::Active {
         return RestartDecision::No;
     }
     let wanted = match info.status {
@@ -204,17 +215,18 @@ impl Supervisor {
         });
     }
 
-    /// After run `run_id` ended: applies its process's restart policy (see
+    /// After a run ended with `result`: applies its process's restart policy (see
     /// [`aside_proto::RestartPolicy`]): schedules the next run after the delay, or records that
-    /// the restarts are exhausted.
-    pub(super) fn consider_restart(&self, run_id: &str) {
-        let row = match self.store().find_by_run(run_id) {
-            Ok(Some(r)) => r,
-            _ => return,
-        };
-        if row.info.run_id != run_id {
-            return;
+    /// the restarts are exhausted. `row` is the process as loaded before the result was written.
+    pub(super) fn consider_restart(&self, mut row: ProcessRow, result: &RunResult) {
+        if row.info.run_id != result.run_id {
+            return; // not its latest run
         }
+        row.info.status = result.status;
+        row.info.exit_code = result.exit_code;
+        row.info.signal = result.signal.clone();
+        row.info.duration_ms = result.duration_ms;
+        let run_id = result.run_id.as_str();
         let attempts = row.info.autorestart.as_ref().map_or(0, |a| a.attempts);
         match decide_restart(&row.spec, &row.info) {
             RestartDecision::No => {}
@@ -223,17 +235,17 @@ impl Supervisor {
                     "{}: not restarted, max_restarts ({max}) reached",
                     row.info.reference()
                 );
-                if let Err(e) = self
-                    .store()
-                    .set_restart_state(&row.info.id, attempts, "exhausted")
+                if let Err(e) =
+                    self.store()
+                        .set_restart_state(&row.info.id, attempts, RestartState::Exhausted)
                 {
                     tracing::error!("{}: {e}", row.info.reference());
                 }
             }
             RestartDecision::After { attempt, delay_ms } => {
-                if let Err(e) = self
-                    .store()
-                    .set_restart_state(&row.info.id, attempt, "active")
+                if let Err(e) =
+                    self.store()
+                        .set_restart_state(&row.info.id, attempt, RestartState::Active)
                 {
                     tracing::error!("{}: {e}", row.info.reference());
                     return;
@@ -265,7 +277,7 @@ impl Supervisor {
                         .info
                         .autorestart
                         .as_ref()
-                        .is_some_and(|a| a.state == "active");
+                        .is_some_and(|a| a.state == RestartState::Active);
                     if row.info.run_id != run || !active {
                         return;
                     }
@@ -458,28 +470,21 @@ impl Supervisor {
             }
             Ok(Some(row)) => {
                 let mut spec = v.spec.clone();
-                if spec.proxy && spec.port.is_none() {
-                    // Keep the port it had.
-                    if let Some(p) = row.spec.port {
-                        spec.port = Some(p);
-                        spec.env.insert("PORT".into(), p.to_string());
-                        spec.env
-                            .entry("HOST".into())
-                            .or_insert_with(|| "127.0.0.1".into());
-                    }
+                if spec.proxy
+                    && spec.port.is_none()
+                    && let Some(p) = row.spec.port
+                {
+                    assign_port(&mut spec, p); // the port it had
                 }
-                let info = self.relaunch(
-                    row,
-                    spec,
-                    who,
-                    vec!["restarted by `up`: its configuration changed or it had ended".into()],
-                    Some((&v.owner, v.team.as_deref())),
-                );
-                let r = info.await;
-                if let (Ok(info), Some(w)) = (&r, &v.spec.watch) {
+                let note = "restarted by `up`: its configuration changed or it had ended";
+                let team = v.team.as_deref();
+                let relaunched = self
+                    .relaunch(row, spec, who, vec![note.into()], Some((&v.owner, team)))
+                    .await;
+                if let (Ok(info), Some(w)) = (&relaunched, &v.spec.watch) {
                     self.watch_files(&info.id, w);
                 }
-                r
+                relaunched
             }
             Ok(None) => {
                 self.start_validated(v.clone(), false, who, Vec::new())
@@ -505,7 +510,7 @@ impl Supervisor {
                 .info
                 .autorestart
                 .as_ref()
-                .is_some_and(|a| a.state == "active");
+                .is_some_and(|a| a.state == RestartState::Active);
             match row.info.status {
                 Status::Ready => return send(UpState::Ready, None, Some(row.info)),
                 Status::Running if probe.is_none() => {
@@ -642,10 +647,10 @@ impl Supervisor {
         } else {
             format!("{project}/{name}")
         };
-        let row = self.store().find(&reference).ok()??;
-        let same_project = row.info.project.as_deref().unwrap_or("") == project;
-        (same_project && !row.info.status.is_terminal())
-            .then_some(row.spec.port)
+        let info = self.store().find_info(&reference).ok()??;
+        let same_project = info.project.as_deref().unwrap_or("") == project;
+        (same_project && !info.status.is_terminal())
+            .then_some(info.port)
             .flatten()
     }
 }
@@ -819,7 +824,7 @@ mod tests {
                 mode: Autorestart::OnFailure,
                 attempts,
                 max_restarts: Some(3),
-                state: "active".into(),
+                state: RestartState::Active,
             }),
         }
     }
@@ -891,7 +896,7 @@ mod tests {
         ));
         let mut disabled = info(Status::Failed, 0, 10);
         if let Some(a) = disabled.autorestart.as_mut() {
-            a.state = "disabled".into();
+            a.state = RestartState::Disabled;
         }
         assert_eq!(decide_restart(&s, &disabled), RestartDecision::No);
     }
