@@ -1,7 +1,7 @@
 //! `AuditLog`: an append-only record of who stopped, restarted or was refused what, and when.
 //!
 //! One JSON object per line in `audit.log` in the state directory (0600):
-//! `{"ts": "…", "who": "agent-1", "action": "run", "target": "…", "outcome": "refused", "reason": "…"}`.
+//! `{"ts": "…", "who": "agent-1", "via": "token:3f9a1c2e", "action": "run", "target": "…", "outcome": "refused", "reason": "…"}`.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -19,6 +19,9 @@ pub struct AuditEntry<'a> {
     pub ts: Timestamp,
     /// Who asked (an owner).
     pub who: &'a str,
+    /// How the request came: `socket` (default), `web` (the dashboard), `token:ID` (a member).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<&'a str>,
     /// `run`, `stop`, `restart`, `stop-all`.
     pub action: &'a str,
     /// The process (name or id) or command concerned.

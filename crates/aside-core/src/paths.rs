@@ -92,6 +92,11 @@ impl StateDir {
         self.root.join("audit.log")
     }
 
+    /// The dashboard token (0600): the secret `aside web` hands to the browser once.
+    pub fn web_token(&self) -> PathBuf {
+        self.root.join("web-token")
+    }
+
     /// The default permission policy file.
     pub fn default_policy(&self) -> PathBuf {
         self.root.join("policy.json")

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use aside_proto::{
     Autorestart, AutorestartState, Event, EventKind, Notification, ProcessInfo, ProjectInfo,
-    RestartState, RunResult, Spec, Status, WakeAction,
+    RestartState, RunResult, Spec, Status, TokenInfo, TokenRequest, WakeAction,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -112,6 +112,19 @@ CREATE TABLE projects (
     config      TEXT,
     proxy_port  INTEGER,
     updated_at  INTEGER NOT NULL
+);
+"#,
+    r#"
+-- Bearer tokens of team members on the TCP listener: only a SHA-256 of the secret is kept.
+CREATE TABLE tokens (
+    id            TEXT PRIMARY KEY,
+    hash          TEXT NOT NULL UNIQUE,
+    owner         TEXT NOT NULL,
+    team          TEXT,
+    read_only     INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL,
+    last_used_at  INTEGER,
+    revoked_at    INTEGER
 );
 "#,
 ];
@@ -842,6 +855,91 @@ impl Store {
         tx.execute("DELETE FROM projects WHERE name = ?1", params![name])?;
         tx.commit()?;
         Ok(ids)
+    }
+
+    /// Results of the terminal runs of process `process_id`, newest first, at most `limit`.
+    pub fn history(&self, process_id: &str, limit: usize) -> Result<Vec<RunResult>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT i.result FROM runs r JOIN inbox i ON i.run_id = r.id
+             WHERE r.process_id = ?1 ORDER BY r.seq DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![process_id, limit as i64], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for json in rows {
+            out.push(serde_json::from_str(&json?)?);
+        }
+        Ok(out)
+    }
+
+    /// Stores a member token: its public `id` and the SHA-256 `hash` of its secret.
+    pub fn insert_token(
+        &mut self,
+        id: &str,
+        hash: &str,
+        req: &TokenRequest,
+        now: Timestamp,
+    ) -> Result<TokenInfo> {
+        self.conn.execute(
+            "INSERT INTO tokens (id, hash, owner, team, read_only, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id, hash, req.owner, req.team, req.read_only, ms(now)],
+        )?;
+        Ok(TokenInfo {
+            id: id.into(),
+            owner: req.owner.clone(),
+            team: req.team.clone(),
+            read_only: req.read_only,
+            created_at: ts(ms(now)),
+            last_used_at: None,
+            revoked_at: None,
+        })
+    }
+
+    fn tokens_where(&self, where_sql: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec<TokenInfo>> {
+        let sql = format!(
+            "SELECT id, owner, team, read_only, created_at, last_used_at, revoked_at FROM tokens
+             WHERE {where_sql} ORDER BY created_at, id"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(p, |r| {
+            Ok(TokenInfo {
+                id: r.get(0)?,
+                owner: r.get(1)?,
+                team: r.get(2)?,
+                read_only: r.get(3)?,
+                created_at: ts(r.get(4)?),
+                last_used_at: r.get::<_, Option<i64>>(5)?.map(ts),
+                revoked_at: r.get::<_, Option<i64>>(6)?.map(ts),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every member token, revoked ones included, oldest first.
+    pub fn tokens(&self) -> Result<Vec<TokenInfo>> {
+        self.tokens_where("1", &[])
+    }
+
+    /// The unrevoked token whose secret hashes to `hash`, marked used at `now`.
+    pub fn use_token(&mut self, hash: &str, now: Timestamp) -> Result<Option<TokenInfo>> {
+        let found = self
+            .tokens_where("hash = ?1 AND revoked_at IS NULL", &[&hash])?
+            .pop();
+        if let Some(t) = &found {
+            self.conn.execute(
+                "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",
+                params![t.id, ms(now)],
+            )?;
+        }
+        Ok(found)
+    }
+
+    /// Revokes token `id`; `None` if there is no such token. Revoking twice keeps the first time.
+    pub fn revoke_token(&mut self, id: &str, now: Timestamp) -> Result<Option<TokenInfo>> {
+        self.conn.execute(
+            "UPDATE tokens SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
+            params![id, ms(now)],
+        )?;
+        Ok(self.tokens_where("id = ?1", &[&id])?.pop())
     }
 
     /// The process of run `run_id`, with that run's state (not necessarily its latest).

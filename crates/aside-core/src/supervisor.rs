@@ -49,6 +49,8 @@ const SHIM_REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A follower or waiter re-reads at least this often even without a file event.
 const SAFETY_RECHECK: Duration = Duration::from_secs(1);
 
+mod access;
+pub use access::random_hex;
 mod files;
 mod project;
 mod wake;
@@ -178,6 +180,8 @@ struct Inner {
     projects: Mutex<HashMap<String, watch::Sender<u64>>>,
     /// Restarts waiting out their delay.
     pending_restarts: std::sync::atomic::AtomicUsize,
+    /// The previous CPU sample of each live run, for CPU percentages.
+    cpu_samples: Mutex<access::CpuSamples>,
 }
 
 /// The runtime. Cheap to clone; all clones share state.
@@ -206,6 +210,8 @@ pub struct Requester {
     pub owner: String,
     /// The asking owner's team, if any.
     pub team: Option<String>,
+    /// How the request came (`socket`, `web`, `token:ID`), for the audit log.
+    pub via: Option<String>,
 }
 
 impl Requester {
@@ -214,6 +220,7 @@ impl Requester {
         Requester {
             owner: HUMAN_OWNER.into(),
             team: None,
+            via: None,
         }
     }
 
@@ -222,7 +229,14 @@ impl Requester {
         Requester {
             owner: owner.into(),
             team: team.filter(|t| !t.is_empty()),
+            via: None,
         }
+    }
+
+    /// The same requester, recorded in the audit log as having come `via` (`web`, `token:ID`).
+    pub fn via(mut self, via: Option<String>) -> Requester {
+        self.via = via;
+        self
     }
 
     /// True for a human: the policy's rules and limits apply to everyone else.
@@ -330,6 +344,7 @@ impl Supervisor {
                 watches: Mutex::new(files::WatchState::new(file_rx)),
                 projects: Mutex::new(HashMap::new()),
                 pending_restarts: std::sync::atomic::AtomicUsize::new(0),
+                cpu_samples: Mutex::new(access::CpuSamples::default()),
             }),
         })
     }
@@ -977,6 +992,7 @@ impl Supervisor {
         self.inner.audit.append(&AuditEntry {
             ts: Timestamp::now(),
             who: &who.owner,
+            via: who.via.as_deref(),
             action,
             target,
             outcome: if refused.is_some() { "refused" } else { "done" },
@@ -1211,7 +1227,7 @@ impl Supervisor {
         .map_err(io_err("cannot write the stop request in", rd.path()))?;
         // SAFETY: kill(2) to the run's shim, which is live (its monitor has not finished it).
         unsafe { libc::kill(shim_pid, libc::SIGUSR1) };
-        self.audit(who, "stop", &row.info.name, None);
+        self.audit(who, "stop", &row.info.reference(), None);
         let _ = done.wait_for(|d| *d).await;
         Ok(self.find(&row.info.id)?.info)
     }

@@ -32,6 +32,9 @@ pub const PROTOCOL_HEADER: &str = "aside-protocol";
 pub const OWNER_HEADER: &str = "aside-owner";
 /// Header carrying the requester's team, if any (for the policy's `team_may_stop`).
 pub const TEAM_HEADER: &str = "aside-team";
+/// How a request reached the daemon (`socket`, `web`, `token:ID`), set by the daemon's TCP
+/// listener for the audit log; clients do not send it.
+pub const VIA_HEADER: &str = "aside-via";
 /// The owner of a person at the CLI or dashboard; a `human` may stop anything.
 pub const HUMAN_OWNER: &str = "human";
 
@@ -999,6 +1002,80 @@ pub struct ProjectInfo {
     pub processes: usize,
 }
 
+/// `POST /v1/tokens` (local socket only): a bearer token for a team member on the TCP listener.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The owner the token acts as; requests made with it are that owner's (never `human`).
+    pub owner: String,
+    /// The owner's team: the member also sees the team's running processes.
+    #[serde(default)]
+    pub team: Option<String>,
+    /// Only reads (list, logs, results, events): every change is refused.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// One member token as `aside token list` shows it; the secret itself is never stored.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TokenInfo {
+    /// Short public id, for `aside token revoke ID`.
+    pub id: String,
+    /// The owner it acts as.
+    pub owner: String,
+    /// The owner's team.
+    pub team: Option<String>,
+    /// Whether it may only read.
+    pub read_only: bool,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it was last accepted.
+    pub last_used_at: Option<Timestamp>,
+    /// When it was revoked; a revoked token is refused.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// Answer to `POST /v1/tokens`: the secret (shown once) and its record.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TokenCreated {
+    /// The bearer token: `Authorization: Bearer …`, or `ASIDE_TOKEN` for `--remote`.
+    pub token: String,
+    /// Its record.
+    pub info: TokenInfo,
+}
+
+/// `POST /v1/web` (local socket only): start the dashboard's listener if needed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebRequest {
+    /// Port on 127.0.0.1; `None`: the listener's current port, else the default.
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+/// Where the dashboard is: `url` carries the dashboard token once (it becomes a cookie).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct WebInfo {
+    /// `http://127.0.0.1:PORT/?token=…`.
+    pub url: String,
+    /// The TCP port on 127.0.0.1.
+    pub port: u16,
+}
+
+/// CPU and memory of one process's whole tree (the command and every descendant), sampled
+/// from `/proc`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ProcessStats {
+    /// The process id.
+    pub id: String,
+    /// CPU use since the previous sample, in percent of one core (may exceed 100).
+    pub cpu_percent: f64,
+    /// Resident memory of the tree in bytes.
+    pub memory_bytes: u64,
+    /// Processes in the tree.
+    pub tasks: u32,
+}
+
 /// Machine-readable error kinds; each maps to one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -1056,6 +1133,10 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("event", s::<Event>()),
         ("wake-action", s::<WakeAction>()),
         ("wake-payload", s::<WakePayload>()),
+        ("token", s::<TokenInfo>()),
+        ("token-created", s::<TokenCreated>()),
+        ("web", s::<WebInfo>()),
+        ("stats", s::<Vec<ProcessStats>>()),
         ("error", s::<ErrorBody>()),
     ]
 }

@@ -36,6 +36,11 @@ pub struct Cli {
         value_name = "NAME"
     )]
     project: Option<String>,
+    /// Talk to the daemon listening at this address (`aside daemon start --listen`) instead of
+    /// the local one, with the member token in $ASIDE_TOKEN: http://127.0.0.1:PORT (through an
+    /// SSH tunnel from another machine).
+    #[arg(long, global = true, env = "ASIDE_REMOTE", value_name = "URL")]
+    remote: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -123,8 +128,13 @@ enum Cmd {
     },
     /// Not yet supported: the terminal UI.
     Ui(NotYet),
-    /// Not yet supported: the web dashboard.
-    Web(NotYet),
+    /// Print the address of the web dashboard (the daemon serves it on 127.0.0.1); `--open` opens it.
+    Web(crate::access::WebArgs),
+    /// Bearer tokens for team members on the daemon's TCP listener.
+    Token {
+        #[command(subcommand)]
+        cmd: crate::access::TokenCmd,
+    },
     /// Serve agents over MCP on stdin/stdout (`claude mcp add aside -- aside mcp`).
     Mcp {
         /// The owner of every process this connection starts (default: $ASIDE_OWNER, else the
@@ -429,6 +439,22 @@ struct DaemonFlags {
     /// First wait before an unacknowledged wake is tried again (doubles each time, up to 10m).
     #[arg(long, env = "ASIDE_WAKE_BACKOFF", value_parser = parse_duration_ms, default_value = "2s", value_name = "DUR")]
     wake_backoff: u64,
+    /// Also serve the API and dashboard on this loopback TCP address, for members with tokens
+    /// (`aside token create`); the daemon then stays up when idle.
+    #[arg(long, env = "ASIDE_LISTEN", value_parser = parse_listen, value_name = "127.0.0.1:PORT")]
+    listen: Option<std::net::SocketAddr>,
+}
+
+fn parse_listen(s: &str) -> std::result::Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not an address: use 127.0.0.1:PORT"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{s}: aside listens on loopback only (127.0.0.1 or [::1]); reach it from other machines through an SSH tunnel"
+        ));
+    }
+    Ok(addr)
 }
 
 impl DaemonFlags {
@@ -440,6 +466,7 @@ impl DaemonFlags {
             policy: self.policy.clone(),
             wake_debounce: Duration::from_millis(self.wake_debounce),
             wake_backoff: Duration::from_millis(self.wake_backoff),
+            listen: self.listen,
         }
     }
 
@@ -457,6 +484,7 @@ impl DaemonFlags {
                 .iter()
                 .map(|p| format!("--policy={}", p.display())),
         )
+        .chain(self.listen.iter().map(|a| format!("--listen={a}")))
         .collect()
     }
 }
@@ -588,6 +616,15 @@ pub fn main(cli: Cli) -> i32 {
     {
         return crate::daemon::run(flags.options());
     }
+    if let Some(url) = &cli.remote {
+        match crate::client::Remote::parse(url, std::env::var("ASIDE_TOKEN").ok()) {
+            Ok(r) => crate::client::set_remote(r),
+            Err(e) => {
+                eprintln!("aside: {e}");
+                return 1;
+            }
+        }
+    }
     if let Cmd::Completions { shell } = &cli.cmd {
         clap_complete::generate(*shell, &mut Cli::command(), "aside", &mut std::io::stdout());
         return 0;
@@ -613,7 +650,6 @@ pub fn main(cli: Cli) -> i32 {
     match &cli.cmd {
         Cmd::Config { cmd } => return crate::up::config(cmd),
         Cmd::Ui(_) => return not_yet("ui", "the terminal UI is planned"),
-        Cmd::Web(_) => return not_yet("web", "the web dashboard is planned"),
         Cmd::Mcp { owner, team } => {
             return crate::mcp::run(crate::mcp::McpOptions {
                 owner: owner.clone(),
@@ -816,13 +852,14 @@ async fn dispatch(cmd: Cmd, project: Option<String>, state: StateDir) -> Result<
             Ok(0)
         }
         Cmd::Daemon { cmd } => daemon(cmd, state).await,
+        Cmd::Web(a) => crate::access::web(a, state).await,
+        Cmd::Token { cmd } => crate::access::token(cmd, state).await,
         Cmd::Completions { .. }
         | Cmd::Schema { .. }
         | Cmd::Policy { .. }
         | Cmd::Hook { .. }
         | Cmd::Config { .. }
         | Cmd::Ui(_)
-        | Cmd::Web(_)
         | Cmd::Mcp { .. } => Ok(0),
     }
 }
@@ -1445,6 +1482,15 @@ async fn result(a: ResultArgs, state: StateDir) -> Result<i32> {
 }
 
 async fn daemon(cmd: DaemonCmd, state: StateDir) -> Result<i32> {
+    if let (Some(r), DaemonCmd::Start(_) | DaemonCmd::Stop) = (crate::client::remote(), &cmd) {
+        return Err(ClientError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "the daemon at http://{} is started and stopped on its own machine, not with --remote",
+                r.authority
+            ),
+        ));
+    }
     match cmd {
         DaemonCmd::Start(flags) => {
             start_daemon(&state, &flags.args())?;

@@ -1,4 +1,5 @@
-//! `Client`: the API client every front end uses — HTTP/1.1 over the daemon's Unix socket.
+//! `Client`: the API client every front end uses — HTTP/1.1 over the daemon's Unix socket, or
+//! over TCP to a daemon's listener with a bearer token (`--remote URL`, `ASIDE_TOKEN`).
 //!
 //! It starts the daemon when nobody answers on the socket (see [`Client::connect`]), sends
 //! [`PROTOCOL_HEADER`] and the requester's owner on every request, and refuses to go on when the
@@ -20,7 +21,64 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::net::UnixStream;
+use tokio::net::{TcpStream, UnixStream};
+
+/// A connection to the daemon: its socket, or its TCP listener.
+pub trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Connection for T {}
+
+/// A daemon reached over TCP: `--remote http://127.0.0.1:PORT` with `ASIDE_TOKEN`.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    /// `host:port`.
+    pub authority: String,
+    /// The bearer token.
+    pub token: Option<String>,
+}
+
+impl Remote {
+    /// Parses `http://HOST:PORT[/]`. Errors: another scheme (use an SSH tunnel for other
+    /// machines: the listener speaks plain HTTP on loopback only), a path, no port.
+    pub fn parse(url: &str, token: Option<String>) -> Result<Remote> {
+        let bad = |why: &str| {
+            ClientError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "invalid --remote {url:?}: {why}; expected http://127.0.0.1:PORT (through an SSH tunnel for another machine)"
+                ),
+            )
+        };
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| bad("only http:// is spoken"))?;
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.is_empty() || authority.contains('/') {
+            return Err(bad("it must not have a path"));
+        }
+        if authority
+            .rsplit_once(':')
+            .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+        {
+            return Err(bad("it needs a port"));
+        }
+        Ok(Remote {
+            authority: authority.to_string(),
+            token: token.filter(|t| !t.is_empty()),
+        })
+    }
+}
+
+static REMOTE: std::sync::OnceLock<Remote> = std::sync::OnceLock::new();
+
+/// Sends every client of this process to `remote` instead of the local socket.
+pub fn set_remote(remote: Remote) {
+    let _ = REMOTE.set(remote);
+}
+
+/// The remote daemon this process talks to, if `--remote` was given.
+pub fn remote() -> Option<&'static Remote> {
+    REMOTE.get()
+}
 
 /// `daemon.log` is rotated to `daemon.log.1` past this size when a daemon starts: 10 MiB.
 const DAEMON_LOG_MAX: u64 = 10 * 1024 * 1024;
@@ -101,12 +159,25 @@ impl Client {
         self
     }
 
-    /// Connects to the socket; starts the daemon when none answers (and `autostart`).
+    /// Connects to the socket; starts the daemon when none answers (and `autostart`). With
+    /// `--remote`, connects to that listener instead and never starts anything.
     /// Errors: no daemon and autostart off (`NotFound`-free `Internal`), or it failed to start.
-    pub async fn connect(&self) -> Result<UnixStream> {
+    pub async fn connect(&self) -> Result<Box<dyn Connection>> {
+        if let Some(r) = remote() {
+            return match TcpStream::connect(&r.authority).await {
+                Ok(s) => Ok(Box::new(s)),
+                Err(e) => Err(ClientError::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "no aside daemon answers at http://{} ({e}): is the tunnel up, and does the daemon run with --listen?",
+                        r.authority
+                    ),
+                )),
+            };
+        }
         let socket = self.state.socket();
         match UnixStream::connect(&socket).await {
-            Ok(s) => return Ok(s),
+            Ok(s) => return Ok(Box::new(s)),
             Err(e) if !self.autostart => {
                 return Err(ClientError::new(
                     ErrorCode::Internal,
@@ -122,7 +193,7 @@ impl Client {
         loop {
             let started = start_daemon(&self.state, &[])?;
             match UnixStream::connect(&socket).await {
-                Ok(s) => return Ok(s),
+                Ok(s) => return Ok(Box::new(s)),
                 Err(e) if Instant::now() >= deadline => {
                     return Err(ClientError::new(
                         ErrorCode::Internal,
@@ -225,15 +296,19 @@ impl Client {
         tokio::spawn(async move {
             let _ = conn.await;
         });
+        let host = remote().map_or("aside", |r| r.authority.as_str());
         let mut req = Request::builder()
             .method(method)
-            .uri(format!("http://aside{path}"))
-            .header("host", "aside")
+            .uri(format!("http://{host}{path}"))
+            .header("host", host)
             .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
             .header(OWNER_HEADER, &self.owner)
             .header("content-type", "application/json");
         if let Some(team) = &self.team {
             req = req.header(TEAM_HEADER, team);
+        }
+        if let Some(token) = remote().and_then(|r| r.token.as_ref()) {
+            req = req.header("authorization", format!("Bearer {token}"));
         }
         let req = req.body(Full::new(body)).map_err(internal)?;
         sender.send_request(req).await.map_err(closed)

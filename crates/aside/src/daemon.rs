@@ -31,11 +31,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use jiff::Timestamp;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
+
+mod web;
+pub use web::Access;
 
 /// How long in-flight requests (follows, waits) get to finish once the daemon stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -57,6 +60,9 @@ pub struct DaemonOptions {
     pub wake_debounce: Duration,
     /// First wait before a wake is tried again.
     pub wake_backoff: Duration,
+    /// Also serve the dashboard and API on this loopback TCP address (with tokens); the
+    /// daemon then does not exit when idle.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone)]
@@ -69,6 +75,8 @@ struct App {
     in_flight: Arc<AtomicUsize>,
     stopping: watch::Sender<bool>,
     proxies: crate::proxy::Proxies,
+    /// The port of the TCP listener, once it listens.
+    web_port: Arc<tokio::sync::Mutex<Option<u16>>>,
 }
 
 /// Writes one line to the CLI that started us (on stdout), then detaches stdout.
@@ -217,7 +225,17 @@ async fn serve(state: StateDir, opts: DaemonOptions) -> i32 {
         in_flight: Arc::new(AtomicUsize::new(0)),
         stopping,
         proxies: crate::proxy::Proxies::new(sup.clone()),
+        web_port: Arc::new(tokio::sync::Mutex::new(None)),
     };
+    if let Some(addr) = app.opts.listen {
+        match web::listen(&app, addr).await {
+            Ok(port) => *app.web_port.lock().await = Some(port),
+            Err(e) => {
+                report(&format!("error: {e}"));
+                return 1;
+            }
+        }
+    }
     restore_proxies(&app).await;
     tokio::spawn(watch_signals(app.stopping.clone()));
     tokio::spawn(idle_and_prune(app.clone()));
@@ -292,7 +310,8 @@ async fn idle_and_prune(app: App) {
             }
         }
         let idle = app.opts.idle_timeout;
-        if idle.is_zero() {
+        // Members on the TCP listener do not start a daemon: it stays for them.
+        if idle.is_zero() || app.opts.listen.is_some() {
             continue;
         }
         let quiet_ms =
@@ -309,9 +328,27 @@ async fn idle_and_prune(app: App) {
     }
 }
 
+/// The socket's router: the API, every request from the local user.
 fn router(app: App) -> Router {
+    api_routes(app).layer(middleware::from_fn(
+        |mut req: Request, next: Next| async move {
+            req.extensions_mut().insert(Access::Local);
+            next.run(req).await
+        },
+    ))
+}
+
+/// The `/v1` API, shared by the socket and the TCP listener (which adds its guard). Every
+/// request must carry an [`Access`] extension.
+fn api_routes(app: App) -> Router {
     Router::new()
         .route("/v1/version", get(version))
+        .route("/v1/whoami", get(web::whoami))
+        .route("/v1/web", post(web_start))
+        .route("/v1/tokens", get(tokens).post(token_create))
+        .route("/v1/tokens/{id}", axum::routing::delete(token_revoke))
+        .route("/v1/stats", get(stats))
+        .route("/v1/processes/{reference}/history", get(history))
         .route("/v1/daemon", get(daemon_status))
         .route("/v1/daemon/stop", post(daemon_stop))
         .route("/v1/processes", get(list).post(create))
@@ -428,6 +465,10 @@ impl IntoResponse for ApiErr {
 type ApiResult<T> = Result<T, ApiErr>;
 
 fn requester(headers: &HeaderMap) -> Requester {
+    let via = headers
+        .get(aside_proto::VIA_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let header = |name: &str| {
         headers
             .get(name)
@@ -439,6 +480,7 @@ fn requester(headers: &HeaderMap) -> Requester {
         header(OWNER_HEADER).unwrap_or_else(|| HUMAN_OWNER.to_string()),
         header(TEAM_HEADER),
     )
+    .via(via)
 }
 
 fn body<T: DeserializeOwned + Default>(bytes: &Bytes) -> ApiResult<T> {
@@ -480,8 +522,22 @@ async fn daemon_stop(State(app): State<App>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "stopping": true, "pid": std::process::id() }))
 }
 
-async fn create(State(app): State<App>, headers: HeaderMap, bytes: Bytes) -> ApiResult<Response> {
-    let req: RunRequest = body(&bytes)?;
+/// A member's requests start processes as the member, whatever the body says.
+fn as_member(access: &Access, req: &mut RunRequest) {
+    if let Some(m) = access.member() {
+        req.owner = Some(m.owner.clone());
+        req.team = m.team.clone();
+    }
+}
+
+async fn create(
+    State(app): State<App>,
+    Extension(access): Extension<Access>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> ApiResult<Response> {
+    let mut req: RunRequest = body(&bytes)?;
+    as_member(&access, &mut req);
     if req.proxy {
         let project = req.project.clone().unwrap_or_default();
         app.proxies
@@ -504,11 +560,15 @@ async fn projects_clean(State(app): State<App>) -> ApiResult<Response> {
 /// Starts a project; answers with its progress as NDJSON [`aside_proto::UpMessage`]s.
 async fn project_up(
     State(app): State<App>,
+    Extension(access): Extension<Access>,
     Path(project): Path<String>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> ApiResult<Response> {
-    let req: aside_proto::UpRequest = body(&bytes)?;
+    let mut req: aside_proto::UpRequest = body(&bytes)?;
+    for p in &mut req.processes {
+        as_member(&access, p);
+    }
     let proxy = if req.proxy {
         let had = app.proxies.port(&project).is_some();
         let port = app
@@ -573,6 +633,7 @@ struct ListQuery {
 
 async fn list(
     State(app): State<App>,
+    Extension(access): Extension<Access>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let q = query(q)?;
@@ -582,8 +643,17 @@ async fn list(
         team: q.team,
         project: q.project,
     };
-    Ok(Json(app.sup.list(&filter)?).into_response())
+    // Read before the list: events after it may already be in the list, none is missed
+    // by a client that streams `/v1/events?since=` this number.
+    let seq = app.sup.last_event_seq()?;
+    let mut list = app.sup.list(&filter)?;
+    list.retain(|p| access.sees(p));
+    Ok(([(LAST_EVENT_HEADER, seq.to_string())], Json(list)).into_response())
 }
+
+/// Answer header of `GET /v1/processes`: the event sequence number the list is at least as
+/// new as (stream `/v1/events?since=` it to miss nothing).
+const LAST_EVENT_HEADER: &str = "aside-last-event";
 
 async fn show(State(app): State<App>, Path(reference): Path<String>) -> ApiResult<Response> {
     Ok(Json(app.sup.find(&reference)?.info).into_response())
@@ -609,8 +679,17 @@ async fn restart(
     Ok(Json(info).into_response())
 }
 
-async fn stop_all(State(app): State<App>, headers: HeaderMap, bytes: Bytes) -> ApiResult<Response> {
-    let req: StopAllRequest = body(&bytes)?;
+async fn stop_all(
+    State(app): State<App>,
+    Extension(access): Extension<Access>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> ApiResult<Response> {
+    let mut req: StopAllRequest = body(&bytes)?;
+    // A member's "everything" is their own processes (they see no others to stop).
+    if let Some(m) = access.member() {
+        req.owner = Some(m.owner.clone());
+    }
     let resp = app
         .sup
         .stop_all(req.owner.as_deref(), &requester(&headers))
@@ -693,6 +772,7 @@ const REPLAY_BATCH: usize = 500;
 /// `since`), then live — until the client goes or the daemon stops.
 async fn events(
     State(app): State<App>,
+    Extension(access): Extension<Access>,
     headers: HeaderMap,
     q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
@@ -732,6 +812,7 @@ async fn events(
         replaying: bool,
         owner: Option<String>,
         kinds: Option<Vec<aside_proto::EventKind>>,
+        access: Access,
         stopping: watch::Receiver<bool>,
     }
     let state = S {
@@ -742,6 +823,7 @@ async fn events(
         replaying: true,
         owner: q.owner,
         kinds,
+        access,
         stopping: app.stopping.subscribe(),
     };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
@@ -752,7 +834,8 @@ async fn events(
                     .owner
                     .as_ref()
                     .is_none_or(|o| e.owner.as_ref() == Some(o))
-                    && st.kinds.as_ref().is_none_or(|k| k.contains(&e.kind));
+                    && st.kinds.as_ref().is_none_or(|k| k.contains(&e.kind))
+                    && st.access.sees_event(&e);
                 if !wanted {
                     continue;
                 }
@@ -841,4 +924,141 @@ async fn ack(
 ) -> ApiResult<Response> {
     let req: AckRequest = body(&bytes)?;
     Ok(Json(app.sup.ack(&owner, &req.ids, req.all)?).into_response())
+}
+
+/// `POST /v1/web` (socket only): starts the TCP listener if it does not listen yet and answers
+/// with the dashboard's address, token included.
+async fn web_start(State(app): State<App>, bytes: Bytes) -> ApiResult<Response> {
+    let req: aside_proto::WebRequest = body(&bytes)?;
+    let mut port = app.web_port.lock().await;
+    let bound = match (*port, req.port) {
+        (Some(p), Some(want)) if p != want => {
+            return Err(ApiErr::new(
+                ErrorCode::Conflict,
+                format!(
+                    "the dashboard already listens on port {p}: open that one, or restart the daemon (`aside daemon stop`) to move it to {want}"
+                ),
+            ));
+        }
+        (Some(p), _) => p,
+        (None, want) => {
+            let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+            let first = web::listen(&app, addr(want.unwrap_or(web::DEFAULT_PORT))).await;
+            let bound = match (first, want) {
+                (Ok(p), _) => Ok(p),
+                // The default port is taken (another daemon's dashboard?): any free one.
+                (Err(_), None) => web::listen(&app, addr(0)).await,
+                (Err(e), Some(_)) => Err(e),
+            };
+            bound.map_err(|e| ApiErr::new(ErrorCode::Conflict, e))?
+        }
+    };
+    *port = Some(bound);
+    let token = web::web_token(&app).map_err(|e| {
+        ApiErr::new(
+            ErrorCode::Internal,
+            format!("cannot read the dashboard token: {e}"),
+        )
+    })?;
+    Ok(Json(aside_proto::WebInfo {
+        url: format!("http://127.0.0.1:{bound}/?token={token}"),
+        port: bound,
+    })
+    .into_response())
+}
+
+async fn tokens(State(app): State<App>) -> ApiResult<Response> {
+    Ok(Json(app.sup.tokens()?).into_response())
+}
+
+async fn token_create(State(app): State<App>, bytes: Bytes) -> ApiResult<Response> {
+    let req: aside_proto::TokenRequest = body(&bytes)?;
+    let made = app.sup.create_token(&req)?;
+    Ok((StatusCode::CREATED, Json(made)).into_response())
+}
+
+async fn token_revoke(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(Json(app.sup.revoke_token(&id)?).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct StatsQuery {
+    /// Stream a `stats` Server-Sent Event this often (ms, at least 500) instead of answering once.
+    every_ms: Option<u64>,
+}
+
+/// `GET /v1/stats`: CPU and memory of the trees of the live processes the requester sees;
+/// with `every_ms`, the same as a stream of `stats` Server-Sent Events.
+async fn stats(
+    State(app): State<App>,
+    Extension(access): Extension<Access>,
+    q: Result<Query<StatsQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    let q = query(q)?;
+    let Some(every) = q.every_ms else {
+        return Ok(Json(visible_stats(&app, &access)?).into_response());
+    };
+    let every = Duration::from_millis(every.max(500));
+    let stopping = app.stopping.subscribe();
+    let stream = futures_util::stream::unfold(
+        (app, access, stopping, true),
+        move |(app, access, mut stopping, first)| async move {
+            if !first {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stopping.wait_for(|s| *s) => return None,
+                }
+            }
+            let stats = match visible_stats(&app, &access) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("stats failed: {}", e.message);
+                    Vec::new()
+                }
+            };
+            let sse = SseEvent::default()
+                .event("stats")
+                .json_data(&stats)
+                .unwrap_or_default();
+            Some((
+                Ok::<_, std::convert::Infallible>(sse),
+                (app, access, stopping, false),
+            ))
+        },
+    );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn visible_stats(app: &App, access: &Access) -> ApiResult<Vec<aside_proto::ProcessStats>> {
+    let mut stats = app.sup.stats()?;
+    if access.member().is_some() {
+        let seen: std::collections::HashSet<String> = app
+            .sup
+            .list(&ListFilter::default())?
+            .into_iter()
+            .filter(|p| access.sees(p))
+            .map(|p| p.id)
+            .collect();
+        stats.retain(|s| seen.contains(&s.id));
+    }
+    Ok(stats)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /v1/processes/{ref}/history`: results of its ended runs, newest first (default 20).
+async fn history(
+    State(app): State<App>,
+    Path(reference): Path<String>,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let q = query(q)?;
+    let limit = q.limit.unwrap_or(20).min(1000);
+    Ok(Json(app.sup.history(&reference, limit)?).into_response())
 }

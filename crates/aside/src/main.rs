@@ -4,6 +4,7 @@
 //! and the per-process shim (`aside __shim <run_dir>`, internal, see `aside_core::shim`). The
 //! shim is dispatched before anything else is set up so each shim stays small.
 
+mod access;
 mod cli;
 mod client;
 mod config;

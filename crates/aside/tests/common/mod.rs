@@ -80,6 +80,10 @@ impl Env {
             .env_remove("ASIDE_TEAM")
             .env_remove("ASIDE_LOG_CAP")
             .env_remove("ASIDE_PRUNE_AFTER")
+            .env_remove("ASIDE_REMOTE")
+            .env_remove("ASIDE_TOKEN")
+            .env_remove("ASIDE_LISTEN")
+            .env_remove("ASIDE_WEB_PORT")
             .current_dir(&self.work)
             .stdin(Stdio::null());
         c
@@ -280,4 +284,26 @@ fn rand_suffix() -> u32 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     t % 100_000
+}
+
+/// One HTTP/1.1 exchange with 127.0.0.1:`port`: `head` is the request line and headers
+/// (without the final blank line; `Connection: close` is added). Returns the status code and
+/// the whole answer as text.
+pub fn http(port: u16, head: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "{head}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {out:?}"));
+    (code, out)
 }
