@@ -126,8 +126,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: crate::up::ConfigCmd,
     },
-    /// Not yet supported: the terminal UI.
-    Ui(NotYet),
+    /// The terminal monitor: every process, live, with its log (j/k move, x stop, r restart, q quit).
+    Ui(crate::ui::UiArgs),
     /// Print the address of the web dashboard (the daemon serves it on 127.0.0.1); `--open` opens it.
     Web(crate::access::WebArgs),
     /// Bearer tokens for team members on the daemon's TCP listener.
@@ -169,21 +169,6 @@ fn parse_env(s: &str) -> std::result::Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("invalid --env {s:?}: use KEY=VALUE")),
     }
-}
-
-/// Arguments of a command that is not built yet: accepted so the answer is a clear
-/// "not yet supported" instead of a usage error.
-#[derive(Debug, Args)]
-struct NotYet {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    _args: Vec<String>,
-}
-
-fn not_yet(what: &str, coming_with: &str) -> i32 {
-    eprintln!(
-        "aside: `{what}` is not yet supported in this version ({coming_with}); see README.md for what works today"
-    );
-    1
 }
 
 #[derive(Debug, Args)]
@@ -649,7 +634,6 @@ pub fn main(cli: Cli) -> i32 {
     }
     match &cli.cmd {
         Cmd::Config { cmd } => return crate::up::config(cmd),
-        Cmd::Ui(_) => return not_yet("ui", "the terminal UI is planned"),
         Cmd::Mcp { owner, team } => {
             return crate::mcp::run(crate::mcp::McpOptions {
                 owner: owner.clone(),
@@ -853,13 +837,13 @@ async fn dispatch(cmd: Cmd, project: Option<String>, state: StateDir) -> Result<
         }
         Cmd::Daemon { cmd } => daemon(cmd, state).await,
         Cmd::Web(a) => crate::access::web(a, state).await,
+        Cmd::Ui(a) => crate::ui::ui(a, state).await,
         Cmd::Token { cmd } => crate::access::token(cmd, state).await,
         Cmd::Completions { .. }
         | Cmd::Schema { .. }
         | Cmd::Policy { .. }
         | Cmd::Hook { .. }
         | Cmd::Config { .. }
-        | Cmd::Ui(_)
         | Cmd::Mcp { .. } => Ok(0),
     }
 }
@@ -1418,53 +1402,33 @@ async fn events(a: EventsArgs, state: StateDir) -> Result<i32> {
     let resp = client
         .send(Method::GET, &format!("/v1/events?{}", q.join("&")), None)
         .await?;
-    let mut body = resp.into_body();
-    let mut buf: Vec<u8> = Vec::new();
     let mut seen = 0usize;
     let mut out = std::io::stdout();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ClientError::new(ErrorCode::Internal, format!("event stream broken: {e}"))
-        })?;
-        let Ok(data) = frame.into_data() else {
-            continue;
+    crate::client::read_sse(resp, |_, data| {
+        let Ok(e) = serde_json::from_str::<aside_proto::Event>(data) else {
+            return true;
         };
-        buf.extend_from_slice(&data);
-        // SSE events end with a blank line; only `data:` lines carry the event.
-        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
-            let block: Vec<u8> = buf.drain(..end + 2).collect();
-            let text = String::from_utf8_lossy(&block);
-            let data: String = text
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
-            let Ok(e) = serde_json::from_str::<aside_proto::Event>(&data) else {
-                continue;
-            };
-            if a.json {
-                let _ = writeln!(out, "{data}");
-            } else {
-                let what = e.data.get("name").and_then(|v| v.as_str()).unwrap_or("");
-                let status = e.data.get("status").and_then(|v| v.as_str()).unwrap_or("");
-                let _ = writeln!(
-                    out,
-                    "{} {} {:<20} {} {} {}",
-                    e.seq,
-                    render::time(e.ts),
-                    e.kind.as_str(),
-                    e.owner.as_deref().unwrap_or("-"),
-                    what,
-                    status
-                );
-            }
-            let _ = out.flush();
-            seen += 1;
-            if a.count.is_some_and(|n| seen >= n) {
-                return Ok(0);
-            }
+        if a.json {
+            let _ = writeln!(out, "{data}");
+        } else {
+            let what = e.data.get("name").and_then(|v| v.as_str()).unwrap_or("");
+            let status = e.data.get("status").and_then(|v| v.as_str()).unwrap_or("");
+            let _ = writeln!(
+                out,
+                "{} {} {:<20} {} {} {}",
+                e.seq,
+                render::time(e.ts),
+                e.kind.as_str(),
+                e.owner.as_deref().unwrap_or("-"),
+                what,
+                status
+            );
         }
-    }
+        let _ = out.flush();
+        seen += 1;
+        a.count.is_none_or(|n| seen < n)
+    })
+    .await?;
     Ok(0)
 }
 

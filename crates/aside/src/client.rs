@@ -347,6 +347,43 @@ impl Client {
     }
 }
 
+/// Reads a Server-Sent Events answer, calling `each(event, data)` per event (the `data:` lines
+/// joined) until it returns false or the stream ends. Errors: the stream broke.
+pub async fn read_sse(
+    resp: Response<Incoming>,
+    mut each: impl FnMut(&str, &str) -> bool,
+) -> Result<()> {
+    let mut body = resp.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ClientError::new(ErrorCode::Internal, format!("event stream broken: {e}"))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&data);
+        // An event ends with a blank line.
+        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+            let block: Vec<u8> = buf.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&block);
+            let mut event = "message";
+            let mut data = String::new();
+            for line in text.lines() {
+                if let Some(e) = line.strip_prefix("event:") {
+                    event = e.trim();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.strip_prefix(' ').unwrap_or(d));
+                }
+            }
+            if !data.is_empty() && !each(event, &data) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn body_bytes(resp: Response<Incoming>) -> Result<Bytes> {
     Ok(resp
         .into_body()

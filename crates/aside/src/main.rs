@@ -13,6 +13,7 @@ mod hook;
 mod mcp;
 mod proxy;
 mod render;
+mod ui;
 mod up;
 
 use clap::Parser;

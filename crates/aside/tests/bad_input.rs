@@ -187,13 +187,38 @@ fn a_foreign_sqlite_database_is_refused_and_left_untouched() {
 }
 
 #[test]
-fn commands_not_built_yet_say_so() {
+fn ui_without_a_terminal_says_so_and_web_open_hands_the_address_to_the_browser() {
     let env = Env::new();
-    let cmds: [&[&str]; 2] = [&["web", "--open"], &["ui"]];
-    for cmd in cmds {
-        let o = env.aside(cmd);
-        assert_eq!(o.code, 1);
-        assert!(o.stderr.contains("is not yet supported"), "{}", o.stderr);
-    }
-    assert!(!env.home.join("aside.db").exists(), "nothing was started");
+    let o = env.aside(&["ui"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("needs a terminal"), "{}", o.stderr);
+
+    // $BROWSER gets the address as its one argument (no shell in between).
+    let got = env.work.join("opened");
+    let browser = env.write(
+        "browser.sh",
+        &format!("#!/bin/sh\nprintf %s \"$1\" > {}\n", got.display()),
+    );
+    std::fs::set_permissions(
+        &browser,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = env
+        .command()
+        .env("BROWSER", &browser)
+        .args(["web", "--open"])
+        .output()
+        .expect("aside web");
+    let out = common::Out::from(out).ok();
+    let url = out.stdout.trim().to_string();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/?token="),
+        "{url}"
+    );
+    common::eventually(
+        std::time::Duration::from_secs(10),
+        "the browser to be started",
+        || std::fs::read_to_string(&got).is_ok_and(|u| u == url),
+    );
 }

@@ -1,0 +1,127 @@
+//! `aside ui` in a real terminal (tmux): it lists processes, shows one started later without a
+//! keypress (event-driven), follows the selected log, stops the selected process with `x`,
+//! restarts with `r`, and quits with `q`.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{BIN, Env, eventually};
+
+/// A tmux server of its own (`-L`), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(env: &Env) -> Tmux {
+        let socket = format!("aside-test-{}", std::process::id());
+        let ok = Command::new("tmux")
+            .args([
+                "-L",
+                &socket,
+                "new-session",
+                "-d",
+                "-s",
+                "ui",
+                "-x",
+                "200",
+                "-y",
+                "45",
+            ])
+            .arg("-e")
+            .arg(format!("ASIDE_HOME={}", env.home.display()))
+            .args(["-e", "ASIDE_IDLE_TIMEOUT=60s", "--", BIN, "ui"])
+            .status()
+            .expect("tmux: install it (apt-get install tmux)");
+        assert!(ok.success());
+        Tmux { socket }
+    }
+
+    fn screen(&self) -> String {
+        let o = Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p", "-t", "ui"])
+            .output()
+            .expect("capture-pane");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &str) {
+        Command::new("tmux")
+            .args(["-L", &self.socket, "send-keys", "-t", "ui", keys])
+            .status()
+            .expect("send-keys");
+    }
+
+    /// Waits until the screen shows `text`.
+    fn shows(&self, text: &str) {
+        let mut last = String::new();
+        let found = (0..300).any(|_| {
+            last = self.screen();
+            if last.contains(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            false
+        });
+        assert!(found, "the screen never showed {text:?}:\n{last}");
+    }
+
+    fn alive(&self) -> bool {
+        Command::new("tmux")
+            .args(["-L", &self.socket, "has-session", "-t", "ui"])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+#[test]
+fn the_tui_lists_follows_stops_restarts_and_quits() {
+    let env = Env::new();
+    env.run(&["--name", "early", "sleep 300"]);
+    let tui = Tmux::start(&env);
+    tui.shows("early");
+    tui.shows("1 running");
+
+    // Started after the UI: it appears by itself, newest first, and gets selected with `k`.
+    env.run(&[
+        "--name",
+        "chatty",
+        "sh -c 'i=0; while :; do i=$((i+1)); echo line-$i; echo oops-$i >&2; sleep 0.1; done'",
+    ]);
+    tui.shows("2 running");
+    tui.keys("k");
+    tui.shows("log · chatty");
+    tui.shows("line-5");
+    // `e` switches to stdout only.
+    tui.keys("e");
+    tui.shows("· stdout ·");
+
+    // `x` stops the selected one.
+    tui.keys("x");
+    eventually(Duration::from_secs(15), "chatty to stop", || {
+        env.status("chatty")["status"] == "stopped"
+    });
+    tui.shows("1 running");
+    tui.shows("chatty: stopped");
+    assert_eq!(env.status("early")["status"], "running");
+
+    // `r` runs it again.
+    tui.keys("r");
+    eventually(Duration::from_secs(15), "chatty to run again", || {
+        env.status("chatty")["status"] == "running"
+    });
+    tui.shows("2 running");
+
+    tui.keys("q");
+    eventually(Duration::from_secs(10), "the UI to quit", || !tui.alive());
+}
