@@ -145,7 +145,7 @@ enum Cmd {
         #[arg(long, env = "ASIDE_TEAM")]
         team: Option<String>,
     },
-    /// Print the JSON Schema of a `--json` output (status, process, result, notification, inbox, log-entry, logs, wait, run-request, error).
+    /// Print the JSON Schema of a `--json` output (status, process, result, notification, inbox, log-entry, logs, wait, run-request, token, web, stats, error, …).
     Schema {
         /// Which schema; all of them when omitted.
         name: Option<String>,
