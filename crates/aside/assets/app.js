@@ -292,6 +292,8 @@ async function start() {
     const seq = await loadList();
     S.loaded = true;
     schedule();
+    // For benchmarks (bench/run): the first frame that shows the listing.
+    requestAnimationFrame(() => requestAnimationFrame(() => performance.mark('aside:first-paint')));
     openEvents(seq);
     openStats();
   } catch (e) {
@@ -392,8 +394,8 @@ function wireActions() {
       loadTab();
     });
   }
-  $('l-stream').addEventListener('change', openLog);
-  $('l-follow').addEventListener('change', openLog);
+  $('l-stream').addEventListener('change', () => openLog());
+  $('l-follow').addEventListener('change', () => openLog());
   const refilter = () => { S.filtersChanged = true; schedule(); };
   for (const id of ['search', 'f-owner', 'f-team', 'f-project', 'f-status']) {
     $(id).addEventListener('input', refilter);
@@ -495,6 +497,7 @@ function stopLog() {
 
 function logLine(entry) {
   if (entry.type === 'elided') return el('div', { class: 'gap' }, `… ${bytes(entry.bytes)} dropped by the log cap …`);
+  if (entry.type === 'skipped') return el('div', { class: 'gap' }, '… lines skipped to keep up with the output (all of it is in `aside logs`) …');
   const d = document.createElement('div');
   if (entry.stream === 'stderr') d.className = 'err';
   else if (entry.stream === 'aside') d.className = 'note';
@@ -529,18 +532,24 @@ function queueLog(entries) {
   }
 }
 
-async function openLog() {
+// A reader this far behind the output jumps to its tail instead of drawing every line: the
+// page stays live under a flood, and the whole log is still on disk.
+const LOG_BEHIND_MS = 1000;
+
+async function openLog(keep) {
   stopLog();
   const p = S.procs.get(S.selected);
   if (!p) return;
   const box = $('log');
-  box.replaceChildren();
-  S.log.lines = 0;
+  if (keep !== true) {
+    box.replaceChildren();
+    S.log.lines = 0;
+  }
   const ctl = new AbortController();
   S.log.ctl = ctl;
   const follow = $('l-follow').checked;
   const stream = $('l-stream').value;
-  const url = `/v1/processes/${enc(p.id)}/logs?stream=${stream}&tail=500${follow ? '&follow=true' : ''}`;
+  const url = `/v1/processes/${enc(p.id)}/logs?stream=${stream}&tail=${keep === true ? 100 : 500}${follow ? '&follow=true' : ''}`;
   $('l-state').textContent = 'loading…';
   try {
     const resp = await fetch(url, { credentials: 'same-origin', signal: ctl.signal });
@@ -570,6 +579,13 @@ async function openLog() {
       const entries = [];
       for (const line of parts) if (line) entries.push(JSON.parse(line));
       queueLog(entries);
+      const last = entries.length ? Date.parse(entries[entries.length - 1].ts) : NaN;
+      if (Date.now() - last > LOG_BEHIND_MS && Date.now() - (S.log.skippedAt || 0) > 2 * LOG_BEHIND_MS) {
+        S.log.skippedAt = Date.now();
+        openLog(true);
+        queueLog([{ type: 'skipped' }]);
+        return;
+      }
     }
     if (S.log.ctl === ctl) {
       requestAnimationFrame(() => {

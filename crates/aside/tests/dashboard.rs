@@ -117,3 +117,176 @@ async fn the_dashboard_shows_processes_live_follows_logs_and_stops_with_the_butt
         .expect("the structured result");
     b.close().await;
 }
+
+// ---------- benchmarks (run by bench/run: `--ignored`), printing `BENCH key=value` ----------
+
+fn now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Loads the page `n` times; the median time from navigation to the first frame showing the
+/// listing with `rows` rows.
+async fn first_paint(c: &fantoccini::Client, url: &str, rows: usize, n: usize) -> f64 {
+    let mut times = Vec::new();
+    for _ in 0..n {
+        c.goto(url).await.expect("open");
+        c.wait()
+            .at_most(Duration::from_secs(60))
+            .for_element(Locator::Css("#conn[data-state='live']"))
+            .await
+            .expect("live");
+        let shown = c
+            .execute(
+                "return document.querySelectorAll('#rows tr').length",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(shown.as_u64(), Some(rows as u64));
+        let t = loop {
+            let v = c
+                .execute(
+                    "const m = performance.getEntriesByName('aside:first-paint'); return m.length ? m[0].startTime : null",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            if let Some(t) = v.as_f64() {
+                break t;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        times.push(t);
+    }
+    median(times)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run by bench/run"]
+async fn bench_dashboard_first_paint_and_event_to_screen() {
+    let env = Env::new();
+    let web = env.aside(&["web", "--json"]).ok().json();
+    let url = web["url"].as_str().unwrap().to_string();
+    let base = format!("http://127.0.0.1:{}/", web["port"]);
+    let b = Browser::start().await;
+    let c = &b.client;
+    c.goto(&url).await.unwrap();
+    let empty = first_paint(c, &base, 0, 5).await;
+    for i in 0..1000 {
+        env.aside(&["run", "--name", &format!("p{i}"), "sleep 3600"])
+            .ok();
+    }
+    let full = first_paint(c, &base, 1000, 5).await;
+    println!("BENCH first_paint_empty_ms={empty:.0}");
+    println!("BENCH first_paint_1000_ms={full:.0}");
+
+    // A process printing ~10 000 lines a second, then one printing as fast as it can; each
+    // line stamped with the time it was written.
+    flood(c, &env, "flood10k", 10000).await;
+    flood(c, &env, "flood", 0).await;
+    b.close().await;
+}
+
+/// Selects a process printing `rate` lines a second (0: as fast as it can) and measures how
+/// long its lines take to reach the screen, and how long rows of processes started meanwhile
+/// take to appear. Prints `BENCH {name}_…` lines.
+async fn flood(c: &fantoccini::Client, env: &Env, name: &str, rate: u32) {
+    let pause = if rate == 0 { 0.0 } else { 100.0 / rate as f64 };
+    let script = format!(
+        "import sys,time\nw=sys.stdout.write\nwhile True:\n    t='%.1f' % (time.time()*1000)\n    for _ in range(100): w('T '+t+' '+'x'*60+'\\n')\n    sys.stdout.flush()\n    if {pause}: time.sleep({pause})"
+    );
+    let flood = env.run(&["--name", name, "--", "python3", "-c", &script]);
+    let id = flood["id"].as_str().unwrap().to_string();
+    let row = c
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css(&format!("tr[data-id='{id}']")))
+        .await
+        .unwrap();
+    // Record, for every log line put on screen, how long ago it was written; and when new
+    // table rows appear.
+    c.execute(
+        r#"
+        window.benchLog = []; window.benchRows = {};
+        if (window.benchObservers) window.benchObservers.forEach((o) => o.disconnect());
+        const log = new MutationObserver((ms) => {
+          const now = Date.now();
+          for (const m of ms) for (const n of m.addedNodes) {
+            const t = parseFloat((n.textContent || '').split(' ')[1]);
+            if (!isNaN(t)) window.benchLog.push(now - t);
+          }
+        });
+        log.observe(document.getElementById('log'), { childList: true });
+        const rows = new MutationObserver((ms) => {
+          const now = Date.now();
+          for (const m of ms) for (const n of m.addedNodes) if (n.dataset) window.benchRows[n.dataset.id] = now;
+        });
+        rows.observe(document.getElementById('rows'), { childList: true });
+        window.benchObservers = [log, rows];
+        "#,
+        vec![],
+    )
+    .await
+    .unwrap();
+    row.click().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.execute("window.benchLog = []", vec![]).await.unwrap();
+    // Meanwhile, processes started from the CLI: from `run` returning to the row on screen.
+    let mut row_delays = Vec::new();
+    for i in 0..10 {
+        let p = env.run(&["--name", &format!("{name}-late{i}"), "sleep 3600"]);
+        let started = now_ms();
+        let pid = p["id"].as_str().unwrap().to_string();
+        let seen = loop {
+            let v = c
+                .execute(&format!("return window.benchRows['{pid}'] || null"), vec![])
+                .await
+                .unwrap();
+            if let Some(t) = v.as_f64() {
+                break t;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        row_delays.push(seen - started);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let delays: Vec<f64> =
+        serde_json::from_value(c.execute("return window.benchLog", vec![]).await.unwrap()).unwrap();
+    let window_s = 2.0 + 10.0 * 0.3 + 2.0;
+    println!(
+        "BENCH {name}_lines_on_screen_per_s={:.0}",
+        delays.len() as f64 / window_s
+    );
+    println!(
+        "BENCH {name}_log_delay_p50_ms={:.0}",
+        percentile(delays.clone(), 0.5)
+    );
+    println!(
+        "BENCH {name}_log_delay_p95_ms={:.0}",
+        percentile(delays, 0.95)
+    );
+    println!(
+        "BENCH {name}_row_delay_median_ms={:.0}",
+        median(row_delays.clone())
+    );
+    println!(
+        "BENCH {name}_row_delay_max_ms={:.0}",
+        row_delays.iter().cloned().fold(0.0, f64::max)
+    );
+    env.aside(&["stop", name]).ok();
+}
