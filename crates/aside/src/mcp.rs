@@ -78,6 +78,27 @@ pub fn run(opts: McpOptions) -> i32 {
         }
     };
     rt.block_on(async move {
+        let mut opts = opts;
+        // Against a shared daemon the token decides who this connection is: take its owner and
+        // team (a member may not read another owner's inbox), and fail before the handshake
+        // when the token is refused.
+        if let Some(r) = crate::client::remote() {
+            let client = Client::new(state.clone(), crate::cli::owner_or_human(None), false);
+            match client.get::<serde_json::Value>("/v1/whoami").await {
+                Ok(who) => {
+                    let field = |k: &str| who.get(k).and_then(|v| v.as_str()).map(str::to_string);
+                    opts.owner = field("owner");
+                    opts.team = field("team");
+                }
+                Err(e) => {
+                    eprintln!(
+                        "aside mcp: the daemon at http://{} refused: {e}",
+                        r.authority
+                    );
+                    return 1;
+                }
+            }
+        }
         let server = AsideMcp::new(state, opts);
         match server.serve(rmcp::transport::stdio()).await {
             Ok(service) => {

@@ -82,3 +82,8 @@ fn the_official_python_sdk_drives_every_tool() {
 fn resource_subscriptions_notify_as_a_process_writes_and_ends() {
     run_script("listen_test.py", "all listen checks passed");
 }
+
+#[test]
+fn an_agent_on_another_account_works_against_a_shared_daemon_with_remote() {
+    run_script("remote_test.py", "all remote checks passed");
+}
