@@ -15,7 +15,6 @@ use aside_proto::{
     WaitOutcome, WaitResponse,
 };
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use http_body_util::BodyExt;
 use hyper::Method;
 
 use crate::client::{Client, ClientError, Result, enc, start_daemon};
@@ -1007,23 +1006,10 @@ pub(crate) async fn read_ndjson<T: serde::de::DeserializeOwned>(
     resp: hyper::Response<hyper::body::Incoming>,
     mut each: impl FnMut(&T),
 ) -> Result<()> {
-    let mut body = resp.into_body();
-    let mut buf: Vec<u8> = Vec::new();
+    let mut reader = crate::client::NdjsonReader::new(resp);
     let mut out = std::io::stdout();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ClientError::new(ErrorCode::Internal, format!("log stream broken: {e}"))
-        })?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        buf.extend_from_slice(&data);
-        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=nl).collect();
-            if let Ok(entry) = serde_json::from_slice::<T>(&line) {
-                each(&entry);
-            }
-        }
+    while let Some(batch) = reader.next_batch::<T>().await? {
+        batch.iter().for_each(&mut each);
         let _ = out.flush();
     }
     Ok(())

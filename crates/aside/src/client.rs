@@ -347,6 +347,47 @@ impl Client {
     }
 }
 
+/// Reads an NDJSON answer (log follows, `up` progress) a network read at a time.
+pub struct NdjsonReader {
+    body: Incoming,
+    buf: Vec<u8>,
+}
+
+impl NdjsonReader {
+    /// A reader of `resp`'s body.
+    pub fn new(resp: Response<Incoming>) -> NdjsonReader {
+        NdjsonReader {
+            body: resp.into_body(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The records that arrived with the next read (lines that are not a `T` are skipped);
+    /// `None` once the daemon ended the answer. Errors: the stream broke.
+    pub async fn next_batch<T: DeserializeOwned>(&mut self) -> Result<Option<Vec<T>>> {
+        loop {
+            let Some(frame) = self.body.frame().await else {
+                return Ok(None);
+            };
+            let frame = frame.map_err(|e| {
+                ClientError::new(ErrorCode::Internal, format!("stream broken: {e}"))
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            self.buf.extend_from_slice(&data);
+            let mut batch = Vec::new();
+            while let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=nl).collect();
+                if let Ok(record) = serde_json::from_slice::<T>(&line) {
+                    batch.push(record);
+                }
+            }
+            return Ok(Some(batch));
+        }
+    }
+}
+
 /// Reads a Server-Sent Events answer, calling `each(event, data)` per event (the `data:` lines
 /// joined) until it returns false or the stream ends. Errors: the stream broke.
 pub async fn read_sse(

@@ -286,11 +286,11 @@ impl App {
         // Paused: the view stays where it was while lines keep arriving.
         let end_total = self.paused_at.unwrap_or(self.log_total);
         let first_total = self.log_total - self.log.len() as u64;
-        let end = end_total.saturating_sub(first_total) as usize;
+        let end = (end_total.saturating_sub(first_total) as usize).min(self.log.len());
         let start = end.saturating_sub(height);
         let lines: Vec<Line> = self
             .log
-            .range(start..end.min(self.log.len()))
+            .range(start..end)
             .map(|(s, text)| {
                 let style = match s {
                     LogStream::Stderr => Style::new().fg(Color::Red),
@@ -321,7 +321,17 @@ pub async fn ui(a: UiArgs, state: StateDir) -> Result<i32> {
     let (snapshot, seq) = list(&client, a.all).await?;
     let (tx, mut rx) = mpsc::channel::<Msg>(1024);
     let _ = tx.send(Msg::Snapshot(snapshot)).await;
-    tokio::spawn(follow_events(client.clone(), seq, tx.clone()));
+    // Events are few but must not be dropped: they queue unbounded and are forwarded.
+    let (etx, mut erx) = mpsc::unbounded_channel::<Msg>();
+    tokio::spawn(follow_events(client.clone(), seq, etx));
+    let forward = tx.clone();
+    tokio::spawn(async move {
+        while let Some(m) = erx.recv().await {
+            if forward.send(m).await.is_err() {
+                return;
+            }
+        }
+    });
     tokio::spawn(follow_stats(client.clone(), tx.clone()));
     let keys = tx.clone();
     std::thread::spawn(move || {
@@ -616,7 +626,7 @@ async fn list(client: &Client, all: bool) -> Result<(Vec<ProcessInfo>, Option<St
 async fn follow_events(
     client: std::sync::Arc<Client>,
     since: Option<String>,
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::UnboundedSender<Msg>,
 ) {
     let mut last = since;
     loop {
@@ -626,26 +636,24 @@ async fn follow_events(
         };
         match client.send(Method::GET, &path, None).await {
             Ok(resp) => {
-                let _ = tx.send(Msg::Note(String::new())).await;
+                let _ = tx.send(Msg::Note(String::new()));
                 let r = read_sse(resp, |_, data| {
                     let Ok(e) = serde_json::from_str::<aside_proto::Event>(data) else {
                         return true;
                     };
                     last = Some(e.seq.to_string());
                     if let Ok(p) = serde_json::from_value::<ProcessInfo>(e.data) {
-                        return tx.try_send(Msg::Process(Box::new(p))).is_ok() || !tx.is_closed();
+                        return tx.send(Msg::Process(Box::new(p))).is_ok();
                     }
                     !tx.is_closed()
                 })
                 .await;
                 if let Err(e) = r {
-                    let _ = tx.send(Msg::Note(e.message)).await;
+                    let _ = tx.send(Msg::Note(e.message));
                 }
             }
             Err(e) => {
-                let _ = tx
-                    .send(Msg::Note(format!("lost the daemon, retrying: {e}")))
-                    .await;
+                let _ = tx.send(Msg::Note(format!("lost the daemon, retrying: {e}")));
             }
         }
         if tx.is_closed() {
@@ -697,26 +705,9 @@ async fn follow_log(
             return;
         }
     };
-    let mut batch = Vec::new();
-    let mut body = resp.into_body();
-    let mut buf: Vec<u8> = Vec::new();
-    while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut body).await {
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        buf.extend_from_slice(&data);
-        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=nl).collect();
-            if let Ok(entry) = serde_json::from_slice::<LogEntry>(&line) {
-                batch.push(entry);
-            }
-        }
-        if !batch.is_empty()
-            && tx
-                .send(Msg::Log(generation, std::mem::take(&mut batch)))
-                .await
-                .is_err()
-        {
+    let mut reader = crate::client::NdjsonReader::new(resp);
+    while let Ok(Some(batch)) = reader.next_batch::<LogEntry>().await {
+        if !batch.is_empty() && tx.send(Msg::Log(generation, batch)).await.is_err() {
             return;
         }
     }
