@@ -23,6 +23,22 @@ async fn the_dashboard_shows_processes_live_follows_logs_and_stops_with_the_butt
     let b = Browser::start().await;
     let c = &b.client;
 
+    // Without the token the page says how to get in, and shows nothing else.
+    let base = format!("http://127.0.0.1:{}/", web["port"]);
+    c.goto(&base).await.expect("open without a token");
+    let refused = c
+        .find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        refused.contains("needs a token") && refused.contains("aside web"),
+        "{refused}"
+    );
+    assert!(c.find(Locator::Id("rows")).await.is_err());
+
     c.goto(&url).await.expect("open the dashboard");
     // The token went into a cookie and out of the address bar.
     let here = c.current_url().await.expect("url");
