@@ -167,6 +167,18 @@ pub enum StoreError {
 
 type Result<T> = std::result::Result<T, StoreError>;
 
+/// Deletes runs `ids` inside `tx`, then the processes left without a run.
+fn delete_runs(tx: &rusqlite::Transaction<'_>, ids: &[String]) -> Result<()> {
+    for id in ids {
+        tx.execute("DELETE FROM runs WHERE id = ?1", params![id])?;
+    }
+    tx.execute(
+        "DELETE FROM processes WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.process_id = processes.id)",
+        [],
+    )?;
+    Ok(())
+}
+
 /// Appends an event inside `tx` and returns it with its sequence number.
 fn append_event(
     tx: &rusqlite::Transaction<'_>,
@@ -845,13 +857,7 @@ impl Store {
             stmt.query_map(params![name], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?
         };
-        for id in &ids {
-            tx.execute("DELETE FROM runs WHERE id = ?1", params![id])?;
-        }
-        tx.execute(
-            "DELETE FROM processes WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.process_id = processes.id)",
-            [],
-        )?;
+        delete_runs(&tx, &ids)?;
         tx.execute("DELETE FROM projects WHERE name = ?1", params![name])?;
         tx.commit()?;
         Ok(ids)
@@ -919,14 +925,16 @@ impl Store {
         self.tokens_where("1", &[])
     }
 
-    /// The unrevoked token whose secret hashes to `hash`, marked used at `now`.
+    /// The unrevoked token whose secret hashes to `hash`, marked used at `now` (written at
+    /// most once a minute: every request of a member passes here).
     pub fn use_token(&mut self, hash: &str, now: Timestamp) -> Result<Option<TokenInfo>> {
         let found = self
             .tokens_where("hash = ?1 AND revoked_at IS NULL", &[&hash])?
             .pop();
         if let Some(t) = &found {
             self.conn.execute(
-                "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",
+                "UPDATE tokens SET last_used_at = ?2
+                 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2 - 60000)",
                 params![t.id, ms(now)],
             )?;
         }
@@ -1158,13 +1166,7 @@ impl Store {
             stmt.query_map(params![ms(cutoff)], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?
         };
-        for id in &ids {
-            tx.execute("DELETE FROM runs WHERE id = ?1", params![id])?;
-        }
-        tx.execute(
-            "DELETE FROM processes WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.process_id = processes.id)",
-            [],
-        )?;
+        delete_runs(&tx, &ids)?;
         tx.execute("DELETE FROM events WHERE ts < ?1", params![ms(cutoff)])?;
         tx.commit()?;
         Ok(ids)

@@ -640,6 +640,17 @@ pub enum StreamFilter {
     All,
 }
 
+impl StreamFilter {
+    /// The wire name: `stdout`, `stderr` or `all` (the `stream` query parameter).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamFilter::Stdout => "stdout",
+            StreamFilter::Stderr => "stderr",
+            StreamFilter::All => "all",
+        }
+    }
+}
+
 /// Where a piece of output came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

@@ -1065,11 +1065,7 @@ async fn logs(a: LogsArgs, state: StateDir) -> Result<i32> {
     } else {
         StreamFilter::Stdout
     };
-    let stream_name = match stream {
-        StreamFilter::All => "all",
-        StreamFilter::Stderr => "stderr",
-        StreamFilter::Stdout => "stdout",
-    };
+    let stream_name = stream.as_str();
     let mut q = vec![format!("stream={stream_name}")];
     if let Some(n) = a.tail {
         q.push(format!("tail={n}"));

@@ -425,7 +425,8 @@ pub async fn read_sse(
     Ok(())
 }
 
-async fn body_bytes(resp: Response<Incoming>) -> Result<Bytes> {
+/// The whole body of an answer. Errors: the connection broke.
+pub async fn body_bytes(resp: Response<Incoming>) -> Result<Bytes> {
     Ok(resp
         .into_body()
         .collect()

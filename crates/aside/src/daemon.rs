@@ -1033,18 +1033,7 @@ async fn stats(
 }
 
 fn visible_stats(app: &App, access: &Access) -> ApiResult<Vec<aside_proto::ProcessStats>> {
-    let mut stats = app.sup.stats()?;
-    if access.member().is_some() {
-        let seen: std::collections::HashSet<String> = app
-            .sup
-            .list(&ListFilter::default())?
-            .into_iter()
-            .filter(|p| access.sees(p))
-            .map(|p| p.id)
-            .collect();
-        stats.retain(|s| seen.contains(&s.id));
-    }
-    Ok(stats)
+    Ok(app.sup.stats(|p| access.sees(p))?)
 }
 
 #[derive(Debug, Default, Deserialize)]

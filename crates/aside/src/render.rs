@@ -178,3 +178,21 @@ pub fn result(r: &RunResult) -> String {
 pub fn notification(n: &Notification) -> String {
     format!("● [{}] {}", n.id, result(&n.result))
 }
+
+/// Bytes for people: `512 B`, `3.1 MiB` (binary units, one decimal).
+pub fn bytes(n: u64) -> String {
+    let mut v = n as f64;
+    let mut unit = "B";
+    for u in ["KiB", "MiB", "GiB"] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    if unit == "B" {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {unit}")
+    }
+}

@@ -76,23 +76,6 @@ fn status_color(s: Status) -> Color {
     }
 }
 
-fn bytes(n: u64) -> String {
-    let mut v = n as f64;
-    let mut unit = "B";
-    for u in ["KiB", "MiB", "GiB"] {
-        if v < 1024.0 {
-            break;
-        }
-        v /= 1024.0;
-        unit = u;
-    }
-    if unit == "B" {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {unit}")
-    }
-}
-
 impl App {
     /// The processes shown, newest first, after the search filter.
     fn visible(&self) -> Vec<&ProcessInfo> {
@@ -187,7 +170,7 @@ impl App {
                 Cell::from(render::duration(duration)),
                 Cell::from(p.restarts.to_string()),
                 Cell::from(st.map_or("-".into(), |s| format!("{:.1}%", s.cpu_percent))),
-                Cell::from(st.map_or("-".into(), |s| bytes(s.memory_bytes))),
+                Cell::from(st.map_or("-".into(), |s| render::bytes(s.memory_bytes))),
                 Cell::from(cmd),
             ])
         });
@@ -269,8 +252,7 @@ impl App {
         };
         let stream = match self.stream {
             StreamFilter::All => "stdout+stderr",
-            StreamFilter::Stdout => "stdout",
-            StreamFilter::Stderr => "stderr",
+            one => one.as_str(),
         };
         let state = match (self.paused_at, self.log_ended) {
             (Some(_), _) => "paused (space resumes)".to_string(),
@@ -445,7 +427,7 @@ fn handle(app: &mut App, msg: Msg, client: &std::sync::Arc<Client>, tx: &mpsc::S
                     LogEntry::Line { stream, text, .. } => (stream, text),
                     LogEntry::Elided { bytes: n, .. } => (
                         LogStream::Aside,
-                        format!("… {} dropped by the log cap …", bytes(n)),
+                        format!("… {} dropped by the log cap …", render::bytes(n)),
                     ),
                 };
                 app.log.push_back(line);
@@ -517,28 +499,16 @@ fn key(app: &mut App, k: KeyEvent, client: &std::sync::Arc<Client>, tx: &mpsc::S
                 None => Some(app.log_total),
             }
         }
-        KeyCode::Char('x') => {
+        KeyCode::Char(c @ ('x' | 'r')) => {
             if let Some((id, name)) = selected {
-                app.note = format!("stopping {name}…");
-                act(
-                    client,
-                    tx,
-                    name,
-                    format!("/v1/processes/{}/stop", enc(&id)),
-                    "stopped",
-                );
-            }
-        }
-        KeyCode::Char('r') => {
-            if let Some((id, name)) = selected {
-                app.note = format!("restarting {name}…");
-                act(
-                    client,
-                    tx,
-                    name,
-                    format!("/v1/processes/{}/restart", enc(&id)),
-                    "restarted",
-                );
+                let (verb, done) = if c == 'x' {
+                    ("stop", "stopped")
+                } else {
+                    ("restart", "restarted")
+                };
+                app.note = format!("{verb}: {name}…");
+                let path = format!("/v1/processes/{}/{verb}", enc(&id));
+                act(client, tx, name, path, done);
             }
         }
         KeyCode::Char('X') => {
@@ -608,10 +578,7 @@ async fn list(client: &Client, all: bool) -> Result<(Vec<ProcessInfo>, Option<St
         .get("aside-last-event")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let bytes = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .map_err(|e| ClientError::new(aside_proto::ErrorCode::Internal, e.to_string()))?
-        .to_bytes();
+    let bytes = crate::client::body_bytes(resp).await?;
     let list = serde_json::from_slice(&bytes).map_err(|e| {
         ClientError::new(
             aside_proto::ErrorCode::Internal,
@@ -689,14 +656,10 @@ async fn follow_log(
     generation: u64,
     tx: mpsc::Sender<Msg>,
 ) {
-    let stream = match stream {
-        StreamFilter::All => "all",
-        StreamFilter::Stdout => "stdout",
-        StreamFilter::Stderr => "stderr",
-    };
     let path = format!(
-        "/v1/processes/{}/logs?follow=true&tail=500&stream={stream}",
-        enc(&id)
+        "/v1/processes/{}/logs?follow=true&tail=500&stream={}",
+        enc(&id),
+        stream.as_str()
     );
     let resp = match client.send(Method::GET, &path, None).await {
         Ok(r) => r,

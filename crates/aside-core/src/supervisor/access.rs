@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use aside_proto::{HUMAN_OWNER, ProcessStats, RunResult, TokenCreated, TokenInfo, TokenRequest};
+use aside_proto::{
+    HUMAN_OWNER, ProcessInfo, ProcessStats, RunResult, TokenCreated, TokenInfo, TokenRequest,
+};
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
@@ -16,7 +18,8 @@ use crate::store::ListFilter;
 /// Prefix of member tokens, so a leaked one is recognisable (as GitHub's `ghp_`).
 const TOKEN_PREFIX: &str = "aside_";
 
-/// `n` random bytes from the kernel, as lowercase hex.
+/// `n` random bytes from the kernel (`getrandom(2)`), as `2 n` lowercase hex digits.
+/// Errors: the kernel call failed.
 pub fn random_hex(n: usize) -> std::io::Result<String> {
     let mut buf = vec![0u8; n];
     let mut filled = 0;
@@ -105,13 +108,14 @@ impl Supervisor {
         Ok(self.store().history(&row.info.id, limit)?)
     }
 
-    /// CPU and memory of every live process's tree. CPU is the share of one core since the
-    /// previous call (the run's average over its life on the first), as `top` shows it.
-    pub fn stats(&self) -> Result<Vec<ProcessStats>> {
+    /// CPU and memory of the tree of every live process that `keep` accepts. CPU is the share
+    /// of one core since the previous call (the run's average over its life on the first), as
+    /// `top` shows it.
+    pub fn stats(&self, keep: impl Fn(&ProcessInfo) -> bool) -> Result<Vec<ProcessStats>> {
         let live: Vec<_> = self
             .list(&ListFilter::default())?
             .into_iter()
-            .filter(|p| !p.status.is_terminal())
+            .filter(|p| !p.status.is_terminal() && keep(p))
             .filter_map(|p| Some((p.pid? as i32, p)))
             .collect();
         let roots: Vec<i32> = live.iter().map(|(pid, _)| *pid).collect();
