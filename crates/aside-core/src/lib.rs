@@ -9,14 +9,18 @@
 //!   idle owners.
 //! - [`policy`]: the permission policy for agents (fail closed); [`audit::AuditLog`] records
 //!   stops, restarts, wakes and refusals.
+//! - [`hosts`]: agent hosts (Claude Code, Codex, Gemini CLI): session owners and resumption;
+//!   [`present`]: results as people and models are shown them.
 //! - [`paths::StateDir`]: where all of it lives (`ASIDE_HOME`).
 
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod hosts;
 pub mod logs;
 pub mod paths;
 pub mod policy;
+pub mod present;
 pub mod proc;
 pub mod rundir;
 pub mod shim;

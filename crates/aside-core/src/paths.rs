@@ -113,6 +113,22 @@ impl StateDir {
         }
     }
 
+    /// Output of the latest host session a wake resumed for an owner (0600), for post-mortems
+    /// of a resume that failed: `wake/<owner, path-safe>.log`.
+    pub fn wake_log(&self, owner: &str) -> PathBuf {
+        let safe: String = owner
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.root.join("wake").join(format!("{safe}.log"))
+    }
+
     /// The daemon's own log.
     pub fn daemon_log(&self) -> PathBuf {
         self.root.join("daemon.log")

@@ -12,8 +12,8 @@
 use std::path::Path;
 
 use aside_proto::{
-    Autorestart, AutorestartState, Event, EventKind, Notification, ProcessInfo, ProjectInfo,
-    RestartState, RunResult, Spec, Status, TokenInfo, TokenRequest, WakeAction,
+    Autorestart, AutorestartState, Event, EventKind, HostSession, Notification, ProcessInfo,
+    ProjectInfo, RestartState, RunResult, Spec, Status, TokenInfo, TokenRequest, WakeAction,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -127,10 +127,37 @@ CREATE TABLE tokens (
     revoked_at    INTEGER
 );
 "#,
+    r#"
+-- The agent-host session each owner speaks for (JSON HostSession), recorded by `aside mcp`
+-- and `aside hook`, so a wake can resume that very session.
+CREATE TABLE host_sessions (
+    owner       TEXT PRIMARY KEY,
+    session     TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+-- A wake that resumes a host session holds the notifications it carries until that turn ends:
+-- since when, and the resumed host process (pid and start time), which outlives a daemon.
+ALTER TABLE inbox ADD COLUMN delivering_since INTEGER;
+ALTER TABLE inbox ADD COLUMN delivering_pid INTEGER;
+ALTER TABLE inbox ADD COLUMN delivering_start INTEGER;
+"#,
 ];
 
 /// SQL test of a run that is not terminal.
 const LIVE: &str = "r.status IN ('starting', 'running', 'ready')";
+
+/// Notifications held by one wake delivery: the resumed host process being given them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Their owner.
+    pub owner: String,
+    /// The resumed host process, once it started.
+    pub pid: Option<u32>,
+    /// Its start time (clock ticks since boot).
+    pub start: Option<u64>,
+    /// Notification (run) ids.
+    pub ids: Vec<String>,
+}
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -1072,8 +1099,8 @@ impl Store {
         p: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<Notification>> {
         let sql = format!(
-            "SELECT i.run_id, i.owner, i.created_at, i.acked_at, i.result FROM inbox i
-             WHERE {where_sql} ORDER BY i.created_at, i.run_id"
+            "SELECT i.run_id, i.owner, i.created_at, i.acked_at, i.result, i.delivering_since
+             FROM inbox i WHERE {where_sql} ORDER BY i.created_at, i.run_id"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(p, |r| {
@@ -1083,16 +1110,18 @@ impl Store {
                 r.get::<_, i64>(2)?,
                 r.get::<_, Option<i64>>(3)?,
                 r.get::<_, String>(4)?,
+                r.get::<_, Option<i64>>(5)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, owner, created, acked, result) = row?;
+            let (id, owner, created, acked, result, delivering) = row?;
             out.push(Notification {
                 id,
                 owner,
                 created_at: ts(created),
                 acked_at: acked.map(ts),
+                delivering_since: delivering.map(ts),
                 result: serde_json::from_str(&result)?,
             });
         }
@@ -1102,6 +1131,127 @@ impl Store {
     /// Unacknowledged notifications of `owner`, oldest first.
     pub fn inbox(&self, owner: &str) -> Result<Vec<Notification>> {
         self.notifications("i.owner = ?1 AND i.acked_at IS NULL", &[&owner])
+    }
+
+    /// Unacknowledged notifications of `owner` that no resumed host session is being given
+    /// now: what a hook or an MCP answer may deliver.
+    pub fn deliverable(&self, owner: &str) -> Result<Vec<Notification>> {
+        self.notifications(
+            "i.owner = ?1 AND i.acked_at IS NULL AND i.delivering_since IS NULL",
+            &[&owner],
+        )
+    }
+
+    /// Marks `ids` of `owner` as being delivered by a resumed host session since `now` (only
+    /// those still pending and not held by another delivery); returns the ones it marked.
+    pub fn hold_for_delivery(
+        &mut self,
+        owner: &str,
+        ids: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<String>> {
+        let tx = self.conn.transaction()?;
+        let mut held = Vec::new();
+        for id in ids {
+            let n = tx.execute(
+                "UPDATE inbox SET delivering_since = ?3, delivering_pid = NULL, delivering_start = NULL
+                 WHERE run_id = ?1 AND owner = ?2 AND acked_at IS NULL AND delivering_since IS NULL",
+                params![id, owner, ms(now)],
+            )?;
+            if n > 0 {
+                held.push(id.clone());
+            }
+        }
+        tx.commit()?;
+        Ok(held)
+    }
+
+    /// Records the host process (pid, start time) that is being given the held `ids`.
+    pub fn set_delivery_process(&mut self, ids: &[String], pid: u32, start: u64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for id in ids {
+            tx.execute(
+                "UPDATE inbox SET delivering_pid = ?2, delivering_start = ?3
+                 WHERE run_id = ?1 AND acked_at IS NULL AND delivering_since IS NOT NULL",
+                params![id, pid, start as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Makes held `ids` pending again (their delivery failed).
+    pub fn release_delivery(&mut self, ids: &[String]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for id in ids {
+            tx.execute(
+                "UPDATE inbox SET delivering_since = NULL, delivering_pid = NULL, delivering_start = NULL
+                 WHERE run_id = ?1 AND acked_at IS NULL",
+                params![id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deliveries in flight, grouped by owner and host process: `(owner, pid, start, ids)`;
+    /// pid and start are `None` when the daemon stopped before the host process started.
+    pub fn deliveries(&self) -> Result<Vec<Delivery>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT owner, delivering_pid, delivering_start, run_id FROM inbox
+             WHERE acked_at IS NULL AND delivering_since IS NOT NULL
+             ORDER BY owner, delivering_pid, created_at",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut out: Vec<Delivery> = Vec::new();
+        for row in rows {
+            let (owner, pid, start, id) = row?;
+            let pid = pid.map(|p| p as u32);
+            let start = start.map(|s| s as u64);
+            match out.last_mut() {
+                Some(d) if d.owner == owner && d.pid == pid && d.start == start => d.ids.push(id),
+                _ => out.push(Delivery {
+                    owner,
+                    pid,
+                    start,
+                    ids: vec![id],
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records (replaces) the host session of `session.owner`.
+    pub fn set_host_session(&mut self, session: &HostSession, now: Timestamp) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO host_sessions (owner, session, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(owner) DO UPDATE SET session = excluded.session, updated_at = excluded.updated_at",
+            params![session.owner, serde_json::to_string(session)?, ms(now)],
+        )?;
+        Ok(())
+    }
+
+    /// The host session `owner` speaks for, if one was recorded.
+    pub fn host_session(&self, owner: &str) -> Result<Option<HostSession>> {
+        let json: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT session FROM host_sessions WHERE owner = ?1",
+                params![owner],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(match json {
+            Some(j) => Some(serde_json::from_str(&j)?),
+            None => None,
+        })
     }
 
     /// Acknowledges `ids` of `owner` (all pending ones when `ids` is empty and `all`); returns
@@ -1122,7 +1272,7 @@ impl Store {
         let mut events = Vec::new();
         for n in &chosen {
             tx.execute(
-                "UPDATE inbox SET acked_at = ?2 WHERE run_id = ?1 AND acked_at IS NULL",
+                "UPDATE inbox SET acked_at = ?2, delivering_since = NULL WHERE run_id = ?1 AND acked_at IS NULL",
                 params![n.id, ms(now)],
             )?;
             tx.execute("UPDATE runs SET unread = 0 WHERE id = ?1", params![n.id])?;

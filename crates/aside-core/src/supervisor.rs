@@ -402,11 +402,11 @@ impl Supervisor {
     }
 
     /// True while the daemon has work even with nothing running: a restart waiting out its
-    /// delay, or a file watch that may revive an ended process. The daemon does not idle-exit
-    /// while this holds.
+    /// delay, a file watch that may revive an ended process, or results waiting to wake their
+    /// owner. The daemon does not idle-exit while this holds.
     pub fn has_duties(&self) -> bool {
         use std::sync::atomic::Ordering;
-        self.inner.pending_restarts.load(Ordering::SeqCst) > 0 || self.watching()
+        self.inner.pending_restarts.load(Ordering::SeqCst) > 0 || self.watching() || self.waking()
     }
 
     fn watch_logs(&self, run_id: &str, dir: &Path) {
@@ -1605,10 +1605,16 @@ impl Supervisor {
         Ok(self.store().result(&row.info.run_id)?)
     }
 
-    /// Unacknowledged notifications of `owner`, oldest first.
-    pub fn inbox(&self, owner: &str) -> Result<InboxResponse> {
+    /// Unacknowledged notifications of `owner`, oldest first; with `deliverable`, only those no
+    /// resumed host session is being given right now (what a hook or tool answer may show).
+    pub fn inbox(&self, owner: &str, deliverable: bool) -> Result<InboxResponse> {
+        let store = self.store();
         Ok(InboxResponse {
-            notifications: self.store().inbox(owner)?,
+            notifications: if deliverable {
+                store.deliverable(owner)?
+            } else {
+                store.inbox(owner)?
+            },
         })
     }
 
@@ -1675,13 +1681,7 @@ impl Supervisor {
     }
 
     fn reattach(&self, run_id: &str, process_id: &str, shim_pid: i32, rd: &RunDir) -> Result<()> {
-        let pid = rustix::process::Pid::from_raw(shim_pid)
-            .ok_or_else(|| Error::Io(format!("invalid shim pid {shim_pid}")))?;
-        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
-            .map_err(|e| Error::Io(format!("pidfd_open({shim_pid}): {e}")))?;
-        // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open and the same for its life.
-        let afd = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
-            .map_err(|e| Error::Io(format!("cannot poll pidfd of {shim_pid}: {e}")))?;
+        let exited = process_exit(shim_pid)?;
         self.register_live(run_id, process_id);
         if let Some(live) = lock(&self.inner.live).get(run_id) {
             live.shim_pid.send_replace(Some(shim_pid));
@@ -1690,8 +1690,7 @@ impl Supervisor {
         let me = self.clone();
         let run = run_id.to_string();
         tokio::spawn(async move {
-            // A pidfd becomes readable when the process exits.
-            let _ = afd.readable().await;
+            exited.await;
             me.finalize(&run);
         });
         Ok(())
@@ -1711,6 +1710,25 @@ impl Supervisor {
         }
         Ok(ids.len())
     }
+}
+
+/// A future that resolves when process `pid` exits, for a process that is not our child (a
+/// re-attached shim, an agent host): a pidfd becomes readable when its process exits. Errors
+/// when the pid is gone already or cannot be watched.
+pub(crate) fn process_exit(pid: i32) -> Result<impl std::future::Future<Output = ()> + use<>> {
+    let raw = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| Error::Io(format!("invalid pid {pid}")))?;
+    let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())
+        .map_err(|e| Error::Io(format!("pidfd_open({pid}): {e}")))?;
+    // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open and the same for its life.
+    let afd = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
+        .map_err(|e| Error::Io(format!("cannot poll pidfd of {pid}: {e}")))?;
+    Ok(async move {
+        // Readable (or an error, which means the same here) once the process has exited.
+        if let Err(e) = afd.readable().await {
+            tracing::debug!("pidfd of {pid}: {e}");
+        }
+    })
 }
 
 async fn changed(rx: &mut Option<watch::Receiver<u64>>) {

@@ -595,6 +595,11 @@ pub struct Notification {
     pub created_at: Timestamp,
     /// When it was acknowledged, if it was.
     pub acked_at: Option<Timestamp>,
+    /// Since when a resumed host session is being given it (a wake in flight): hooks and MCP
+    /// answers do not deliver it again meanwhile; it is acknowledged when that turn ends well,
+    /// and pending again when it fails.
+    #[serde(default)]
+    pub delivering_since: Option<Timestamp>,
     /// The result.
     pub result: RunResult,
 }
@@ -829,8 +834,9 @@ pub struct Event {
 }
 
 /// What to do when a result arrives for an owner that is idle: run a command (argv, never a
-/// shell string built from data) with the pending results as JSON on stdin, or POST them as the
-/// body to an `http://` webhook. Exactly one of `command` and `webhook`.
+/// shell string built from data) with the pending results as JSON on stdin, POST them as the
+/// body to an `http://` webhook, or resume the owner's agent-host session with them as its
+/// prompt. Exactly one of `command`, `webhook` and `host`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct WakeAction {
     /// The owner it wakes (set from the URL).
@@ -842,9 +848,86 @@ pub struct WakeAction {
     /// An `http://` URL.
     #[serde(default)]
     pub webhook: Option<String>,
+    /// Resume the owner's recorded [`HostSession`] of this host non-interactively (in its cwd,
+    /// the results as the prompt), once the session's host process has ended.
+    #[serde(default)]
+    pub host: Option<AgentHost>,
     /// The owner counts as idle after this long without API requests (ms, default 60000).
     #[serde(default)]
     pub idle_after_ms: Option<u64>,
+}
+
+/// An agent host whose sessions `aside` knows how to name and resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentHost {
+    /// Claude Code (`claude`): sessions resumed with `claude -p --resume ID`.
+    ClaudeCode,
+    /// Codex CLI (`codex`): threads resumed with `codex exec resume ID -`.
+    Codex,
+    /// Gemini CLI (`gemini`): sessions resumed with `gemini --resume ID -p …`.
+    Gemini,
+}
+
+impl AgentHost {
+    /// Every host, for listings and parsing.
+    pub const ALL: [AgentHost; 3] = [AgentHost::ClaudeCode, AgentHost::Codex, AgentHost::Gemini];
+
+    /// The wire name: `claude-code`, `codex`, `gemini`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentHost::ClaudeCode => "claude-code",
+            AgentHost::Codex => "codex",
+            AgentHost::Gemini => "gemini",
+        }
+    }
+
+    /// Parses a wire name; `claude` is accepted for `claude-code`.
+    pub fn parse(s: &str) -> Option<AgentHost> {
+        match s {
+            "claude" => Some(AgentHost::ClaudeCode),
+            _ => AgentHost::ALL.into_iter().find(|h| h.as_str() == s),
+        }
+    }
+}
+
+impl fmt::Display for AgentHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The agent-host session an owner speaks for: recorded by `aside mcp` and `aside hook` so a
+/// wake can resume that very session. `PUT /v1/owners/{owner}/session`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HostSession {
+    /// The owner (set from the URL).
+    #[serde(default)]
+    pub owner: String,
+    /// Which host.
+    pub host: AgentHost,
+    /// The host's session (Claude Code, Gemini CLI) or thread (Codex) id.
+    pub session_id: String,
+    /// The session's working directory (hosts find sessions by it).
+    pub cwd: String,
+    /// The argv prefix that starts this host (its executable, and for a script its
+    /// interpreter first); empty: the host's usual name on `PATH`.
+    #[serde(default)]
+    pub program: Vec<String>,
+    /// The host's own settings from its environment (config directory, API endpoint and key),
+    /// so a resumed session talks to the same place; only the variables the host reads.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Pid of the host process while the session is open.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// That process's start time (clock ticks since boot, `/proc/PID/stat` field 22): pids
+    /// are reused.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
+    /// When it was recorded (set by the daemon).
+    #[serde(default)]
+    pub updated_at: Option<Timestamp>,
 }
 
 /// What a wake action receives (stdin of the command, body of the webhook).
@@ -1144,6 +1227,7 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("event", s::<Event>()),
         ("wake-action", s::<WakeAction>()),
         ("wake-payload", s::<WakePayload>()),
+        ("host-session", s::<HostSession>()),
         ("token", s::<TokenInfo>()),
         ("token-created", s::<TokenCreated>()),
         ("web", s::<WebInfo>()),

@@ -143,6 +143,10 @@ enum Cmd {
         /// The team of this connection.
         #[arg(long, env = "ASIDE_TEAM")]
         team: Option<String>,
+        /// Resume this host session (Claude Code, Codex) with a result that arrives after it
+        /// ended: registers a host wake for its owner, unless it has a wake action already.
+        #[arg(long)]
+        wake: bool,
     },
     /// Print the JSON Schema of a `--json` output (status, process, result, notification, inbox, log-entry, logs, wait, run-request, token, web, stats, error, …).
     Schema {
@@ -484,6 +488,11 @@ enum WakeCmd {
         /// An http:// URL to POST the results to.
         #[arg(long, conflicts_with = "command")]
         webhook: Option<String>,
+        /// Resume the owner's own session of this agent host (claude-code, codex, gemini) with
+        /// the results as its prompt, once the session has ended (`aside mcp` and `aside hook`
+        /// record the session).
+        #[arg(long, value_parser = parse_host, conflicts_with_all = ["command", "webhook"])]
+        host: Option<aside_proto::AgentHost>,
         /// Idle after this long without requests (default 1m).
         #[arg(long, value_parser = parse_duration_ms, value_name = "DUR")]
         idle_after: Option<u64>,
@@ -520,6 +529,10 @@ enum HookHost {
         /// On Stop with nothing pending, wait this long for a running process of the owner to end.
         #[arg(long, value_parser = parse_duration_ms, value_name = "DUR")]
         wait_on_stop: Option<u64>,
+        /// Do not register the wake that resumes this session (`claude -p --resume`) when a
+        /// result arrives after it ended (also `ASIDE_WAKE=off`).
+        #[arg(long)]
+        no_wake: bool,
     },
 }
 
@@ -620,23 +633,28 @@ pub fn main(cli: Cli) -> i32 {
         return policy(cmd);
     }
     if let Cmd::Hook {
-        host: HookHost::Claude {
-            owner,
-            wait_on_stop,
-        },
+        host:
+            HookHost::Claude {
+                owner,
+                wait_on_stop,
+                no_wake,
+            },
     } = &cli.cmd
     {
+        let wake_off = std::env::var("ASIDE_WAKE").is_ok_and(|v| v == "off" || v == "0");
         return crate::hook::claude(crate::hook::HookOptions {
             owner: owner.clone(),
             wait_on_stop: wait_on_stop.map(Duration::from_millis),
+            wake: !no_wake && !wake_off,
         });
     }
     match &cli.cmd {
         Cmd::Config { cmd } => return crate::up::config(cmd),
-        Cmd::Mcp { owner, team } => {
+        Cmd::Mcp { owner, team, wake } => {
             return crate::mcp::run(crate::mcp::McpOptions {
                 owner: owner.clone(),
                 team: team.clone(),
+                wake: *wake,
             });
         }
         _ => {}
@@ -1287,11 +1305,37 @@ async fn inbox(a: InboxArgs, state: StateDir) -> Result<i32> {
     Ok(0)
 }
 
+/// What a wake action does, in words.
+fn wake_text(a: &aside_proto::WakeAction) -> String {
+    let idle = render::duration(
+        a.idle_after_ms
+            .unwrap_or(aside_core::supervisor::DEFAULT_IDLE_AFTER_MS),
+    );
+    match (&a.command, &a.webhook, a.host) {
+        (_, _, Some(host)) => {
+            format!("resuming its {host} session once that session has ended")
+        }
+        (Some(c), _, _) => format!("{c:?} when idle for {idle}"),
+        (_, Some(w), _) => format!("{w} when idle for {idle}"),
+        _ => String::new(),
+    }
+}
+
+fn parse_host(s: &str) -> std::result::Result<aside_proto::AgentHost, String> {
+    aside_proto::AgentHost::parse(s).ok_or_else(|| {
+        format!(
+            "unknown agent host {s:?}: one of {}",
+            aside_proto::AgentHost::ALL.map(|h| h.as_str()).join(", ")
+        )
+    })
+}
+
 async fn wake(cmd: WakeCmd, state: StateDir) -> Result<i32> {
     match cmd {
         WakeCmd::Set {
             owner,
             webhook,
+            host,
             idle_after,
             command,
         } => {
@@ -1301,6 +1345,7 @@ async fn wake(cmd: WakeCmd, state: StateDir) -> Result<i32> {
                 owner: owner.clone(),
                 command: (!command.is_empty()).then_some(command),
                 webhook,
+                host,
                 idle_after_ms: idle_after,
             };
             let set: aside_proto::WakeAction = client
@@ -1310,17 +1355,7 @@ async fn wake(cmd: WakeCmd, state: StateDir) -> Result<i32> {
                     Some(&action),
                 )
                 .await?;
-            println!(
-                "{owner} is woken by {} when idle for {}",
-                set.command
-                    .map(|c| format!("{c:?}"))
-                    .or(set.webhook)
-                    .unwrap_or_default(),
-                render::duration(
-                    set.idle_after_ms
-                        .unwrap_or(aside_core::supervisor::DEFAULT_IDLE_AFTER_MS)
-                )
-            );
+            println!("{owner} is woken by {}", wake_text(&set));
             Ok(0)
         }
         WakeCmd::Show { owner, json } => {
@@ -1332,17 +1367,7 @@ async fn wake(cmd: WakeCmd, state: StateDir) -> Result<i32> {
             if json {
                 print_json(&a);
             } else {
-                println!(
-                    "{owner}: {} (idle after {})",
-                    a.command
-                        .map(|c| format!("{c:?}"))
-                        .or(a.webhook)
-                        .unwrap_or_default(),
-                    render::duration(
-                        a.idle_after_ms
-                            .unwrap_or(aside_core::supervisor::DEFAULT_IDLE_AFTER_MS)
-                    )
-                );
+                println!("{owner}: {}", wake_text(&a));
             }
             Ok(0)
         }

@@ -372,6 +372,10 @@ fn api_routes(app: App) -> Router {
             get(wake_show).put(wake_set).delete(wake_clear),
         )
         .route("/v1/owners/{owner}/idle", post(idle))
+        .route(
+            "/v1/owners/{owner}/session",
+            get(session_show).put(session_set),
+        )
         .fallback(|| async {
             api_error(
                 ErrorCode::NotFound,
@@ -487,6 +491,11 @@ fn body<T: DeserializeOwned + Default>(bytes: &Bytes) -> ApiResult<T> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
+    required_body(bytes)
+}
+
+/// A JSON body that must be there.
+fn required_body<T: DeserializeOwned>(bytes: &Bytes) -> ApiResult<T> {
     serde_json::from_slice(bytes)
         .map_err(|e| ApiErr::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {e}")))
 }
@@ -913,8 +922,46 @@ async fn idle(State(app): State<App>, Path(owner): Path<String>) -> Json<serde_j
     Json(serde_json::json!({ "owner": owner, "idle": true }))
 }
 
-async fn inbox(State(app): State<App>, Path(owner): Path<String>) -> ApiResult<Response> {
-    Ok(Json(app.sup.inbox(&owner)?).into_response())
+#[derive(Deserialize, Default)]
+struct InboxQuery {
+    /// Only results no resumed host session is being given now.
+    #[serde(default)]
+    deliverable: bool,
+}
+
+async fn inbox(
+    State(app): State<App>,
+    Path(owner): Path<String>,
+    q: Result<Query<InboxQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let q = query(q)?;
+    Ok(Json(app.sup.inbox(&owner, q.deliverable)?).into_response())
+}
+
+async fn session_set(
+    State(app): State<App>,
+    Path(owner): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> ApiResult<Response> {
+    let session: aside_proto::HostSession = required_body(&bytes)?;
+    Ok(Json(
+        app.sup
+            .set_host_session(&requester(&headers), &owner, session)?,
+    )
+    .into_response())
+}
+
+async fn session_show(State(app): State<App>, Path(owner): Path<String>) -> ApiResult<Response> {
+    match app.sup.host_session(&owner)? {
+        Some(s) => Ok(Json(s).into_response()),
+        None => Err(ApiErr::new(
+            ErrorCode::NotFound,
+            format!(
+                "no agent-host session is recorded for {owner}: `aside mcp` and `aside hook claude` record one"
+            ),
+        )),
+    }
 }
 
 async fn ack(

@@ -12,17 +12,25 @@
 //! looking at `stop_hook_active` (Claude Code also caps consecutive stop blocks). A hook
 //! must never break Claude: without a daemon, on bad input or on any error it prints nothing
 //! (errors go to stderr) and exits 0, and it never starts a daemon.
+//!
+//! Every event also records the session with the daemon (owner, `session_id`, `cwd`, the
+//! `claude` program and its settings) and, unless `--no-wake`, registers a wake that resumes
+//! this session with `claude -p --resume` when a result arrives after the session ended. A
+//! `Stop` with nothing to deliver marks the owner idle, for wake commands and webhooks.
 
 use std::io::Read;
 use std::time::Duration;
 
+use aside_core::hosts;
 use aside_core::paths::StateDir;
-use aside_proto::{AckRequest, AckResponse, InboxResponse, ProcessInfo, WaitResponse};
+use aside_proto::{
+    AckRequest, AckResponse, AgentHost, HostSession, InboxResponse, ProcessInfo, WaitResponse,
+};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::client::{Client, ClientError, enc};
-use crate::mcp::notification_block;
+use aside_core::present::notification_block;
 
 /// Largest hook payload read from stdin (PostToolUse carries the tool's response).
 const MAX_PAYLOAD: u64 = 16 * 1024 * 1024;
@@ -35,6 +43,9 @@ pub struct HookEvent {
     /// Claude Code's session id.
     #[serde(default)]
     pub session_id: Option<String>,
+    /// The session's working directory.
+    #[serde(default)]
+    pub cwd: Option<String>,
 }
 
 /// Options of `aside hook claude`.
@@ -44,6 +55,8 @@ pub struct HookOptions {
     pub owner: Option<String>,
     /// On `Stop` with nothing pending, wait this long for a running process to end.
     pub wait_on_stop: Option<Duration>,
+    /// Register the wake that resumes this session.
+    pub wake: bool,
 }
 
 /// Runs the adapter on stdin/stdout; always returns 0 (a hook must not break Claude).
@@ -109,16 +122,28 @@ async fn answer(
     if client.connect().await.is_err() {
         return Ok(None);
     }
+    if let Some(session) = host_session(event, &owner)
+        && let Err(e) = crate::mcp::register_session(&client, &session, opts.wake).await
+    {
+        eprintln!("aside hook: cannot record the session of {owner}: {e}");
+    }
     let inbox_path = format!("/v1/owners/{}/inbox", enc(&owner));
-    let mut inbox: InboxResponse = client.get(&inbox_path).await?;
+    let deliverable = format!("{inbox_path}?deliverable=true");
+    let mut inbox: InboxResponse = client.get(&deliverable).await?;
     if inbox.notifications.is_empty()
         && stop
         && let Some(limit) = opts.wait_on_stop
         && wait_for_any_exit(&client, &owner, limit).await?
     {
-        inbox = client.get(&inbox_path).await?;
+        inbox = client.get(&deliverable).await?;
     }
     if inbox.notifications.is_empty() {
+        if stop {
+            // Going idle: a wake command or webhook may fire for what arrives now.
+            let _: serde_json::Value = client
+                .post(&format!("/v1/owners/{}/idle", enc(&owner)), &json!({}))
+                .await?;
+        }
         return Ok(None);
     }
     let text = format!(
@@ -151,6 +176,36 @@ async fn answer(
         })
     };
     Ok(Some(out.to_string()))
+}
+
+/// The Claude Code session of `event`: its id and directory from the event, the `claude`
+/// program and settings from the process that ran this hook.
+fn host_session(event: &HookEvent, owner: &str) -> Option<HostSession> {
+    let session_id = event.session_id.clone().filter(|s| !s.is_empty())?;
+    let host = hosts::host_process(std::os::unix::process::parent_id());
+    let cwd = event
+        .cwd
+        .clone()
+        .filter(|c| c.starts_with('/'))
+        .or_else(|| {
+            host.and_then(|(pid, _)| std::fs::read_link(format!("/proc/{pid}/cwd")).ok())
+                .map(|p| p.display().to_string())
+        })?;
+    Some(HostSession {
+        owner: owner.to_string(),
+        host: AgentHost::ClaudeCode,
+        session_id,
+        cwd,
+        program: host
+            .map(|(pid, _)| hosts::program_of(pid))
+            .unwrap_or_default(),
+        env: host
+            .map(|(pid, _)| hosts::process_env(AgentHost::ClaudeCode, pid))
+            .unwrap_or_default(),
+        pid: host.map(|(pid, _)| pid),
+        pid_start: host.map(|(_, start)| start),
+        updated_at: None,
+    })
 }
 
 /// Waits up to `limit` for any of `owner`'s running processes to end; false when none runs.

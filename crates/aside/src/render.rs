@@ -1,47 +1,16 @@
 //! Human-readable renderings of API records for the terminal.
 
-use aside_proto::{LogEntry, LogStream, Notification, ProcessInfo, RunResult, Status};
+use aside_proto::{LogEntry, LogStream, Notification, ProcessInfo, RunResult};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-/// `1.2s`, `3m04s`, `2h05m`.
-pub fn duration(ms: u64) -> String {
-    let s = ms / 1000;
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if s < 60 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    }
-}
+pub use aside_core::present::{duration, outcome};
 
 /// Local wall-clock time, `2026-11-21 15:04:05`.
 pub fn time(t: Timestamp) -> String {
     t.to_zoned(TimeZone::system())
         .strftime("%Y-%m-%d %H:%M:%S")
         .to_string()
-}
-
-/// `completed (exit 0)`, `failed (SIGKILL)`, `stopped by human (SIGTERM)`.
-pub fn outcome(
-    status: Status,
-    exit_code: Option<i32>,
-    signal: Option<&str>,
-    stopped_by: Option<&str>,
-) -> String {
-    let mut s = status.to_string();
-    if let Some(by) = stopped_by {
-        s.push_str(&format!(" by {by}"));
-    }
-    match (exit_code, signal) {
-        (Some(c), _) => s.push_str(&format!(" (exit {c})")),
-        (None, Some(sig)) => s.push_str(&format!(" ({sig})")),
-        _ => {}
-    }
-    s
 }
 
 /// [`outcome`] of a process's latest run.

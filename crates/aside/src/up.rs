@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use aside_core::paths::StateDir;
 use aside_proto::{ErrorCode, ProjectInfo, StopAllResponse, UpMessage, UpState};
@@ -78,23 +78,29 @@ fn invalid(msg: impl Into<String>) -> ClientError {
     ClientError::new(ErrorCode::InvalidRequest, msg)
 }
 
-/// The config file: `explicit`, or found from the current directory up.
-fn locate(explicit: Option<PathBuf>) -> Result<PathBuf> {
+/// The config file: `explicit` (relative to `base`), or found from `base` up.
+fn locate(explicit: Option<PathBuf>, base: &Path) -> Result<PathBuf> {
     if let Some(p) = explicit {
-        return Ok(p);
+        return Ok(base.join(p));
     }
-    let here = std::env::current_dir()
-        .map_err(|e| invalid(format!("the current directory is unusable: {e}")))?;
-    config::find(&here).ok_or_else(|| {
+    config::find(base).ok_or_else(|| {
         invalid(format!(
             "no aside.yaml, agent-procs.yaml or Procfile in {} or its parents: write one, or pass --config PATH",
-            here.display()
+            base.display()
         ))
     })
 }
 
 fn load(explicit: Option<PathBuf>) -> Result<config::Project> {
-    let path = locate(explicit)?;
+    let here = std::env::current_dir()
+        .map_err(|e| invalid(format!("the current directory is unusable: {e}")))?;
+    load_from(explicit, &here)
+}
+
+/// Loads the project config `explicit` (relative to `base`), or the one found from `base` up.
+/// Errors name the file, line and column.
+pub fn load_from(explicit: Option<PathBuf>, base: &Path) -> Result<config::Project> {
+    let path = locate(explicit, base)?;
     config::load(&path).map_err(|e| invalid(e.to_string()))
 }
 

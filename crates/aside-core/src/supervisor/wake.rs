@@ -3,17 +3,30 @@
 //! pending results as JSON on stdin, or POST them to its webhook. Debounced and batched (one
 //! worker per owner), retried with exponential backoff until the results are acknowledged or
 //! the owner is active again; results of runs the owner stopped itself never wake it.
+//!
+//! A *host* wake action resumes the owner's recorded agent-host session instead (see
+//! [`crate::hosts`]): once that session's host process has ended, the daemon runs the host's
+//! own resume command in the session's directory with the results as the prompt on stdin. The
+//! results it carries are held for that delivery (hooks and MCP answers skip them), and
+//! acknowledged only when the resumed turn ends well; a failed turn makes them pending again
+//! and is retried with the backoff. One worker per owner and the session's own host process
+//! mean one session is resumed at most once at a time. Held deliveries outlive the daemon: the
+//! next one waits for a resumed host still running, so a `kill -9` between does not resume a
+//! session twice.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aside_proto::{Command, EventKind, Notification, WakeAction, WakePayload};
+use aside_proto::{
+    AgentHost, Command, EventKind, HostSession, Notification, WakeAction, WakePayload,
+};
 use jiff::Timestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use super::{Error, Requester, Result, Supervisor, lock};
+use super::{Error, Requester, Result, Supervisor, lock, process_exit};
+use crate::hosts;
 use crate::policy::Verdict;
 
 /// Default idle time after which an owner may be woken: 60 s.
@@ -22,6 +35,8 @@ pub const DEFAULT_IDLE_AFTER_MS: u64 = 60_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 /// Longest a wake command or webhook may take.
 const FIRE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a resumed agent-host turn may take before it is stopped (and retried later).
+const TURN_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// When an owner last talked to the daemon.
 #[derive(Debug, Clone, Copy)]
@@ -36,19 +51,36 @@ pub(super) struct Activity {
 pub(super) struct WakeState {
     activity: HashMap<String, Activity>,
     workers: HashMap<String, Arc<Notify>>,
+    /// The host process watched for each owner's recorded session (pid, start time).
+    hosts_watched: HashMap<String, (u32, u64)>,
 }
 
-fn validate(action: &WakeAction) -> Result<()> {
-    match (&action.command, &action.webhook) {
-        (Some(argv), None) if argv.first().is_some_and(|p| !p.is_empty()) => Ok(()),
-        (Some(_), None) => Err(Error::Invalid(
-            "the wake command is empty: give a program and its arguments".into(),
-        )),
-        (None, Some(url)) => parse_http_url(url).map(|_| ()),
-        _ => Err(Error::Invalid(
-            "a wake action is either a command (argv) or a webhook (URL), exactly one of them"
-                .into(),
-        )),
+/// What a wake action does: exactly one of its targets.
+enum Target {
+    Command(Vec<String>),
+    Webhook(String),
+    Resume(AgentHost),
+}
+
+impl Target {
+    fn of(action: &WakeAction) -> Result<Target> {
+        match (&action.command, &action.webhook, action.host) {
+            (Some(argv), None, None) if argv.first().is_some_and(|p| !p.is_empty()) => {
+                Ok(Target::Command(argv.clone()))
+            }
+            (Some(_), None, None) => Err(Error::Invalid(
+                "the wake command is empty: give a program and its arguments".into(),
+            )),
+            (None, Some(url), None) => {
+                parse_http_url(url)?;
+                Ok(Target::Webhook(url.clone()))
+            }
+            (None, None, Some(host)) => Ok(Target::Resume(host)),
+            _ => Err(Error::Invalid(
+                "a wake action is exactly one of a command (argv), a webhook (URL) or a host to resume"
+                    .into(),
+            )),
+        }
     }
 }
 
@@ -101,6 +133,11 @@ impl Supervisor {
         self.ensure_waker(owner);
     }
 
+    /// Whether a wake worker has results to deliver (the daemon then stays up for it).
+    pub(super) fn waking(&self) -> bool {
+        !lock(&self.inner.wake).workers.is_empty()
+    }
+
     fn is_idle(&self, owner: &str, idle_after: Duration) -> bool {
         match lock(&self.inner.wake).activity.get(owner) {
             None => true,
@@ -118,7 +155,7 @@ impl Supervisor {
         mut action: WakeAction,
     ) -> Result<WakeAction> {
         action.owner = owner.to_string();
-        validate(&action)?;
+        Target::of(&action)?;
         if !who.is_human() {
             let target = format!("wake for {owner}");
             if who.owner != owner {
@@ -168,6 +205,7 @@ impl Supervisor {
     /// Starts waking: one task follows the event log for new results, and owners with results
     /// pending from before a restart get a worker now.
     pub fn start_waker(&self) {
+        self.recover_deliveries();
         let me = self.clone();
         let mut rx = self.subscribe_events();
         tokio::spawn(async move {
@@ -215,10 +253,11 @@ impl Supervisor {
         });
     }
 
-    /// Results that may wake `owner`: unacknowledged, and not of runs it stopped itself.
+    /// Results that may wake `owner`: unacknowledged, not held by a delivery, and not of runs
+    /// it stopped itself.
     fn wakeable(&self, owner: &str) -> Vec<Notification> {
         self.store()
-            .inbox(owner)
+            .deliverable(owner)
             .unwrap_or_default()
             .into_iter()
             .filter(|n| n.result.stopped_by.as_deref() != Some(owner))
@@ -234,37 +273,74 @@ impl Supervisor {
             let Ok(Some(action)) = self.store().wake(owner) else {
                 return;
             };
-            let idle_after =
-                Duration::from_millis(action.idle_after_ms.unwrap_or(DEFAULT_IDLE_AFTER_MS));
+            let Ok(target) = Target::of(&action) else {
+                return;
+            };
             let pending = self.wakeable(owner);
             if pending.is_empty() {
                 return;
             }
-            if !self.is_idle(owner, idle_after) {
-                // Active owners get their results piggybacked; look again once it may be idle.
-                let wait = lock(&self.inner.wake)
-                    .activity
-                    .get(owner)
-                    .map_or(Duration::ZERO, |a| {
-                        idle_after.saturating_sub(a.last.elapsed())
-                    });
-                tokio::select! {
-                    _ = tokio::time::sleep(wait.max(Duration::from_millis(50))) => {}
-                    _ = signal.notified() => tokio::time::sleep(debounce).await,
-                }
-                continue;
-            }
-            let payload = WakePayload {
-                owner: owner.to_string(),
-                notifications: pending,
-            };
             let who = Requester::new(owner, None);
-            let target = format!("wake of {owner} ({} results)", payload.notifications.len());
-            match fire(&action, &payload).await {
-                Ok(()) => self.audit(&who, "wake", &target, None),
+            let target_text = format!("wake of {owner} ({} results)", pending.len());
+            let fired = match target {
+                Target::Resume(host) => match self.host_session(owner) {
+                    Ok(Some(session)) if session.host == host && hosts::session_open(&session) => {
+                        // The session is open: its own hooks and tool answers deliver the
+                        // results; resume it only once its host process has ended.
+                        let exit = session.pid.and_then(|pid| process_exit(pid as i32).ok());
+                        tokio::select! {
+                            _ = async { if let Some(e) = exit { e.await } else { std::future::pending().await } } => {
+                                tokio::time::sleep(debounce).await;
+                            }
+                            _ = signal.notified() => tokio::time::sleep(debounce).await,
+                            // A pid that could not be watched is looked at again now and then.
+                            _ = tokio::time::sleep(MAX_BACKOFF) => {}
+                        }
+                        continue;
+                    }
+                    Ok(Some(session)) if session.host == host => {
+                        self.resume_session(owner, &session, pending).await
+                    }
+                    Ok(Some(session)) => Err(format!(
+                        "the wake resumes a {host} session, but {owner} speaks for a {} session",
+                        session.host
+                    )),
+                    Ok(None) => Err(format!(
+                        "no {host} session is recorded for {owner} (`aside mcp` and `aside hook` record it)"
+                    )),
+                    Err(e) => Err(e.to_string()),
+                },
+                Target::Command(_) | Target::Webhook(_) => {
+                    let idle_after = Duration::from_millis(
+                        action.idle_after_ms.unwrap_or(DEFAULT_IDLE_AFTER_MS),
+                    );
+                    if !self.is_idle(owner, idle_after) {
+                        // Active owners get their results piggybacked; look again once it may
+                        // be idle.
+                        let wait = lock(&self.inner.wake)
+                            .activity
+                            .get(owner)
+                            .map_or(Duration::ZERO, |a| {
+                                idle_after.saturating_sub(a.last.elapsed())
+                            });
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait.max(Duration::from_millis(50))) => {}
+                            _ = signal.notified() => tokio::time::sleep(debounce).await,
+                        }
+                        continue;
+                    }
+                    let payload = WakePayload {
+                        owner: owner.to_string(),
+                        notifications: pending,
+                    };
+                    fire(&target, &payload).await
+                }
+            };
+            match fired {
+                Ok(()) => self.audit(&who, "wake", &target_text, None),
                 Err(why) => {
                     tracing::warn!("wake of {owner} failed: {why}");
-                    self.audit(&who, "wake", &target, Some(&format!("failed: {why}")));
+                    self.audit(&who, "wake", &target_text, Some(&format!("failed: {why}")));
                 }
             }
             // Until the owner acknowledges, try again later, waiting longer each time; a new
@@ -278,14 +354,288 @@ impl Supervisor {
             }
         }
     }
+
+    /// Resumes `session` with `pending` as the prompt and waits for the turn to end: the
+    /// results are held while it runs, acknowledged when it ends well, pending again when not.
+    async fn resume_session(
+        &self,
+        owner: &str,
+        session: &HostSession,
+        pending: Vec<Notification>,
+    ) -> std::result::Result<(), String> {
+        let ids: Vec<String> = pending.iter().map(|n| n.id.clone()).collect();
+        let held = {
+            let held = self
+                .store()
+                .hold_for_delivery(owner, &ids, Timestamp::now());
+            held.map_err(|e| e.to_string())?
+        };
+        let carried: Vec<Notification> = pending
+            .into_iter()
+            .filter(|n| held.contains(&n.id))
+            .collect();
+        if carried.is_empty() {
+            return Ok(());
+        }
+        let resume = hosts::resume(session, &crate::present::results_prompt(&carried));
+        let outcome = self.run_resume(owner, &resume, &held).await;
+        match &outcome {
+            Ok(()) => {
+                if let Err(e) = self.ack(owner, &held, false) {
+                    tracing::error!(
+                        "cannot acknowledge what the resumed session of {owner} got: {e}"
+                    );
+                }
+            }
+            Err(_) => {
+                let released = self.store().release_delivery(&held);
+                if let Err(e) = released {
+                    tracing::error!("cannot make the results of {owner} pending again: {e}");
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn run_resume(
+        &self,
+        owner: &str,
+        resume: &hosts::Resume,
+        held: &[String],
+    ) -> std::result::Result<(), String> {
+        if owner != aside_proto::HUMAN_OWNER {
+            // What a wake runs for an agent is judged like anything the agent runs.
+            let who = Requester::new(owner, None);
+            let policy = self
+                .agent_policy(&who, "wake", owner)
+                .map_err(|e| e.to_string())?;
+            if let Verdict::Refused(why) = policy.check_command(&Command::Argv(resume.argv.clone()))
+            {
+                return Err(format!("the policy refuses the resume command: {why}"));
+            }
+        }
+        let log_path = self.inner.state.wake_log(owner);
+        let log = open_wake_log(&log_path)
+            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        let mut child = tokio::process::Command::new(&resume.argv[0])
+            .args(&resume.argv[1..])
+            .current_dir(&resume.cwd)
+            .env_remove("ASIDE_OWNER")
+            .env_remove("ASIDE_TEAM")
+            .envs(&resume.env)
+            .stdin(std::process::Stdio::piped())
+            .stdout(log)
+            .stderr(log_err)
+            // Its own process group, so a turn that overruns is stopped with all it started.
+            .process_group(0)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "cannot start {:?} in {}: {e}",
+                    resume.argv[0],
+                    resume.cwd.display()
+                )
+            })?;
+        if let Some(pid) = child.id() {
+            let start = crate::proc::stat(pid as i32).map_or(0, |s| s.starttime);
+            let recorded = self.store().set_delivery_process(held, pid, start);
+            if let Err(e) = recorded {
+                tracing::error!("cannot record the resumed host of {owner}: {e}");
+            }
+        }
+        if let Some(mut stdin) = child.stdin.take() {
+            // A host that exits before reading its prompt fails below with its own status.
+            if let Err(e) = stdin.write_all(resume.stdin.as_bytes()).await {
+                tracing::warn!("cannot write the prompt of {owner}'s resumed session: {e}");
+            }
+        }
+        match tokio::time::timeout(TURN_TIMEOUT, child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => Err(format!(
+                "{:?} exited with {status} (its output: {})",
+                resume.argv[0],
+                log_path.display()
+            )),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => {
+                if let Some(pid) = child.id() {
+                    crate::proc::signal_all([-(pid as i32)], libc_sigterm());
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                if let Some(pid) = child.id() {
+                    crate::proc::signal_all([-(pid as i32)], libc_sigkill());
+                }
+                Err(format!(
+                    "the resumed turn took longer than {} s and was stopped",
+                    TURN_TIMEOUT.as_secs()
+                ))
+            }
+        }
+    }
+
+    /// Watches the host process of `owner`'s recorded session: when it ends and results are
+    /// pending, the owner's wake worker looks again (a host wake resumes the session then).
+    fn watch_host(&self, owner: &str, session: &HostSession) {
+        let (Some(pid), Some(start)) = (session.pid, session.pid_start) else {
+            return;
+        };
+        {
+            let mut state = lock(&self.inner.wake);
+            if state.hosts_watched.get(owner) == Some(&(pid, start)) {
+                return;
+            }
+            state.hosts_watched.insert(owner.to_string(), (pid, start));
+        }
+        let Ok(exited) = process_exit(pid as i32) else {
+            lock(&self.inner.wake).hosts_watched.remove(owner);
+            return;
+        };
+        let me = self.clone();
+        let owner = owner.to_string();
+        tokio::spawn(async move {
+            exited.await;
+            {
+                let mut state = lock(&me.inner.wake);
+                if state.hosts_watched.get(&owner) == Some(&(pid, start)) {
+                    state.hosts_watched.remove(&owner);
+                }
+            }
+            if !me.wakeable(&owner).is_empty() {
+                me.ensure_waker(&owner);
+            }
+        });
+    }
+
+    /// Records the host session `owner` speaks for. Agents may only record their own; the
+    /// environment is cut down to the host's own settings. Errors: forbidden, invalid.
+    pub fn set_host_session(
+        &self,
+        who: &Requester,
+        owner: &str,
+        mut session: HostSession,
+    ) -> Result<HostSession> {
+        if !who.is_human() && who.owner != owner {
+            return self.refuse(
+                who,
+                "session",
+                owner,
+                format!("{} may not record the session of {owner}", who.owner),
+            );
+        }
+        if session.session_id.trim().is_empty() {
+            return Err(Error::Invalid("session_id is empty".into()));
+        }
+        if !std::path::Path::new(&session.cwd).is_absolute() {
+            return Err(Error::Invalid(format!(
+                "cwd {:?} is not an absolute path",
+                session.cwd
+            )));
+        }
+        if let Some(p) = session.program.first()
+            && !std::path::Path::new(p).is_absolute()
+        {
+            return Err(Error::Invalid(format!(
+                "program {p:?} is not an absolute path (leave it empty to use the host's name on PATH)"
+            )));
+        }
+        session.owner = owner.to_string();
+        session.env = hosts::session_env(session.host, std::mem::take(&mut session.env));
+        session.updated_at = Some(Timestamp::now());
+        self.store().set_host_session(&session, Timestamp::now())?;
+        self.watch_host(owner, &session);
+        Ok(session)
+    }
+
+    /// The host session `owner` speaks for, if recorded.
+    pub fn host_session(&self, owner: &str) -> Result<Option<HostSession>> {
+        Ok(self.store().host_session(owner)?)
+    }
+
+    /// After a restart: deliveries that were in flight when the last daemon stopped. A resumed
+    /// host still running is waited for and then counts as delivered; one that ended meanwhile
+    /// counts as delivered too (it had its prompt; its exit status is lost), so a session is
+    /// never given the same results twice; one that never started is made pending again.
+    fn recover_deliveries(&self) {
+        let deliveries = match self.store().deliveries() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("cannot read the wake deliveries in flight: {e}");
+                return;
+            }
+        };
+        for d in deliveries {
+            let who = Requester::new(&d.owner, None);
+            let target = format!("wake of {} ({} results)", d.owner, d.ids.len());
+            match (d.pid, d.start) {
+                (Some(pid), start) if crate::proc::is_alive(pid as i32, start) => {
+                    let Ok(exited) = process_exit(pid as i32) else {
+                        continue;
+                    };
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        exited.await;
+                        if let Err(e) = me.ack(&d.owner, &d.ids, false) {
+                            tracing::error!("cannot acknowledge a recovered delivery: {e}");
+                        }
+                        me.audit(&who, "wake", &target, None);
+                    });
+                }
+                (Some(_), _) => {
+                    if let Err(e) = self.ack(&d.owner, &d.ids, false) {
+                        tracing::error!("cannot acknowledge a recovered delivery: {e}");
+                    }
+                    self.audit(
+                        &who,
+                        "wake",
+                        &target,
+                        Some("delivered while no daemon watched; the resumed turn's exit status is unknown"),
+                    );
+                }
+                (None, _) => {
+                    if let Err(e) = self.store().release_delivery(&d.ids) {
+                        tracing::error!("cannot release a delivery that never started: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn libc_sigterm() -> i32 {
+    rustix::process::Signal::TERM.as_raw()
+}
+
+fn libc_sigkill() -> i32 {
+    rustix::process::Signal::KILL.as_raw()
+}
+
+/// Opens (truncates) the wake log of one resume, 0600 in a 0700 directory.
+fn open_wake_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Runs a wake action once. The payload goes on stdin (command) or as the body (webhook):
 /// never into an argument or a shell string.
-async fn fire(action: &WakeAction, payload: &WakePayload) -> std::result::Result<(), String> {
+async fn fire(target: &Target, payload: &WakePayload) -> std::result::Result<(), String> {
     let body = serde_json::to_vec(payload).map_err(|e| e.to_string())?;
     let run = async {
-        if let Some(argv) = &action.command {
+        if let Target::Command(argv) = target {
             let mut child = tokio::process::Command::new(&argv[0])
                 .args(&argv[1..])
                 .env("ASIDE_OWNER", &payload.owner)
@@ -305,10 +655,10 @@ async fn fire(action: &WakeAction, payload: &WakePayload) -> std::result::Result
             } else {
                 Err(format!("{:?} exited with {status}", argv[0]))
             }
-        } else if let Some(url) = &action.webhook {
+        } else if let Target::Webhook(url) = target {
             post(url, &body).await
         } else {
-            Err("no command or webhook".into())
+            Err("a host wake resumes a session; it is not fired as a command".into())
         }
     };
     tokio::time::timeout(FIRE_TIMEOUT, run)
