@@ -291,9 +291,13 @@ mod tests {
             !r.env.contains_key("LD_PRELOAD"),
             "only the host's settings"
         );
-        let r = resume(&session(AgentHost::Gemini), "results");
+        let r = resume(&session(AgentHost::Gemini), "the results");
         assert_eq!(&r.argv[..4], ["gemini", "--resume", "s1", "-p"]);
-        assert!(!r.argv.iter().any(|a| a.contains("results")));
+        assert!(
+            !r.argv.iter().any(|a| a.contains("the results")),
+            "never in argv"
+        );
+        assert_eq!(r.stdin, "the results");
     }
 
     #[test]

@@ -65,7 +65,7 @@ const MAX_YIELD_MS: u64 = 600_000;
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// What a model is told when a command runs on in the background.
-const BACKGROUND_GUIDANCE: &str = "It runs in the background. When it ends, its result comes by itself, once: in background_results of a later tool answer, or as a new message when you are idle. Do not poll, sleep or wait in a loop for it; use `output` to look in on it and `stop` to end it.";
+const BACKGROUND_GUIDANCE: &str = "It runs in the background. You will be notified with its result when it ends, once: in background_results of a later tool answer, or as a new message when you are idle. Do not poll, sleep or wait in a loop for it; use `output` to look in on it and `stop` to end it.";
 /// What a model is told when an answer carries results.
 const RESULTS_GUIDANCE: &str = "background_results holds background commands that finished since your last call; each result is shown once, so act on it now.";
 

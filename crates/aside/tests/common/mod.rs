@@ -84,6 +84,8 @@ impl Env {
             .env_remove("ASIDE_TOKEN")
             .env_remove("ASIDE_LISTEN")
             .env_remove("ASIDE_WEB_PORT")
+            // Hooks fed by a test would register wakes resuming the test binary.
+            .env("ASIDE_WAKE", "off")
             .current_dir(&self.work)
             .stdin(Stdio::null());
         c

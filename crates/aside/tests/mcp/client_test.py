@@ -51,7 +51,7 @@ async def main():
 
             tools = {t.name: t for t in (await session.list_tools()).tools}
             check(
-                set(tools) == {"run", "list", "output", "wait", "stop", "write_stdin"},
+                set(tools) == {"run", "list", "output", "wait", "stop", "write_stdin", "up", "down"},
                 "tools/list names every tool",
                 str(tools.keys()),
             )
