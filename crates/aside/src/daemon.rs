@@ -117,7 +117,7 @@ pub fn run(opts: DaemonOptions) -> i32 {
             return 1;
         }
     };
-    if let Err(e) = rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+    if let Err(e) = lock_state_dir(&lock, &state) {
         // Another daemon owns this state directory; the caller connects to it.
         tracing::info!(
             "{} is locked ({e}) by pid {}: another daemon serves this state directory",
@@ -138,6 +138,25 @@ pub fn run(opts: DaemonOptions) -> i32 {
     let code = rt.block_on(serve(state, opts));
     drop(lock);
     code
+}
+
+/// Takes the state directory's lock. A daemon that was just killed keeps it for a moment after
+/// its socket closed (its files are closed one by one as it exits): while nobody answers on the
+/// socket, the lock is tried again for up to 2 s rather than reporting a daemon that is gone.
+fn lock_state_dir(lock: &File, state: &StateDir) -> rustix::io::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match rustix::fs::flock(lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                let answers = std::os::unix::net::UnixStream::connect(state.socket()).is_ok();
+                if answers || std::time::Instant::now() >= deadline {
+                    return Err(e);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
 }
 
 /// The pid holding a lock on `file`, from `/proc/locks` (`… FLOCK ADVISORY WRITE <pid> <maj>:<min>:<inode> …`).

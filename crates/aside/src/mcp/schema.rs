@@ -67,6 +67,12 @@ fn clean(v: &mut Value, drop_null: bool) {
             }
             if drop_null {
                 drop_null_alternative(m);
+                // `default: null` does not match the type left behind.
+                if m.get("default").is_some_and(Value::is_null) {
+                    m.remove("default");
+                }
+            } else {
+                split_type_array(m);
             }
             for child in m.values_mut() {
                 clean(child, drop_null);
@@ -75,6 +81,37 @@ fn clean(v: &mut Value, drop_null: bool) {
         Value::Array(items) => items.iter_mut().for_each(|c| clean(c, drop_null)),
         _ => {}
     }
+}
+
+/// Keywords that describe a value rather than constrain it: they stay outside `anyOf`.
+const ANNOTATIONS: &[&str] = &["description", "title", "default", "examples", "deprecated"];
+
+/// `type: [A, B]` → `anyOf: [{type: A, …}, {type: B}]`, the constraints going with their type:
+/// single-`type` dialects (Gemini's OpenAPI subset) read each branch; the Inspector's `--strict`
+/// listing flags type arrays as not portable.
+fn split_type_array(m: &mut Map<String, Value>) {
+    let Some(Value::Array(types)) = m.get("type").cloned() else {
+        return;
+    };
+    m.remove("type");
+    let constraints: Map<String, Value> = m
+        .iter()
+        .filter(|(k, _)| !ANNOTATIONS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    m.retain(|k, _| ANNOTATIONS.contains(&k.as_str()));
+    let branches = types
+        .into_iter()
+        .map(|t| {
+            let mut b = Map::new();
+            if t.as_str() != Some("null") {
+                b.extend(constraints.clone());
+            }
+            b.insert("type".into(), t);
+            Value::Object(b)
+        })
+        .collect();
+    m.insert("anyOf".into(), Value::Array(branches));
 }
 
 /// `type: [T, "null"]` → `type: T`; `anyOf`/`oneOf: [X, {type: null}]` → X merged in;
@@ -226,10 +263,10 @@ mod tests {
         assert_eq!(out["properties"]["when"]["format"], "date-time");
         let out = Value::Object(standard_output(schema.as_object().unwrap()));
         assert_eq!(
-            out["properties"]["timeout_ms"]["type"],
-            json!(["integer", "null"])
+            out["properties"]["timeout_ms"],
+            json!({"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}]}),
+            "a nullable output stays nullable, one type per branch"
         );
-        assert!(out["properties"]["timeout_ms"].get("format").is_none());
     }
 
     #[derive(serde::Deserialize)]

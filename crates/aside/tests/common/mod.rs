@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod hosts;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_aside");
 
 pub struct Env {
