@@ -87,3 +87,13 @@ fn resource_subscriptions_notify_as_a_process_writes_and_ends() {
 fn an_agent_on_another_account_works_against_a_shared_daemon_with_remote() {
     run_script("remote_test.py", "all remote checks passed");
 }
+
+#[test]
+fn a_raw_peer_gets_parse_errors_a_prompt_exit_on_eof_and_a_terminal_hint() {
+    run_script("hygiene_test.py", "all hygiene checks passed");
+}
+
+#[test]
+fn an_agent_brings_its_project_up_and_down_over_mcp() {
+    run_script("project_test.py", "all project checks passed");
+}
