@@ -1254,6 +1254,22 @@ impl Store {
         })
     }
 
+    /// The host session recorded for host process `pid` started at `start`, if any (the newest
+    /// when several owners name it).
+    pub fn host_session_of_process(&self, pid: u32, start: u64) -> Result<Option<HostSession>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT session FROM host_sessions ORDER BY updated_at DESC")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        for row in rows {
+            let s: HostSession = serde_json::from_str(&row?)?;
+            if s.pid == Some(pid) && s.pid_start == Some(start) {
+                return Ok(Some(s));
+            }
+        }
+        Ok(None)
+    }
+
     /// Acknowledges `ids` of `owner` (all pending ones when `ids` is empty and `all`); returns
     /// the notifications acknowledged now. Unknown or already acknowledged ids are skipped.
     pub fn ack(

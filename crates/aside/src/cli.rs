@@ -522,18 +522,25 @@ enum HookHost {
     /// Claude Code: reads a hook event (SessionStart, UserPromptSubmit, PostToolUse, Stop) on
     /// stdin and answers with the owner's pending results as context, or on Stop makes Claude
     /// continue with them.
-    Claude {
-        /// Whose results (default: $ASIDE_OWNER, else claude:<session_id>).
-        #[arg(long, env = "ASIDE_OWNER")]
-        owner: Option<String>,
-        /// On Stop with nothing pending, wait this long for a running process of the owner to end.
-        #[arg(long, value_parser = parse_duration_ms, value_name = "DUR")]
-        wait_on_stop: Option<u64>,
-        /// Do not register the wake that resumes this session (`claude -p --resume`) when a
-        /// result arrives after it ended (also `ASIDE_WAKE=off`).
-        #[arg(long)]
-        no_wake: bool,
-    },
+    Claude(HookArgs),
+    /// Gemini CLI: the same for its hook events (SessionStart, BeforeAgent, AfterTool,
+    /// AfterAgent); also tells `aside mcp` under the same session which owner it speaks for.
+    Gemini(HookArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct HookArgs {
+    /// Whose results (default: $ASIDE_OWNER, else claude:<session_id> / gemini:<session_id>).
+    #[arg(long, env = "ASIDE_OWNER")]
+    owner: Option<String>,
+    /// When the agent is about to stop with nothing pending, wait this long for a running
+    /// process of the owner to end.
+    #[arg(long, value_parser = parse_duration_ms, value_name = "DUR")]
+    wait_on_stop: Option<u64>,
+    /// Do not register the wake that resumes this session when a result arrives after it
+    /// ended (also `ASIDE_WAKE=off`).
+    #[arg(long)]
+    no_wake: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -632,20 +639,17 @@ pub fn main(cli: Cli) -> i32 {
     if let Cmd::Policy { cmd } = &cli.cmd {
         return policy(cmd);
     }
-    if let Cmd::Hook {
-        host:
-            HookHost::Claude {
-                owner,
-                wait_on_stop,
-                no_wake,
-            },
-    } = &cli.cmd
-    {
+    if let Cmd::Hook { host } = &cli.cmd {
+        let (kind, a) = match host {
+            HookHost::Claude(a) => (aside_proto::AgentHost::ClaudeCode, a),
+            HookHost::Gemini(a) => (aside_proto::AgentHost::Gemini, a),
+        };
         let wake_off = std::env::var("ASIDE_WAKE").is_ok_and(|v| v == "off" || v == "0");
-        return crate::hook::claude(crate::hook::HookOptions {
-            owner: owner.clone(),
-            wait_on_stop: wait_on_stop.map(Duration::from_millis),
-            wake: !no_wake && !wake_off,
+        return crate::hook::run(crate::hook::HookOptions {
+            host: kind,
+            owner: a.owner.clone(),
+            wait_on_stop: a.wait_on_stop.map(Duration::from_millis),
+            wake: !a.no_wake && !wake_off,
         });
     }
     match &cli.cmd {

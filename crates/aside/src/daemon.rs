@@ -395,6 +395,7 @@ fn api_routes(app: App) -> Router {
             "/v1/owners/{owner}/session",
             get(session_show).put(session_set),
         )
+        .route("/v1/sessions", get(session_of_process))
         .fallback(|| async {
             api_error(
                 ErrorCode::NotFound,
@@ -969,6 +970,27 @@ async fn session_set(
             .set_host_session(&requester(&headers), &owner, session)?,
     )
     .into_response())
+}
+
+#[derive(Deserialize)]
+struct SessionQuery {
+    pid: u32,
+    start: u64,
+}
+
+/// `GET /v1/sessions?pid=&start=` (socket only): the session recorded for a host process.
+async fn session_of_process(
+    State(app): State<App>,
+    q: Result<Query<SessionQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let q = query(q)?;
+    match app.sup.host_session_of_process(q.pid, q.start)? {
+        Some(s) => Ok(Json(s).into_response()),
+        None => Err(ApiErr::new(
+            ErrorCode::NotFound,
+            format!("no host session is recorded for process {}", q.pid),
+        )),
+    }
 }
 
 async fn session_show(State(app): State<App>, Path(owner): Path<String>) -> ApiResult<Response> {

@@ -1,22 +1,27 @@
-//! `aside hook claude`: the Claude Code adapter. Claude Code runs it as a command hook with the
-//! hook event as JSON on stdin; it answers so that the owner's pending results appear in the
-//! conversation, and so that on `Stop` Claude continues with them instead of going idle.
+//! `aside hook claude` and `aside hook gemini`: the Claude Code and Gemini CLI adapters. The host
+//! runs it as a command hook with the hook event as JSON on stdin; it answers so that the
+//! owner's pending results appear in the conversation, and so that when the agent is about to
+//! stop it continues with them instead of going idle. Gemini CLI's hooks take Claude Code's
+//! answers, under its own event names.
 //!
-//! - `SessionStart`, `UserPromptSubmit`, `PostToolUse`: pending results become
-//!   `hookSpecificOutput.additionalContext` (the schema of Claude Code's hooks reference).
-//! - `Stop`, `SubagentStop`: while results are pending, `{"decision": "block", "reason": …}` makes
-//!   Claude continue with them. With `--wait-on-stop DUR` and nothing pending yet, it first waits
-//!   up to DUR for one of the session's running processes to end.
+//! - Claude `SessionStart`, `UserPromptSubmit`, `PostToolUse` (Gemini `SessionStart`,
+//!   `BeforeAgent`, `AfterTool`): pending results become `hookSpecificOutput.additionalContext`.
+//! - Claude `Stop`, `SubagentStop` (Gemini `AfterAgent`): while results are pending,
+//!   `{"decision": "block", "reason": …}` makes the agent continue with them. With
+//!   `--wait-on-stop DUR` and nothing pending yet, it first waits up to DUR for one of the
+//!   session's running processes to end.
 //!
 //! Each result is delivered once (acknowledged when printed), so the `Stop` loop ends without
 //! looking at `stop_hook_active` (Claude Code also caps consecutive stop blocks). A hook
 //! must never break Claude: without a daemon, on bad input or on any error it prints nothing
 //! (errors go to stderr) and exits 0, and it never starts a daemon.
 //!
-//! Every event also records the session with the daemon (owner, `session_id`, `cwd`, the
-//! `claude` program and its settings) and, unless `--no-wake`, registers a wake that resumes
-//! this session with `claude -p --resume` when a result arrives after the session ended. A
-//! `Stop` with nothing to deliver marks the owner idle, for wake commands and webhooks.
+//! Every event also records the session with the daemon (owner, `session_id`, `cwd`, the host's
+//! program, settings and pid) and, unless `--no-wake`, registers a wake that resumes this
+//! session (`claude -p --resume`, `gemini --resume`) when a result arrives after it ended. A
+//! stop with nothing to deliver marks the owner idle, for wake commands and webhooks. The owner
+//! is `$ASIDE_OWNER`, else the session's (`claude:ID`, `gemini:ID`), the one `aside mcp` takes
+//! under the same session.
 
 use std::io::Read;
 use std::time::Duration;
@@ -35,12 +40,13 @@ use aside_core::present::notification_block;
 /// Largest hook payload read from stdin (PostToolUse carries the tool's response).
 const MAX_PAYLOAD: u64 = 16 * 1024 * 1024;
 
-/// The fields of a Claude Code hook event that the adapter uses.
+/// The fields of a hook event that the adapter uses (Claude Code's and Gemini CLI's agree).
 #[derive(Debug, Deserialize)]
 pub struct HookEvent {
-    /// `SessionStart`, `UserPromptSubmit`, `PostToolUse`, `Stop`, …
+    /// `SessionStart`, `UserPromptSubmit`, `PostToolUse`, `Stop`, … (Gemini: `BeforeAgent`,
+    /// `AfterTool`, `AfterAgent`, …)
     pub hook_event_name: String,
-    /// Claude Code's session id.
+    /// The host's session id.
     #[serde(default)]
     pub session_id: Option<String>,
     /// The session's working directory.
@@ -48,10 +54,12 @@ pub struct HookEvent {
     pub cwd: Option<String>,
 }
 
-/// Options of `aside hook claude`.
+/// Options of `aside hook claude|gemini`.
 #[derive(Debug, Clone)]
 pub struct HookOptions {
-    /// The owner whose results to deliver (default: `$ASIDE_OWNER`, else `claude:<session_id>`).
+    /// Which host runs the hook.
+    pub host: AgentHost,
+    /// The owner whose results to deliver (default: `$ASIDE_OWNER`, else the session's).
     pub owner: Option<String>,
     /// On `Stop` with nothing pending, wait this long for a running process to end.
     pub wait_on_stop: Option<Duration>,
@@ -59,8 +67,8 @@ pub struct HookOptions {
     pub wake: bool,
 }
 
-/// Runs the adapter on stdin/stdout; always returns 0 (a hook must not break Claude).
-pub fn claude(opts: HookOptions) -> i32 {
+/// Runs the adapter on stdin/stdout; always returns 0 (a hook must not break its host).
+pub fn run(opts: HookOptions) -> i32 {
     let mut input = String::new();
     if let Err(e) = std::io::stdin()
         .take(MAX_PAYLOAD)
@@ -72,7 +80,7 @@ pub fn claude(opts: HookOptions) -> i32 {
     let event: HookEvent = match serde_json::from_str(&input) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("aside hook: not a Claude Code hook event ({e})");
+            eprintln!("aside hook: not a {} hook event ({e})", opts.host);
             return 0;
         }
     };
@@ -100,8 +108,30 @@ pub fn hook_owner(event: &HookEvent, opts: &HookOptions) -> Option<String> {
             .session_id
             .as_ref()
             .filter(|s| !s.is_empty())
-            .map(|s| format!("claude:{s}"))
+            .map(|s| hosts::owner(opts.host, s))
     })
+}
+
+/// What an event of `host` asks of the adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Moment {
+    /// Results may be added to the conversation as context.
+    Context,
+    /// The agent is about to stop: results make it continue.
+    Stop,
+}
+
+fn moment(host: AgentHost, event: &str) -> Option<Moment> {
+    match (host, event) {
+        (AgentHost::ClaudeCode, "SessionStart" | "UserPromptSubmit" | "PostToolUse")
+        | (AgentHost::Gemini, "SessionStart" | "BeforeAgent" | "AfterTool") => {
+            Some(Moment::Context)
+        }
+        (AgentHost::ClaudeCode, "Stop" | "SubagentStop") | (AgentHost::Gemini, "AfterAgent") => {
+            Some(Moment::Stop)
+        }
+        _ => None,
+    }
 }
 
 async fn answer(
@@ -110,10 +140,10 @@ async fn answer(
     state: StateDir,
 ) -> Result<Option<String>, ClientError> {
     let kind = event.hook_event_name.as_str();
-    let stop = matches!(kind, "Stop" | "SubagentStop");
-    if !stop && !matches!(kind, "SessionStart" | "UserPromptSubmit" | "PostToolUse") {
+    let Some(moment) = moment(opts.host, kind) else {
         return Ok(None);
-    }
+    };
+    let stop = moment == Moment::Stop;
     let Some(owner) = hook_owner(event, opts) else {
         return Ok(None);
     };
@@ -122,7 +152,7 @@ async fn answer(
     if client.connect().await.is_err() {
         return Ok(None);
     }
-    if let Some(session) = host_session(event, &owner)
+    if let Some(session) = host_session(opts.host, event, &owner)
         && let Err(e) = crate::mcp::register_session(&client, &session, opts.wake).await
     {
         eprintln!("aside hook: cannot record the session of {owner}: {e}");
@@ -178,9 +208,9 @@ async fn answer(
     Ok(Some(out.to_string()))
 }
 
-/// The Claude Code session of `event`: its id and directory from the event, the `claude`
-/// program and settings from the process that ran this hook.
-fn host_session(event: &HookEvent, owner: &str) -> Option<HostSession> {
+/// The session of `event`: its id and directory from the event, the host's program, settings
+/// and pid from the process that ran this hook.
+fn host_session(host_kind: AgentHost, event: &HookEvent, owner: &str) -> Option<HostSession> {
     let session_id = event.session_id.clone().filter(|s| !s.is_empty())?;
     let host = hosts::host_process(std::os::unix::process::parent_id());
     let cwd = event
@@ -193,14 +223,14 @@ fn host_session(event: &HookEvent, owner: &str) -> Option<HostSession> {
         })?;
     Some(HostSession {
         owner: owner.to_string(),
-        host: AgentHost::ClaudeCode,
+        host: host_kind,
         session_id,
         cwd,
         program: host
             .map(|(pid, _)| hosts::program_of(pid))
             .unwrap_or_default(),
         env: host
-            .map(|(pid, _)| hosts::process_env(AgentHost::ClaudeCode, pid))
+            .map(|(pid, _)| hosts::process_env(host_kind, pid))
             .unwrap_or_default(),
         pid: host.map(|(pid, _)| pid),
         pid_start: host.map(|(_, start)| start),

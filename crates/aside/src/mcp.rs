@@ -149,6 +149,8 @@ pub struct AsideMcp {
     state: StateDir,
     fixed_owner: Option<String>,
     derived_owner: Arc<OnceLock<String>>,
+    /// The owner a hook of our host recorded (Gemini CLI), once found.
+    bound_owner: Arc<OnceLock<String>>,
     /// The Claude Code session this server was started for (`$CLAUDE_CODE_SESSION_ID`).
     claude_session: Option<String>,
     session: String,
@@ -516,6 +518,7 @@ impl AsideMcp {
             state,
             fixed_owner: opts.owner.filter(|o| !o.is_empty()),
             derived_owner: Arc::new(OnceLock::new()),
+            bound_owner: Arc::new(OnceLock::new()),
             claude_session: std::env::var("CLAUDE_CODE_SESSION_ID")
                 .ok()
                 .filter(|s| !s.is_empty()),
@@ -555,6 +558,9 @@ impl AsideMcp {
         if let Some(s) = self.seen_session(meta) {
             return hosts::owner(s.host, &s.id);
         }
+        if let Some(o) = self.bound_owner.get() {
+            return o.clone();
+        }
         self.derived_owner
             .get_or_init(|| {
                 let name = peer
@@ -566,9 +572,18 @@ impl AsideMcp {
             .clone()
     }
 
-    /// The owner of a tool call; the first time a host session is seen, it is recorded with
-    /// the daemon (and with `--wake`, a wake that resumes it).
+    /// The owner of a request; the first time a host session is seen, it is recorded with the
+    /// daemon (and with `--wake`, a wake that resumes it). A host that names no session to its
+    /// MCP servers (Gemini CLI) is matched to the session its hooks recorded for the same host
+    /// process, so both speak for one owner.
     async fn owner(&self, peer: &Peer<RoleServer>, meta: &RequestMetaObject) -> String {
+        if self.fixed_owner.is_none()
+            && self.seen_session(Some(meta)).is_none()
+            && self.bound_owner.get().is_none()
+            && let Some(owner) = self.owner_from_hooks().await
+        {
+            let _ = self.bound_owner.set(owner);
+        }
         let owner = self.owner_of(peer, Some(meta));
         if let Some(seen) = self.seen_session(Some(meta))
             && self
@@ -581,6 +596,23 @@ impl AsideMcp {
             tracing::warn!("cannot record the {} session of {owner}: {e}", seen.host);
         }
         owner
+    }
+
+    /// The owner of the session a hook recorded for our host process, if one did.
+    async fn owner_from_hooks(&self) -> Option<String> {
+        let (pid, start) = hosts::host_process(std::os::unix::process::parent_id())?;
+        let client = self.client(aside_proto::HUMAN_OWNER);
+        match client
+            .get::<HostSession>(&format!("/v1/sessions?pid={pid}&start={start}"))
+            .await
+        {
+            Ok(s) => Some(s.owner),
+            Err(e) if e.code == ErrorCode::NotFound => None,
+            Err(e) => {
+                tracing::debug!("cannot look up the session of host process {pid}: {e}");
+                None
+            }
+        }
     }
 
     async fn record_session(&self, owner: &str, seen: &SeenSession) -> Result<(), ClientError> {
@@ -1537,7 +1569,8 @@ impl ServerHandler for AsideMcp {
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
-        let owner = self.owner_of(&context.request_context().peer, None);
+        let rc = context.request_context();
+        let owner = self.owner(&rc.peer, &rc.meta).await;
         let uris = context
             .accepted()
             .resource_subscriptions
@@ -1568,7 +1601,7 @@ impl ServerHandler for AsideMcp {
         request: SubscribeRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let owner = self.owner_of(&ctx.peer, None);
+        let owner = self.owner(&ctx.peer, &ctx.meta).await;
         let uri = request.uri;
         // Subscribing to something that does not exist is an error, as for a read.
         let id = resource_id(&uri).map_err(|e| ErrorData::resource_not_found(e.message, None))?;
@@ -1610,7 +1643,7 @@ impl ServerHandler for AsideMcp {
         _request: Option<PaginatedRequestParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let owner = self.owner_of(&ctx.peer, Some(&ctx.meta));
+        let owner = self.owner(&ctx.peer, &ctx.meta).await;
         self.resource_list(&owner)
             .await
             .map(ListResourcesResult::with_all_items)
@@ -1622,7 +1655,7 @@ impl ServerHandler for AsideMcp {
         request: ReadResourceRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let owner = self.owner_of(&ctx.peer, Some(&ctx.meta));
+        let owner = self.owner(&ctx.peer, &ctx.meta).await;
         match self.resource_read(&owner, &request.uri).await {
             Ok(text) => Ok(
                 ReadResourceResult::new(vec![ResourceContents::TextResourceContents {

@@ -247,6 +247,84 @@ fn an_ended_codex_thread_is_resumed_with_its_result() {
     assert!(resumed.contains("start the job and stop"), "{resumed}");
 }
 
+/// README.md's Gemini CLI hook block, with `aside` spelled as this build's binary.
+fn gemini_hooks(wait_on_stop: bool) -> Value {
+    let hook = format!("{BIN} hook gemini");
+    let stop = if wait_on_stop {
+        format!("{hook} --wait-on-stop 10m")
+    } else {
+        hook.clone()
+    };
+    json!({
+        "SessionStart": [{ "hooks": [{ "type": "command", "command": hook }] }],
+        "BeforeAgent":  [{ "hooks": [{ "type": "command", "command": hook }] }],
+        "AfterTool":    [{ "matcher": "*", "hooks": [{ "type": "command", "command": hook }] }],
+        "AfterAgent":   [{ "hooks": [{ "type": "command", "command": stop, "timeout": 660000 }] }],
+    })
+}
+
+#[test]
+fn gemini_clis_after_agent_hook_continues_with_the_result_under_the_mcp_servers_owner() {
+    let hosts = Hosts::get();
+    let env = Env::new();
+    let plan = json!({"steps": [
+        {"tool": "run", "args": {"command": "sleep 1; echo $((40+2))after", "run_in_background": true}},
+        {"text": "started it; going idle"},
+        {"when": "42after", "text": "read the result"},
+    ]});
+    let api = StandIn::start(&env.dir.path().join("api"), plan);
+    let gemini = Gemini::with_hooks(&hosts, &env, &api, Some(gemini_hooks(true)));
+    let out = run_for(gemini.prompt(&env, "start the build"), TURN).ok();
+    assert!(
+        out.stdout.contains("read the result"),
+        "Gemini continued: {}",
+        out.stdout
+    );
+    assert_eq!(api.deliveries("42after"), 1, "{}", api.dump());
+    // Gemini names no session to its MCP servers; the hook's session binds them to one owner.
+    let owner = only_owner(&env);
+    assert!(owner.starts_with("gemini:"), "{owner}");
+    assert!(inbox_of(&env, &owner).is_empty());
+}
+
+#[test]
+fn an_ended_gemini_session_is_resumed_with_its_result() {
+    let hosts = Hosts::get();
+    let env = Env::new();
+    let gate = env.work.join("gate");
+    let plan = json!({"steps": [
+        {"tool": "run", "args": {
+            "command": format!("while [ ! -e {} ]; do sleep 0.05; done; echo $((40+2))gemresumed", gate.display()),
+            "run_in_background": true,
+        }},
+        {"text": "started it; I will stop here"},
+        {"when": "42gemresumed", "text": "resumed with the result"},
+    ]});
+    let api = StandIn::start(&env.dir.path().join("api"), plan);
+    let gemini = Gemini::with_hooks(&hosts, &env, &api, Some(gemini_hooks(false)));
+    run_for(gemini.prompt(&env, "start the gated job"), TURN).ok();
+    let owner = only_owner(&env);
+    let wake = env
+        .aside(&["wake", "show", "--owner", &owner, "--json"])
+        .ok()
+        .json();
+    assert_eq!(wake["host"], "gemini");
+    std::fs::write(&gate, "").expect("gate");
+    api.wait_for("42gemresumed", TURN);
+    let resumed = body_text(
+        &api.first_turn_with("42gemresumed")
+            .expect("the resumed turn"),
+    );
+    assert!(
+        resumed.contains("start the gated job"),
+        "the same session: {resumed}"
+    );
+    eventually(TURN, "the result to be acknowledged", || {
+        inbox_of(&env, &owner).is_empty()
+    });
+    assert_eq!(api.deliveries("42gemresumed"), 1, "{}", api.dump());
+}
+
 #[test]
 fn the_inspectors_strict_tools_listing_finds_nothing_to_report() {
     let hosts = Hosts::get();

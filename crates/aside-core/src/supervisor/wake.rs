@@ -555,6 +555,12 @@ impl Supervisor {
         Ok(self.store().host_session(owner)?)
     }
 
+    /// The host session recorded for host process `pid` (started at `start`): how an MCP
+    /// server whose host names no session (Gemini CLI) finds the owner its host's hooks use.
+    pub fn host_session_of_process(&self, pid: u32, start: u64) -> Result<Option<HostSession>> {
+        Ok(self.store().host_session_of_process(pid, start)?)
+    }
+
     /// After a restart: deliveries that were in flight when the last daemon stopped. A resumed
     /// host still running is waited for and then counts as delivered; one that ended meanwhile
     /// counts as delivered too (it had its prompt; its exit status is lost), so a session is

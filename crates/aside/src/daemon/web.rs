@@ -344,10 +344,10 @@ async fn checked(gate: &Gate, mut req: Request, next: Next) -> Response {
                 .into(),
         );
     }
-    if path.starts_with("/v1/tokens") || path == "/v1/web" {
+    if path.starts_with("/v1/tokens") || path == "/v1/web" || path == "/v1/sessions" {
         return refuse(
             StatusCode::FORBIDDEN,
-            "refused: tokens and the dashboard are managed on the daemon's machine, over its socket (`aside token`, `aside web`)".into(),
+            "refused: tokens, host sessions and the dashboard are managed on the daemon's machine, over its socket (`aside token`, `aside web`)".into(),
         );
     }
     if let Some(m) = access.member()

@@ -379,15 +379,23 @@ pub struct Gemini {
 impl Gemini {
     /// Sets Gemini CLI up for `env`, talking to `api`.
     pub fn new(hosts: &Hosts, env: &Env, api: &StandIn) -> Gemini {
+        Gemini::with_hooks(hosts, env, api, None)
+    }
+
+    /// The same, with `hooks` in its settings.
+    pub fn with_hooks(hosts: &Hosts, env: &Env, api: &StandIn, hooks: Option<Value>) -> Gemini {
         let home = env.dir.path().join("gemini");
         std::fs::create_dir_all(home.join(".gemini")).expect("GEMINI_CLI_HOME");
-        let settings = json!({
+        let mut settings = json!({
             "security": {"auth": {"selectedType": "gemini-api-key"}, "folderTrust": {"enabled": false}},
             "mcpServers": {"aside": {"command": BIN, "args": ["mcp"], "env": aside_mcp_env(env), "trust": true}},
             "general": {"disableAutoUpdate": true, "disableUpdateNag": true},
             "privacy": {"usageStatisticsEnabled": false},
             "telemetry": {"enabled": false},
         });
+        if let Some(h) = hooks {
+            settings["hooks"] = h;
+        }
         std::fs::write(home.join(".gemini/settings.json"), settings.to_string())
             .expect("gemini settings");
         Gemini {
@@ -405,6 +413,8 @@ impl Gemini {
             .env("GEMINI_CLI_HOME", &self.home)
             .env("GEMINI_API_KEY", "standin")
             .env("GOOGLE_GEMINI_BASE_URL", &self.api)
+            .env("ASIDE_HOME", &env.home)
+            .env_remove("ASIDE_WAKE")
             .env_remove("ASIDE_OWNER")
             .env_remove("ASIDE_TEAM");
         c
