@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use aside_proto::{
     AckResponse, Command, ErrorCode, Event, HUMAN_OWNER, InboxResponse, LogEntry, LogQuery,
-    LogsResponse, ProcessInfo, RestartState, RunRequest, RunResult, Spec, Status, StopAllResponse,
-    StopRequest, WaitOutcome, WaitQuery, WaitResponse,
+    LogsResponse, Notification, ProcessInfo, RestartState, RunRequest, RunResult, Spec, Status,
+    StopAllResponse, StopRequest, TakeResponse, WaitOutcome, WaitQuery, WaitResponse,
 };
 use jiff::Timestamp;
 use regex::Regex;
@@ -1615,6 +1615,49 @@ impl Supervisor {
             } else {
                 store.inbox(owner)?
             },
+        })
+    }
+
+    /// Takes `owner`'s deliverable results for showing to a model: oldest first within
+    /// `max_bytes` of rendered blocks ([`crate::present::notification_block`]; at least one),
+    /// acknowledged together with `also_ack` under one store lock, so concurrent callers never
+    /// take the same result. Returns them and how many deliverable ones are left.
+    pub fn take(
+        &self,
+        owner: &str,
+        max_bytes: Option<usize>,
+        also_ack: &[String],
+    ) -> Result<TakeResponse> {
+        let mut store = self.store();
+        let offered: Vec<Notification> = store
+            .deliverable(owner)?
+            .into_iter()
+            .filter(|n| !also_ack.contains(&n.id))
+            .collect();
+        let offered_count = offered.len();
+        let mut used = 0usize;
+        let mut taken = Vec::new();
+        for n in offered {
+            let size = crate::present::notification_block(&n).len();
+            if max_bytes.is_some_and(|m| !taken.is_empty() && used + size > m) {
+                break;
+            }
+            used += size;
+            taken.push(n);
+        }
+        let more = offered_count - taken.len();
+        let mut ids: Vec<String> = taken.iter().map(|n| n.id.clone()).collect();
+        ids.extend(also_ack.iter().cloned());
+        let (acked, events) = store.ack(owner, &ids, false, Timestamp::now())?;
+        drop(store);
+        self.publish(&events);
+        let notifications = acked
+            .into_iter()
+            .filter(|n| !also_ack.contains(&n.id))
+            .collect();
+        Ok(TakeResponse {
+            notifications,
+            more,
         })
     }
 

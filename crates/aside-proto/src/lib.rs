@@ -882,6 +882,15 @@ impl AgentHost {
         }
     }
 
+    /// The host's own name, for messages: `Claude Code`, `Codex`, `Gemini CLI`.
+    pub fn title(self) -> &'static str {
+        match self {
+            AgentHost::ClaudeCode => "Claude Code",
+            AgentHost::Codex => "Codex",
+            AgentHost::Gemini => "Gemini CLI",
+        }
+    }
+
     /// Parses a wire name; `claude` is accepted for `claude-code`.
     pub fn parse(s: &str) -> Option<AgentHost> {
         match s {
@@ -962,6 +971,31 @@ pub struct AckRequest {
 pub struct AckResponse {
     /// Acknowledged notifications.
     pub acked: Vec<Notification>,
+}
+
+/// `POST /v1/owners/{owner}/inbox/take`: what a front end that shows results to a model asks
+/// for. Picks the owner's deliverable results (oldest first, those no resumed host session is
+/// being given) within `max_bytes` of rendered `<task-notification>` text, and acknowledges
+/// them together with `ack` in one step, so two callers never show the same result.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct TakeRequest {
+    /// Bound on the rendered blocks taken, in bytes (at least one is taken however long);
+    /// none: all.
+    #[serde(default)]
+    pub max_bytes: Option<usize>,
+    /// Results the caller showed by itself (a foreground `run`'s own): acknowledged, not
+    /// returned.
+    #[serde(default)]
+    pub ack: Vec<String>,
+}
+
+/// Answer of a take: the results to show now (acknowledged already), and how many more wait.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct TakeResponse {
+    /// Results to show, oldest first.
+    pub notifications: Vec<Notification>,
+    /// Deliverable results left for a later take.
+    pub more: usize,
 }
 
 /// `GET /v1/daemon` answer.

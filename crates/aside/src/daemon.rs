@@ -386,6 +386,7 @@ fn api_routes(app: App) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/owners/{owner}/inbox", get(inbox))
         .route("/v1/owners/{owner}/inbox/ack", post(ack))
+        .route("/v1/owners/{owner}/inbox/take", post(take))
         .route(
             "/v1/owners/{owner}/wake",
             get(wake_show).put(wake_set).delete(wake_clear),
@@ -956,6 +957,15 @@ async fn inbox(
 ) -> ApiResult<Response> {
     let q = query(q)?;
     Ok(Json(app.sup.inbox(&owner, q.deliverable)?).into_response())
+}
+
+async fn take(
+    State(app): State<App>,
+    Path(owner): Path<String>,
+    bytes: Bytes,
+) -> ApiResult<Response> {
+    let req: aside_proto::TakeRequest = body(&bytes)?;
+    Ok(Json(app.sup.take(&owner, req.max_bytes, &req.ack)?).into_response())
 }
 
 async fn session_set(

@@ -11,7 +11,7 @@
 //!   `--wait-on-stop DUR` and nothing pending yet, it first waits up to DUR for one of the
 //!   session's running processes to end.
 //!
-//! Each result is delivered once (acknowledged when printed), so the `Stop` loop ends without
+//! Each result is delivered once (taken, which acknowledges it, when printed), so the `Stop` loop ends without
 //! looking at `stop_hook_active` (Claude Code also caps consecutive stop blocks). A hook
 //! must never break Claude: without a daemon, on bad input or on any error it prints nothing
 //! (errors go to stderr) and exits 0, and it never starts a daemon.
@@ -28,9 +28,7 @@ use std::time::Duration;
 
 use aside_core::hosts;
 use aside_core::paths::StateDir;
-use aside_proto::{
-    AckRequest, AckResponse, AgentHost, HostSession, InboxResponse, ProcessInfo, WaitResponse,
-};
+use aside_proto::{AgentHost, HostSession, ProcessInfo, TakeRequest, TakeResponse, WaitResponse};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -80,7 +78,7 @@ pub fn run(opts: HookOptions) -> i32 {
     let event: HookEvent = match serde_json::from_str(&input) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("aside hook: not a {} hook event ({e})", opts.host);
+            eprintln!("aside hook: not a {} hook event ({e})", opts.host.title());
             return 0;
         }
     };
@@ -157,17 +155,17 @@ async fn answer(
     {
         eprintln!("aside hook: cannot record the session of {owner}: {e}");
     }
-    let inbox_path = format!("/v1/owners/{}/inbox", enc(&owner));
-    let deliverable = format!("{inbox_path}?deliverable=true");
-    let mut inbox: InboxResponse = client.get(&deliverable).await?;
-    if inbox.notifications.is_empty()
+    // Taken results are acknowledged as they are handed out: they are in this answer only.
+    let take_path = format!("/v1/owners/{}/inbox/take", enc(&owner));
+    let mut taken: TakeResponse = client.post(&take_path, &TakeRequest::default()).await?;
+    if taken.notifications.is_empty()
         && stop
         && let Some(limit) = opts.wait_on_stop
         && wait_for_any_exit(&client, &owner, limit).await?
     {
-        inbox = client.get(&deliverable).await?;
+        taken = client.post(&take_path, &TakeRequest::default()).await?;
     }
-    if inbox.notifications.is_empty() {
+    if taken.notifications.is_empty() {
         if stop {
             // Going idle: a wake command or webhook may fire for what arrives now.
             let _: serde_json::Value = client
@@ -178,20 +176,13 @@ async fn answer(
     }
     let text = format!(
         "Results of background commands (from aside):\n{}",
-        inbox
+        taken
             .notifications
             .iter()
             .map(notification_block)
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let ack = AckRequest {
-        ids: inbox.notifications.iter().map(|n| n.id.clone()).collect(),
-        all: false,
-    };
-    client
-        .post::<AckResponse>(&format!("{inbox_path}/ack"), &ack)
-        .await?;
     let out = if stop {
         json!({
             "decision": "block",

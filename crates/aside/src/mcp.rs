@@ -27,9 +27,9 @@ use aside_core::hosts;
 use aside_core::paths::StateDir;
 use aside_core::supervisor::strip_trailing_ampersand;
 use aside_proto::{
-    AckRequest, AckResponse, AgentHost, Command, ErrorCode, HostSession, InboxResponse, LogEntry,
-    LogStream, LogsResponse, ProcessInfo, RunRequest, RunResult, Status, StopAllResponse,
-    StopRequest, UpMessage, UpState, WaitOutcome, WaitResponse, WakeAction,
+    AgentHost, Command, ErrorCode, HostSession, LogEntry, LogStream, LogsResponse, ProcessInfo,
+    RunRequest, RunResult, Status, StopAllResponse, StopRequest, TakeRequest, TakeResponse,
+    UpMessage, UpState, WaitOutcome, WaitResponse, WakeAction,
 };
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -643,51 +643,39 @@ impl AsideMcp {
         Client::new(self.state.clone(), owner.to_string(), true).with_team(self.team.clone())
     }
 
-    /// Turns a tool's reply into its answer: the owner's deliverable results are added to the
-    /// structured fields and to the text (within [`answer::RESULTS_BUDGET`]), and exactly
-    /// those are acknowledged. An error is text only (hosts show the text of a failed call).
+    /// Turns a tool's reply into its answer: the owner's deliverable results are taken (within
+    /// [`answer::RESULTS_BUDGET`], acknowledged as they are handed out) and added to the
+    /// structured fields and to the text. An error is text only (hosts show the text of a
+    /// failed call).
     async fn finish(
         &self,
         owner: &str,
         r: Result<Reply, ClientError>,
     ) -> Result<CallToolResult, ErrorData> {
         let client = self.client(owner);
-        let inbox: Option<InboxResponse> = match client
-            .get(&format!("/v1/owners/{}/inbox?deliverable=true", enc(owner)))
+        let take = TakeRequest {
+            max_bytes: Some(answer::RESULTS_BUDGET),
+            ack: r.as_ref().map(|r| r.delivered.clone()).unwrap_or_default(),
+        };
+        // Taken results are acknowledged by the daemon as they are handed out: they go into
+        // this answer, and no other answer.
+        let taken: TakeResponse = match client
+            .post(&format!("/v1/owners/{}/inbox/take", enc(owner)), &take)
             .await
         {
-            Ok(i) => Some(i),
+            Ok(t) => t,
             Err(e) => {
-                tracing::warn!("cannot read the inbox of {owner}: {e}");
-                None
+                tracing::warn!("cannot take the results of {owner}: {e}");
+                TakeResponse::default()
             }
         };
-        let (already, pending): (Vec<_>, Vec<_>) = inbox
-            .map(|i| i.notifications)
-            .unwrap_or_default()
-            .into_iter()
-            .partition(|n| r.as_ref().is_ok_and(|r| r.delivered.contains(&n.id)));
-        let (shown, more) = answer::within_budget(pending);
-        let mut ids: Vec<String> = already.iter().map(|n| n.id.clone()).collect();
-        ids.extend(shown.iter().map(|(n, _)| n.id.clone()));
-        let acked = ids.is_empty()
-            || match client
-                .post::<AckResponse>(
-                    &format!("/v1/owners/{}/inbox/ack", enc(owner)),
-                    &AckRequest { ids, all: false },
-                )
-                .await
-            {
-                Ok(_) => true,
-                Err(e) => {
-                    // Not acknowledged: not shown either, so it comes again next time.
-                    tracing::warn!("cannot acknowledge results of {owner}: {e}");
-                    false
-                }
-            };
-        let shown: Vec<_> = if acked { shown } else { Vec::new() };
-        let more = if acked { more } else { 0 };
-        let blocks: Vec<&str> = shown.iter().map(|(_, b)| b.notification.as_str()).collect();
+        let more = taken.more;
+        let shown: Vec<answer::BackgroundResult> = taken
+            .notifications
+            .iter()
+            .map(answer::BackgroundResult::of)
+            .collect();
+        let blocks: Vec<&str> = shown.iter().map(|b| b.notification.as_str()).collect();
         let results_text = (!blocks.is_empty()).then(|| {
             let mut t = format!(
                 "Background results since your last call:\n{}",
@@ -715,7 +703,7 @@ impl AsideMcp {
             (None, true) => None,
         };
         let delivered = Delivered {
-            background_results: shown.into_iter().map(|(_, b)| b).collect(),
+            background_results: shown,
             more_background_results: more,
             guidance: guidance.clone(),
         };

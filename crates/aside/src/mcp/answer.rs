@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 /// Longest total of `<task-notification>` text put into one answer, in bytes; results beyond
-/// it stay pending for the next answer.
+/// it stay pending for the next answer (the daemon picks them: `POST …/inbox/take`).
 pub const RESULTS_BUDGET: usize = 32 * 1024;
 
 /// A finished background run, as an answer shows it.
@@ -87,22 +87,4 @@ pub struct Answer<T> {
     /// Results and guidance.
     #[serde(flatten)]
     pub delivered: Delivered,
-}
-
-/// Picks the notifications that fit the budget, oldest first (at least one, however long).
-/// Returns them and how many were left for later.
-pub fn within_budget(pending: Vec<Notification>) -> (Vec<(Notification, BackgroundResult)>, usize) {
-    let mut used = 0;
-    let mut chosen = Vec::new();
-    let total = pending.len();
-    for n in pending {
-        let shown = BackgroundResult::of(&n);
-        if !chosen.is_empty() && used + shown.notification.len() > RESULTS_BUDGET {
-            break;
-        }
-        used += shown.notification.len();
-        chosen.push((n, shown));
-    }
-    let left = total - chosen.len();
-    (chosen, left)
 }
