@@ -224,6 +224,104 @@ fn an_ended_claude_code_session_is_resumed_with_its_result_once_across_a_daemon_
 }
 
 #[test]
+fn a_resumed_turn_that_fails_is_retried_and_one_cut_short_by_a_daemon_kill_is_not_repeated() {
+    let hosts = Hosts::get();
+    let env = Env::new();
+    let plan = json!({"steps": [
+        {"tool": "run", "args": {"command": "sleep 1; echo $((40+2))retry", "run_in_background": true}},
+        {"text": "started it; I will stop here"},
+        // The first resumed turn fails (a 400 is not retried by Claude Code itself) ...
+        {"when": "42retry", "status": 400},
+        // ... the wake tries again after its backoff; that turn takes a while, and the daemon
+        // is killed while it runs.
+        {"when": "42retry", "delay_ms": 3000, "text": "resumed with the result"},
+    ]});
+    let api = StandIn::start(&env.dir.path().join("api"), plan);
+    let claude = Claude::new(&hosts, &env, &api, &[]);
+    claude.settings(&env, Some(readme_hooks(false)));
+    let out = run_for(claude.prompt(&env, "start the job"), TURN).ok();
+    let session: Value = serde_json::from_str(&out.stdout).expect("claude's JSON result");
+    let owner = format!(
+        "claude:{}",
+        session["session_id"].as_str().unwrap_or_default()
+    );
+    let audited = |what: &str| {
+        std::fs::read_to_string(env.home.join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"action\":\"wake\"") && l.contains(what))
+            .count()
+    };
+    eventually(TURN, "the failed resume to be audited", || {
+        audited("failed") >= 1
+    });
+    // The second turn is under way: two resumed requests reached the model.
+    eventually(TURN, "the retry to reach the model", || {
+        api.turns()
+            .iter()
+            .filter(|t| body_text(t).contains("42retry"))
+            .count()
+            >= 2
+    });
+    env.kill_daemon();
+    env.aside(&["daemon", "start"]).ok();
+    // The next daemon waits for the resumed turn that is still running, then counts it as
+    // delivered: acknowledged, and never resumed again.
+    eventually(TURN, "the result to be acknowledged", || {
+        inbox_of(&env, &owner).is_empty()
+    });
+    let resumed_turns = api
+        .turns()
+        .iter()
+        .filter(|t| body_text(t).contains("42retry"))
+        .count();
+    assert_eq!(
+        resumed_turns,
+        2,
+        "one failed turn, one that got through: {}",
+        api.dump()
+    );
+}
+
+/// A turn whose next tool call fails after the job ended: the failed call's answer (text only,
+/// as hosts show failures) carries the result.
+fn error_plan(marker_cmd: &str) -> Value {
+    json!({"steps": [
+        {"tool": "run", "args": {"command": marker_cmd, "run_in_background": true}},
+        {"delay_ms": 2500, "tool": "stop", "args": {"id": "no-such-process"}},
+        {"text": "done"},
+    ]})
+}
+
+#[test]
+fn a_failed_tool_call_still_shows_results_in_claude_code_and_codex() {
+    let hosts = Hosts::get();
+    let env = Env::new();
+    let api = StandIn::start(
+        &env.dir.path().join("api"),
+        error_plan("sleep 1; echo $((40+2))err1"),
+    );
+    let claude = Claude::new(&hosts, &env, &api, &[]);
+    claude.settings(&env, None);
+    run_for(claude.prompt(&env, "go"), TURN).ok();
+    assert_eq!(api.deliveries("42err1"), 1, "{}", api.dump());
+    let msg = body_text(&api.first_turn_with("42err1").expect("shown"));
+    assert!(
+        msg.contains("no-such-process") || msg.contains("is_error"),
+        "{msg}"
+    );
+
+    let env = Env::new();
+    let api = StandIn::start(
+        &env.dir.path().join("api"),
+        error_plan("sleep 1; echo $((40+2))err2"),
+    );
+    let codex = Codex::new(&hosts, &env, &api, &[]);
+    run_for(codex.exec(&env, "go"), TURN).ok();
+    assert_eq!(api.deliveries("42err2"), 1, "{}", api.dump());
+}
+
+#[test]
 fn an_ended_codex_thread_is_resumed_with_its_result() {
     let hosts = Hosts::get();
     let env = Env::new();

@@ -241,6 +241,8 @@ pub fn aside_mcp_env(env: &Env) -> Value {
     json!({
         "ASIDE_HOME": env.home.display().to_string(),
         "ASIDE_IDLE_TIMEOUT": "60s",
+        // A daemon the MCP server starts retries a failed wake soon (the default is 2 s).
+        "ASIDE_WAKE_BACKOFF": "300ms",
     })
 }
 

@@ -16,7 +16,9 @@ The plan (--plan, JSON) is {"steps": [STEP, ...]} where STEP is one of
   {"text": "..."}                 answer with text and end the turn
 When the plan is used up, every further turn is answered with {"text": "done"}. With
 {"when": SUBSTRING} a step is used only once the request's body contains SUBSTRING; until then
-the turn is answered with the step in "else" (default: text "waiting").
+the turn is answered with the step in "else" (default: text "waiting"). A step may also say
+{"delay_ms": N} (answer after N ms) or {"status": CODE} (answer with that HTTP error instead,
+e.g. 400, which hosts do not retry).
 
 Only Python's standard library: the tests need nothing from PyPI for this.
 """
@@ -60,6 +62,18 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):  # quiet: the log file is the record
         pass
+
+    def refuse_or_delay(self, step):
+        """Applies a step's delay; answers its error status. True when it answered."""
+        if step.get("delay_ms"):
+            time.sleep(step["delay_ms"] / 1000)
+        code = step.get("status")
+        if code:
+            self.send_json({"type": "error", "error": {"type": "invalid_request_error",
+                                                       "message": "standin: scripted failure"}},
+                           code=code)
+            return True
+        return False
 
     def record(self, api, body, turn):
         with LOCK:
@@ -138,6 +152,8 @@ class Handler(BaseHTTPRequestHandler):
         if turn:
             with LOCK:
                 step = next_step(self.plan, text)
+            if self.refuse_or_delay(step):
+                return
         content = []
         stop = "end_turn"
         if "tool" in step:
@@ -200,6 +216,8 @@ class Handler(BaseHTTPRequestHandler):
         if turn:
             with LOCK:
                 step = next_step(self.plan, text)
+            if self.refuse_or_delay(step):
+                return
         resp_id = "resp_" + uuid.uuid4().hex[:20]
         if "tool" in step and pick_tool(offered, step["tool"]):
             name = pick_tool(offered, step["tool"])
@@ -251,6 +269,8 @@ class Handler(BaseHTTPRequestHandler):
         else:
             with LOCK:
                 step = next_step(self.plan, text)
+            if self.refuse_or_delay(step):
+                return
             name = pick_tool(offered, step["tool"]) if "tool" in step else None
             if name:
                 part = {"functionCall": {"name": name, "args": step.get("args", {})}}
