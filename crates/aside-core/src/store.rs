@@ -655,23 +655,45 @@ impl Store {
 
     /// Sets (replaces) the wake action of `action.owner`.
     pub fn set_wake(&mut self, action: &WakeAction, now: Timestamp) -> Result<()> {
-        self.conn.execute(
+        self.set_owner_json(
             "INSERT INTO wake_actions (owner, action, created_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(owner) DO UPDATE SET action = excluded.action, created_at = excluded.created_at",
-            params![action.owner, serde_json::to_string(action)?, ms(now)],
-        )?;
-        Ok(())
+            &action.owner,
+            action,
+            now,
+        )
     }
 
     /// The wake action of `owner`, if any.
     pub fn wake(&self, owner: &str) -> Result<Option<WakeAction>> {
+        self.owner_json("SELECT action FROM wake_actions WHERE owner = ?1", owner)
+    }
+
+    /// Writes `value` as the JSON of `owner`'s row with `upsert` (`?1` owner, `?2` JSON, `?3`
+    /// time).
+    fn set_owner_json<T: serde::Serialize>(
+        &mut self,
+        upsert: &str,
+        owner: &str,
+        value: &T,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.conn.execute(
+            upsert,
+            params![owner, serde_json::to_string(value)?, ms(now)],
+        )?;
+        Ok(())
+    }
+
+    /// The JSON column `select` (`?1` owner) reads for `owner`, parsed.
+    fn owner_json<T: serde::de::DeserializeOwned>(
+        &self,
+        select: &str,
+        owner: &str,
+    ) -> Result<Option<T>> {
         let json: Option<String> = self
             .conn
-            .query_row(
-                "SELECT action FROM wake_actions WHERE owner = ?1",
-                params![owner],
-                |r| r.get(0),
-            )
+            .query_row(select, params![owner], |r| r.get(0))
             .optional()?;
         Ok(match json {
             Some(j) => Some(serde_json::from_str(&j)?),
@@ -1230,28 +1252,18 @@ impl Store {
 
     /// Records (replaces) the host session of `session.owner`.
     pub fn set_host_session(&mut self, session: &HostSession, now: Timestamp) -> Result<()> {
-        self.conn.execute(
+        self.set_owner_json(
             "INSERT INTO host_sessions (owner, session, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(owner) DO UPDATE SET session = excluded.session, updated_at = excluded.updated_at",
-            params![session.owner, serde_json::to_string(session)?, ms(now)],
-        )?;
-        Ok(())
+            &session.owner,
+            session,
+            now,
+        )
     }
 
     /// The host session `owner` speaks for, if one was recorded.
     pub fn host_session(&self, owner: &str) -> Result<Option<HostSession>> {
-        let json: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT session FROM host_sessions WHERE owner = ?1",
-                params![owner],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(match json {
-            Some(j) => Some(serde_json::from_str(&j)?),
-            None => None,
-        })
+        self.owner_json("SELECT session FROM host_sessions WHERE owner = ?1", owner)
     }
 
     /// The host session recorded for host process `pid` started at `start`, if any (the newest

@@ -585,15 +585,20 @@ impl AsideMcp {
             let _ = self.bound_owner.set(owner);
         }
         let owner = self.owner_of(peer, Some(meta));
+        let first = |r: &mut HashSet<String>| r.insert(owner.clone());
         if let Some(seen) = self.seen_session(Some(meta))
             && self
                 .recorded
                 .lock()
-                .map(|mut r| r.insert(owner.clone()))
+                .map(|mut r| first(&mut r))
                 .unwrap_or(false)
             && let Err(e) = self.record_session(&owner, &seen).await
         {
             tracing::warn!("cannot record the {} session of {owner}: {e}", seen.host);
+            // Tried again with the next request.
+            if let Ok(mut r) = self.recorded.lock() {
+                r.remove(&owner);
+            }
         }
         owner
     }

@@ -4,7 +4,7 @@ use aside_proto::{LogEntry, LogStream, Notification, ProcessInfo, RunResult};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-pub use aside_core::present::{duration, outcome};
+pub use aside_core::present::{duration, outcome, result_outcome};
 
 /// Local wall-clock time, `2026-11-21 15:04:05`.
 pub fn time(t: Timestamp) -> String {
@@ -20,16 +20,6 @@ pub fn process_outcome(p: &ProcessInfo) -> String {
         p.exit_code,
         p.signal.as_deref(),
         p.stopped_by.as_deref(),
-    )
-}
-
-/// [`outcome`] of a result.
-pub fn result_outcome(r: &RunResult) -> String {
-    outcome(
-        r.status,
-        r.exit_code,
-        r.signal.as_deref(),
-        r.stopped_by.as_deref(),
     )
 }
 

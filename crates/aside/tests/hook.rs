@@ -167,3 +167,64 @@ fn other_events_no_daemon_and_bad_input_answer_nothing_and_never_fail() {
     };
     assert!(o.ok().stdout.contains("<name>x</name>"));
 }
+
+#[test]
+fn the_hook_records_its_session_and_registers_the_wake_unless_told_not_to() {
+    let env = Env::new();
+    env.aside(&["daemon", "start"]).ok();
+    let feed = |session: &str, args: &[&str], wake_env: Option<&str>| {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/claude/session_start.json");
+        let payload = std::fs::read_to_string(fixture)
+            .unwrap()
+            .replace("SESSION", session);
+        let mut c = env.command();
+        c.env_remove("ASIDE_WAKE");
+        if let Some(v) = wake_env {
+            c.env("ASIDE_WAKE", v);
+        }
+        let mut child = c
+            .args(["hook", "claude"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(payload.as_bytes())
+            .unwrap();
+        Out::from(child.wait_with_output().unwrap()).ok();
+    };
+    feed("w1", &[], None);
+    let s = env.aside(&["schema", "host-session"]).ok();
+    assert!(s.stdout.contains("session_id"));
+    let wake = env
+        .aside(&["wake", "show", "--owner", "claude:w1", "--json"])
+        .ok()
+        .json();
+    assert_eq!(wake["host"], "claude-code", "registered by default");
+    feed("w2", &["--no-wake"], None);
+    assert_eq!(
+        env.aside(&["wake", "show", "--owner", "claude:w2"]).code,
+        2,
+        "--no-wake"
+    );
+    feed("w3", &[], Some("off"));
+    assert_eq!(
+        env.aside(&["wake", "show", "--owner", "claude:w3"]).code,
+        2,
+        "ASIDE_WAKE=off"
+    );
+    // A user's own wake command is never replaced by the hook's.
+    env.aside(&["wake", "set", "--owner", "claude:w4", "--", "true"])
+        .ok();
+    feed("w4", &[], None);
+    let wake = env
+        .aside(&["wake", "show", "--owner", "claude:w4", "--json"])
+        .ok()
+        .json();
+    assert_eq!(wake["command"], serde_json::json!(["true"]));
+}

@@ -287,14 +287,16 @@ impl Supervisor {
                     Ok(Some(session)) if session.host == host && hosts::session_open(&session) => {
                         // The session is open: its own hooks and tool answers deliver the
                         // results; resume it only once its host process has ended.
-                        let exit = session.pid.and_then(|pid| process_exit(pid as i32).ok());
-                        tokio::select! {
-                            _ = async { if let Some(e) = exit { e.await } else { std::future::pending().await } } => {
-                                tokio::time::sleep(debounce).await;
+                        let exited = async {
+                            match session.pid.and_then(|pid| process_exit(pid as i32).ok()) {
+                                Some(exit) => exit.await,
+                                // A pid that cannot be watched is looked at again now and then.
+                                None => tokio::time::sleep(MAX_BACKOFF).await,
                             }
+                        };
+                        tokio::select! {
+                            _ = exited => tokio::time::sleep(debounce).await,
                             _ = signal.notified() => tokio::time::sleep(debounce).await,
-                            // A pid that could not be watched is looked at again now and then.
-                            _ = tokio::time::sleep(MAX_BACKOFF) => {}
                         }
                         continue;
                     }
@@ -440,20 +442,26 @@ impl Supervisor {
                     resume.cwd.display()
                 )
             })?;
-        if let Some(pid) = child.id() {
+        let pid = child.id();
+        if let Some(pid) = pid {
             let start = crate::proc::stat(pid as i32).map_or(0, |s| s.starttime);
             let recorded = self.store().set_delivery_process(held, pid, start);
             if let Err(e) = recorded {
                 tracing::error!("cannot record the resumed host of {owner}: {e}");
             }
         }
-        if let Some(mut stdin) = child.stdin.take() {
-            // A host that exits before reading its prompt fails below with its own status.
-            if let Err(e) = stdin.write_all(resume.stdin.as_bytes()).await {
-                tracing::warn!("cannot write the prompt of {owner}'s resumed session: {e}");
+        let stdin = child.stdin.take();
+        let turn = async {
+            if let Some(mut stdin) = stdin {
+                // A host that exits before reading its prompt fails below with its own status.
+                if let Err(e) = stdin.write_all(resume.stdin.as_bytes()).await {
+                    tracing::warn!("cannot write the prompt of {owner}'s resumed session: {e}");
+                }
             }
-        }
-        match tokio::time::timeout(TURN_TIMEOUT, child.wait()).await {
+            child.wait().await
+        };
+        let outcome = tokio::time::timeout(TURN_TIMEOUT, turn).await;
+        match outcome {
             Ok(Ok(status)) if status.success() => Ok(()),
             Ok(Ok(status)) => Err(format!(
                 "{:?} exited with {status} (its output: {})",
@@ -462,12 +470,21 @@ impl Supervisor {
             )),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => {
-                if let Some(pid) = child.id() {
-                    crate::proc::signal_all([-(pid as i32)], libc_sigterm());
-                }
-                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-                if let Some(pid) = child.id() {
-                    crate::proc::signal_all([-(pid as i32)], libc_sigkill());
+                // The turn overran: its whole process group gets SIGTERM, then SIGKILL.
+                let group = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32));
+                let signal = |sig| {
+                    if let Some(g) = group
+                        && let Err(e) = rustix::process::kill_process_group(g, sig)
+                    {
+                        tracing::debug!("resumed host group of {owner}: {e}");
+                    }
+                };
+                signal(rustix::process::Signal::TERM);
+                if tokio::time::timeout(Duration::from_secs(5), child.wait())
+                    .await
+                    .is_err()
+                {
+                    signal(rustix::process::Signal::KILL);
                 }
                 Err(format!(
                     "the resumed turn took longer than {} s and was stopped",
@@ -609,14 +626,6 @@ impl Supervisor {
             }
         }
     }
-}
-
-fn libc_sigterm() -> i32 {
-    rustix::process::Signal::TERM.as_raw()
-}
-
-fn libc_sigkill() -> i32 {
-    rustix::process::Signal::KILL.as_raw()
 }
 
 /// Opens (truncates) the wake log of one resume, 0600 in a 0700 directory.
