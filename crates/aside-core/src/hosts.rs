@@ -192,7 +192,27 @@ pub fn program_of(pid: u32) -> Vec<String> {
     vec![exe.display().to_string(), script.display().to_string()]
 }
 
-/// How to resume a session: run `argv` in `cwd` with `env` added, `stdin` written to it.
+/// Variables that mark a process as running inside some host session: the daemon inherits them
+/// from whoever started it (often an `aside mcp` under a host), and a resumed host must not
+/// believe it runs inside that other session.
+pub const SESSION_MARKERS: &[&str] = &[
+    "CLAUDECODE",
+    "CLAUDE_CODE_SESSION_ID",
+    "CLAUDE_CODE_ENTRYPOINT",
+    "CLAUDE_PROJECT_DIR",
+    "AI_AGENT",
+    "CODEX_THREAD_ID",
+    "CODEX_SANDBOX",
+    "CODEX_SANDBOX_NETWORK_DISABLED",
+    "GEMINI_CLI",
+    "GEMINI_CLI_NO_RELAUNCH",
+    "GEMINI_SESSION_ID",
+    "ASIDE_OWNER",
+    "ASIDE_TEAM",
+];
+
+/// How to resume a session: run `argv` in `cwd` with `env` added (and [`SESSION_MARKERS`]
+/// removed), `stdin` written to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resume {
     /// Program and arguments (never a shell string).

@@ -422,11 +422,13 @@ impl Supervisor {
         let log_err = log
             .try_clone()
             .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
-        let mut child = tokio::process::Command::new(&resume.argv[0])
+        let mut command = tokio::process::Command::new(&resume.argv[0]);
+        for marker in hosts::SESSION_MARKERS {
+            command.env_remove(marker);
+        }
+        let mut child = command
             .args(&resume.argv[1..])
             .current_dir(&resume.cwd)
-            .env_remove("ASIDE_OWNER")
-            .env_remove("ASIDE_TEAM")
             .envs(&resume.env)
             .stdin(std::process::Stdio::piped())
             .stdout(log)
