@@ -21,10 +21,18 @@
 //!   `/x/*` are relative to the workspace (the policy file's directory, Golden Goose's
 //!   convention), `~/` to the home directory, `//abs/*` is the absolute `/abs/*`. In paths `*`
 //!   matches within one component. No `cwd` key: any directory.
+//! - `env.allow`: variable names (a trailing `*` matches any suffix) agents may set although
+//!   they are on the deny list of [`judge`] (`LD_*`, `BASH_ENV`, `PATH` outside the roots, …).
 //! - Unknown keys are errors.
 //!
+//! Beyond the command text, [`Policy::judge`] judges what else a request makes the machine do:
+//! redirections, the environment, readiness probes and where probes and webhooks connect (see
+//! [`judge`]).
+//!
 //! No file: [`Policy::builtin`] (everything allowed, with limits). A valid file: only what it
-//! allows. An invalid file: every agent request is refused with the file, line and reason,
+//! allows. An invalid file — or a path that exists but cannot be read as one (a dangling
+//! symlink, a directory, no permission) — : every agent request is refused with the file, line
+//! and reason,
 //! while humans and reads are served; a corrected file is picked up without a restart
 //! ([`PolicyStore`]).
 
@@ -39,6 +47,9 @@ use serde::Deserialize;
 
 use crate::units::{parse_bytes, parse_duration_ms};
 
+pub mod judge;
+pub use judge::{DENIED_ENV, Trusted};
+
 /// Built-in cap on live processes per owner.
 pub const BUILTIN_MAX_PER_OWNER: usize = 32;
 /// Built-in cap on live processes per team.
@@ -51,7 +62,14 @@ pub const BUILTIN_MAX_LOG_CAP: u64 = 64 * 1024 * 1024;
 struct PolicyFile {
     allow: Option<Vec<String>>,
     cwd: Option<CwdSection>,
+    env: Option<EnvSection>,
     limits: Option<LimitsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvSection {
+    allow: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +146,8 @@ pub struct Policy {
     allow: Option<Vec<String>>,
     /// `None`: every directory.
     cwd: Option<Vec<CwdRoot>>,
+    /// Variable names agents may set although they are denied by default.
+    env_allow: Vec<String>,
     /// Limits in force.
     pub limits: Limits,
 }
@@ -162,6 +182,7 @@ impl Policy {
             source: None,
             allow: None,
             cwd: None,
+            env_allow: Vec::new(),
             limits: Limits {
                 max_processes_per_owner: BUILTIN_MAX_PER_OWNER,
                 max_processes_per_team: BUILTIN_MAX_PER_TEAM,
@@ -182,7 +203,13 @@ impl Policy {
     pub fn load(path: &Path) -> Result<Option<Policy>, PolicyError> {
         let text = match fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            // Nothing there at all: the built-in policy. A link to nothing fails closed.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && fs::symlink_metadata(path).is_err() =>
+            {
+                return Ok(None);
+            }
             Err(e) => {
                 return Err(PolicyError {
                     path: path.to_path_buf(),
@@ -307,6 +334,7 @@ impl Policy {
             source: Some(path.to_path_buf()),
             allow: Some(file.allow.unwrap_or_default()),
             cwd,
+            env_allow: file.env.map(|e| e.allow).unwrap_or_default(),
             limits,
         })
     }
@@ -346,39 +374,10 @@ impl Policy {
         )
     }
 
-    /// Judges a command: every segment must match an `allow` pattern.
+    /// Judges a command with no directory to resolve relative redirections in: every segment
+    /// must match an `allow` pattern (see [`Policy::check_command_in`]).
     pub fn check_command(&self, cmd: &Command) -> Verdict {
-        let Some(allow) = &self.allow else {
-            return Verdict::Allowed(vec![(cmd.display(), "built-in policy: everything".into())]);
-        };
-        let whole = cmd.display();
-        if let Some(rule) = allow.iter().find(|r| **r == whole) {
-            return Verdict::Allowed(vec![(whole, rule.clone())]);
-        }
-        let segments = match cmd {
-            Command::Argv(_) => vec![whole.clone()],
-            Command::Shell(s) => match split_segments(s) {
-                Ok(segs) => segs,
-                Err(why) => {
-                    return Verdict::Refused(format!(
-                        "the command uses {why}, which the policy cannot judge; only a rule equal to the whole command allows it"
-                    ));
-                }
-            },
-        };
-        if segments.is_empty() {
-            return Verdict::Refused("the command is empty".into());
-        }
-        let mut allowed = Vec::new();
-        for seg in segments {
-            match allow.iter().find(|rule| command_matches(rule, &seg)) {
-                Some(rule) => allowed.push((seg, rule.clone())),
-                None => {
-                    return Verdict::Refused(format!("no allow rule matches {seg:?}"));
-                }
-            }
-        }
-        Verdict::Allowed(allowed)
+        self.check_command_in(cmd, None)
     }
 
     /// Judges a working directory: it must lie in a `cwd.allow` root.
@@ -387,10 +386,8 @@ impl Policy {
             return Verdict::Allowed(vec![(cwd.display().to_string(), "any directory".into())]);
         };
         let real = fs::canonicalize(cwd).unwrap_or_else(|_| normalize(cwd));
-        for root in roots {
-            if real.ancestors().any(|a| path_matches(&root.pattern, a)) {
-                return Verdict::Allowed(vec![(real.display().to_string(), root.entry.clone())]);
-            }
+        if let Some(entry) = self.root_of(&real) {
+            return Verdict::Allowed(vec![(real.display().to_string(), entry.to_string())]);
         }
         Verdict::Refused(format!(
             "{} is not under any cwd.allow root ({})",
@@ -401,6 +398,17 @@ impl Policy {
                 .collect::<Vec<_>>()
                 .join(", ")
         ))
+    }
+}
+
+impl Policy {
+    /// The `cwd.allow` entry whose root holds the (resolved) path `real`, if any.
+    fn root_of(&self, real: &Path) -> Option<&str> {
+        let roots = self.cwd.as_ref()?;
+        roots
+            .iter()
+            .find(|root| real.ancestors().any(|a| path_matches(&root.pattern, a)))
+            .map(|root| root.entry.as_str())
     }
 }
 
@@ -502,6 +510,8 @@ pub fn split_segments(cmd: &str) -> Result<Vec<String>, String> {
             }
             '(' | ')' => return Err("a subshell ( … )".into()),
             ';' | '\n' => segs.push(std::mem::take(&mut cur)),
+            // `2>&1`, `<&3`, `&>file`: part of a redirection, not a separator.
+            '&' if cur.ends_with(['>', '<']) || chars.peek() == Some(&'>') => cur.push(c),
             '&' | '|' => {
                 if chars.peek() == Some(&c) {
                     chars.next();
@@ -529,7 +539,10 @@ struct Stamp {
 }
 
 fn stamp(path: &Path) -> Option<Stamp> {
-    let m = fs::metadata(path).ok()?;
+    // A dangling symlink has no target to stat: its own metadata still tells it changed.
+    let m = fs::metadata(path)
+        .or_else(|_| fs::symlink_metadata(path))
+        .ok()?;
     Some(Stamp {
         modified: m.modified().ok(),
         len: m.len(),
@@ -614,8 +627,13 @@ mod tests {
         assert!(!p.check_command(&shell("echo hi | sh")).is_allowed());
         assert!(!p.check_command(&shell("sleep 1 & rm x")).is_allowed());
         assert!(!p.check_command(&shell("cargo build")).is_allowed());
-        // Separators inside quotes do not split.
+        // Separators inside quotes do not split; `&` in a redirection is not a separator.
         assert!(p.check_command(&shell("echo 'a && rm -rf /'")).is_allowed());
+        assert_eq!(
+            split_segments("make 2>&1 &>/dev/null").unwrap(),
+            ["make 2>&1 &>/dev/null"]
+        );
+        assert_eq!(split_segments("a & b").unwrap(), ["a", "b"]);
     }
 
     #[test]
@@ -685,6 +703,28 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.line, Some(3));
         assert!(e.reason.contains("limits.max_timeout"), "{e}");
+    }
+
+    #[test]
+    fn a_policy_path_that_exists_but_cannot_be_read_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("policy.json");
+        std::os::unix::fs::symlink(dir.path().join("gone.json"), &link).unwrap();
+        let e = Policy::load(&link).unwrap_err();
+        assert!(e.reason.contains("cannot read"), "{e}");
+        let store = PolicyStore::new(link.clone());
+        assert!(
+            store.current().is_err(),
+            "a dangling link refuses every agent"
+        );
+        let as_dir = dir.path().join("dir.json");
+        fs::create_dir(&as_dir).unwrap();
+        assert!(Policy::load(&as_dir).is_err(), "a directory");
+        assert!(
+            Policy::load(&dir.path().join("none.json"))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -174,6 +174,8 @@ struct Inner {
     audit: AuditLog,
     events: broadcast::Sender<Event>,
     wake: Mutex<wake::WakeState>,
+    /// The daemon's own environment and API ports, for judging agents.
+    trusted: Mutex<crate::policy::Trusted>,
     /// File watches of processes (`watch`).
     watches: Mutex<files::WatchState>,
     /// Per project: bumped by `down` to cancel the starts its `up` still has pending.
@@ -341,6 +343,7 @@ impl Supervisor {
                 start_lock: tokio::sync::Mutex::new(()),
                 events: broadcast::channel(1024).0,
                 wake: Mutex::new(wake::WakeState::default()),
+                trusted: Mutex::new(crate::policy::Trusted::from_process()),
                 watches: Mutex::new(files::WatchState::new(file_rx)),
                 projects: Mutex::new(HashMap::new()),
                 pending_restarts: std::sync::atomic::AtomicUsize::new(0),
@@ -1006,6 +1009,20 @@ impl Supervisor {
         Err(Error::Forbidden(reason))
     }
 
+    /// What the daemon trusts when it judges an agent: its own environment and API ports.
+    pub(crate) fn trusted(&self) -> crate::policy::Trusted {
+        lock(&self.inner.trusted).clone()
+    }
+
+    /// Records that the daemon's API also listens on TCP `port`: no agent's probe or webhook
+    /// may reach it.
+    pub fn add_api_port(&self, port: u16) {
+        let mut t = lock(&self.inner.trusted);
+        if !t.api_ports.contains(&port) {
+            t.api_ports.push(port);
+        }
+    }
+
     /// The policy for an agent's request; an invalid policy file refuses every agent request.
     fn agent_policy(&self, who: &Requester, action: &str, target: &str) -> Result<Arc<Policy>> {
         self.inner.policy.current().or_else(|e| {
@@ -1087,16 +1104,9 @@ impl Supervisor {
             .map_or("the built-in policy".to_string(), |p| {
                 format!("policy {}", p.display())
             });
-        if let Verdict::Refused(why) = policy.check_command(&spec.cmd) {
+        let verdict = policy.judge(spec, &self.trusted());
+        if let Verdict::Refused(why) = verdict {
             return self.refuse(who, "run", &cmd, format!("{source} refuses {cmd:?}: {why}"));
-        }
-        if let Verdict::Refused(why) = policy.check_cwd(Path::new(&spec.cwd)) {
-            return self.refuse(
-                who,
-                "run",
-                &cmd,
-                format!("{source} refuses the directory: {why}"),
-            );
         }
         let limits = &policy.limits;
         let (by_owner, by_team) = self.store().live_counts(owner, team)?;

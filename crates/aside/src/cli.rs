@@ -550,13 +550,24 @@ enum PolicyCmd {
         /// The file.
         file: Option<PathBuf>,
     },
-    /// Say which rule allows a command (and directory), or why it is refused.
+    /// Say which rule allows each part of a run — its command segments and redirections, its
+    /// directory, the variables it sets beyond this shell's environment, its probe — or why
+    /// one is refused.
     Explain {
         /// The command, as an agent would run it.
         command: String,
         /// The working directory (default: the current one).
         #[arg(long)]
         cwd: Option<PathBuf>,
+        /// A variable the agent sets (judged as it differs from this shell's environment).
+        #[arg(long = "env", value_name = "K=V")]
+        env: Vec<String>,
+        /// A readiness probe command (`ready: {exec: …}`).
+        #[arg(long, value_name = "CMD")]
+        probe_exec: Option<String>,
+        /// A URL a probe or webhook would connect to.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
         /// The policy file (default as for `check`).
         #[arg(long)]
         file: Option<PathBuf>,
@@ -736,15 +747,53 @@ fn policy(cmd: &PolicyCmd) -> i32 {
             println!("ok: {name} {}", loaded.describe());
             0
         }
-        PolicyCmd::Explain { command, cwd, .. } => {
+        PolicyCmd::Explain {
+            command,
+            cwd,
+            env,
+            probe_exec,
+            url,
+            ..
+        } => {
             let cwd = cwd
                 .clone()
                 .or_else(|| std::env::current_dir().ok())
                 .unwrap_or_default();
-            let verdicts = [
-                loaded.check_command(&Command::Shell(command.clone())),
-                loaded.check_cwd(&cwd),
-            ];
+            let trusted = aside_core::policy::Trusted::from_process();
+            let mut spec_env = trusted.env.clone();
+            for kv in env {
+                match kv.split_once('=') {
+                    Some((k, v)) => {
+                        spec_env.insert(k.to_string(), v.to_string());
+                    }
+                    None => {
+                        eprintln!("aside: --env {kv:?} is not KEY=VALUE");
+                        return 2;
+                    }
+                }
+            }
+            let spec = aside_proto::Spec {
+                cmd: Command::Shell(command.clone()),
+                cwd: cwd.display().to_string(),
+                env: spec_env,
+                timeout_ms: None,
+                grace_ms: 0,
+                log_cap_bytes: 0,
+                interactive: false,
+                restart: None,
+                ready: probe_exec
+                    .clone()
+                    .map(|cmd| aside_proto::ReadyProbe::new(aside_proto::ReadyCheck::Exec { cmd })),
+                port: None,
+                proxy: false,
+                watch: None,
+                depends_on: Vec::new(),
+                digest: None,
+            };
+            let mut verdicts = vec![loaded.judge(&spec, &trusted)];
+            if let Some(u) = url {
+                verdicts.push(loaded.check_url(u, &trusted));
+            }
             let mut allowed = true;
             for v in &verdicts {
                 match v {

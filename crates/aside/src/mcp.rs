@@ -89,6 +89,14 @@ pub fn run(opts: McpOptions) -> i32 {
             "aside mcp: this is an MCP server: it speaks JSON-RPC on stdin/stdout for an agent host (e.g. `claude mcp add aside -- aside mcp`); Ctrl-D ends it"
         );
     }
+    if opts.owner.as_deref() == Some(aside_proto::HUMAN_OWNER) {
+        // `human` is the person at the CLI, whom the policy does not bind; an agent never is.
+        eprintln!(
+            "aside mcp: an MCP connection speaks for an agent and cannot be owner {:?} (the policy does not bind a human): leave --owner/ASIDE_OWNER unset, or name the agent",
+            aside_proto::HUMAN_OWNER
+        );
+        return 2;
+    }
     let state = match StateDir::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -981,7 +989,7 @@ impl AsideMcp {
                     q.join("&")
                 ))
                 .await?;
-            let p: ProcessInfo = client.get(&format!("/v1/processes/{}", enc(&a.id))).await?;
+            let p = settled(&client, &a.id, logs.complete).await?;
             let (output, omitted) = bound_output(
                 &entries_text(&logs.entries),
                 a.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES),
@@ -1389,6 +1397,20 @@ impl AsideMcp {
     }
 }
 
+/// The process `id` as it stands; once its output is `complete`, as it ended: the output is
+/// complete when the shim wrote its exit record, a moment before the daemon records the
+/// result, and an answer must not say "complete" beside "running".
+async fn settled(client: &Client, id: &str, complete: bool) -> Result<ProcessInfo, ClientError> {
+    let p: ProcessInfo = client.get(&format!("/v1/processes/{}", enc(id))).await?;
+    if !complete || p.status.is_terminal() {
+        return Ok(p);
+    }
+    let w: WaitResponse = client
+        .get(&format!("/v1/processes/{}/wait?timeout_ms=5000", enc(id)))
+        .await?;
+    Ok(w.process)
+}
+
 /// URI scheme of a process as an MCP resource: `aside://runs/{process id or name}`.
 pub const RESOURCE_PREFIX: &str = "aside://runs/";
 
@@ -1411,13 +1433,13 @@ impl AsideMcp {
     async fn resource_read(&self, owner: &str, uri: &str) -> Result<String, ClientError> {
         let id = resource_id(uri)?;
         let client = self.client(owner);
-        let p: ProcessInfo = client.get(&format!("/v1/processes/{}", enc(id))).await?;
         let logs: LogsResponse = client
             .get(&format!(
                 "/v1/processes/{}/logs?stream=all&tail=50",
                 enc(id)
             ))
             .await?;
+        let p = settled(&client, id, logs.complete).await?;
         let (tail, omitted) = bound_output(&entries_text(&logs.entries), 16 * 1024);
         Ok(serde_json::json!({
             "process": p,

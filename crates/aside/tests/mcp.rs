@@ -97,3 +97,16 @@ fn a_raw_peer_gets_parse_errors_a_prompt_exit_on_eof_and_a_terminal_hint() {
 fn an_agent_brings_its_project_up_and_down_over_mcp() {
     run_script("project_test.py", "all project checks passed");
 }
+
+#[test]
+fn an_mcp_connection_cannot_speak_for_the_human() {
+    let env = Env::new();
+    let out = env
+        .command()
+        .env("ASIDE_OWNER", "human")
+        .arg("mcp")
+        .output()
+        .expect("aside mcp");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be owner \"human\""));
+}

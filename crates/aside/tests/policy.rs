@@ -249,10 +249,186 @@ fn policy_explain_says_which_rule_allows_what() {
     let o = env.aside(&["policy", "explain", "cargo test | sh"]);
     assert_eq!(o.code, 1);
     assert!(
-        o.stdout.contains(r#"refused: no allow rule matches "sh""#),
+        o.stdout
+            .contains(r#"refused: command: no allow rule matches "sh""#),
         "{}",
         o.stdout
     );
     let ok = env.aside(&["policy", "check"]).ok();
     assert!(ok.stdout.starts_with("ok: policy"), "{}", ok.stdout);
+}
+
+/// A daemon listening on a free loopback port too; returns the port.
+fn listening(env: &Env) -> u16 {
+    env.aside(&["daemon", "start", "--listen", "127.0.0.1:0"])
+        .ok();
+    env.aside(&["web", "--json"]).ok().json()["port"]
+        .as_u64()
+        .expect("port") as u16
+}
+
+#[test]
+fn the_policy_judges_what_a_run_does_beyond_its_command_text() {
+    let env = Env::new();
+    let work = env.work.to_str().unwrap().to_string();
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    // A fake `echo` outside every root: running it would leave a mark.
+    let evil = env.dir.path().join("evil");
+    std::fs::create_dir_all(&evil).unwrap();
+    let mark = outside.join("pwned");
+    std::fs::write(
+        evil.join("echo"),
+        format!("#!/bin/sh\ntouch {}\n", mark.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        evil.join("echo"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    policy(
+        &env,
+        &format!(r#"{{"allow": ["echo *", "sleep *"], "cwd": {{"allow": ["/{work}"]}}}}"#),
+    );
+    let port = listening(&env);
+    let refused = |o: Out, why: &str| {
+        assert_eq!(o.code, 1, "refused: {}\n{}", o.stdout, o.stderr);
+        assert!(o.stderr.contains(why), "{why}: {}", o.stderr);
+    };
+    let path = format!("PATH={}:/usr/bin:/bin", evil.display());
+    refused(
+        as_agent(
+            &env,
+            "agent-1",
+            &["run", "--env", &path, "--", "echo", "hi"],
+        ),
+        "PATH holds",
+    );
+    refused(
+        as_agent(
+            &env,
+            "agent-1",
+            &["run", "--env", "LD_PRELOAD=/tmp/x.so", "echo hi"],
+        ),
+        "LD_PRELOAD",
+    );
+    refused(
+        as_agent(
+            &env,
+            "agent-1",
+            &["run", "--env", "BASH_ENV=/tmp/x", "echo hi"],
+        ),
+        "BASH_ENV",
+    );
+    let target = outside.join("x");
+    let redirect = format!("echo hi > {}", target.display());
+    refused(
+        as_agent(&env, "agent-1", &["run", &redirect]),
+        "not under any cwd.allow root",
+    );
+    // A redirection inside the roots is fine.
+    as_agent(
+        &env,
+        "agent-1",
+        &["run", "--name", "inside", "echo hi > inside.txt 2>&1"],
+    )
+    .ok();
+    env.wait_exit("inside");
+    assert_eq!(
+        std::fs::read_to_string(env.work.join("inside.txt")).unwrap(),
+        "hi\n"
+    );
+
+    // A readiness probe is judged like the command, and an HTTP probe reaches loopback only.
+    let probe_file = env.write(
+        "aside.yaml",
+        &format!(
+            "processes:\n  web:\n    cmd: sleep 30\n    ready: {{exec: \"id > {}\"}}\n",
+            target.display()
+        ),
+    );
+    let o = as_agent(
+        &env,
+        "agent-1",
+        &["up", "--config", probe_file.to_str().unwrap()],
+    );
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("readiness probe"), "{}", o.stderr);
+    std::fs::write(
+        &probe_file,
+        format!("processes:\n  web:\n    cmd: sleep 30\n    ready: {{http: \"http://127.0.0.1:{port}/v1/daemon\"}}\n"),
+    )
+    .unwrap();
+    let o = as_agent(
+        &env,
+        "agent-1",
+        &["up", "--config", probe_file.to_str().unwrap()],
+    );
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("daemon's own API"), "{}", o.stderr);
+    // A webhook may not call the daemon's own API either, nor leave this machine.
+    let hook = format!("http://127.0.0.1:{port}/v1/daemon/stop");
+    refused(
+        as_agent(
+            &env,
+            "agent-1",
+            &["wake", "set", "--owner", "agent-1", "--webhook", &hook],
+        ),
+        "daemon's own API",
+    );
+    refused(
+        as_agent(
+            &env,
+            "agent-1",
+            &[
+                "wake",
+                "set",
+                "--owner",
+                "agent-1",
+                "--webhook",
+                "http://example.com/x",
+            ],
+        ),
+        "not a loopback address",
+    );
+    // The same rules bind a member token over TCP.
+    let member = env
+        .aside(&["token", "create", "--owner", "mia", "--json"])
+        .ok()
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o: Out = env
+        .command()
+        .env("ASIDE_TOKEN", &member)
+        .arg("--remote")
+        .arg(format!("http://127.0.0.1:{port}"))
+        .args(["run", &redirect])
+        .output()
+        .unwrap()
+        .into();
+    refused(o, "not under any cwd.allow root");
+    // Nothing refused ran: no mark, no file outside, and the daemon still answers.
+    assert!(!mark.exists() && !target.exists());
+    env.aside(&["daemon", "status"]).ok();
+    // A human is not bound by it.
+    env.aside(&["run", "--name", "h", "--env", &path, "--", "true"])
+        .ok();
+}
+
+#[test]
+fn a_policy_path_that_cannot_be_read_fails_closed() {
+    let env = Env::new();
+    std::fs::create_dir_all(&env.home).unwrap();
+    std::os::unix::fs::symlink(
+        env.dir.path().join("gone.json"),
+        env.home.join("policy.json"),
+    )
+    .unwrap();
+    let o = as_agent(&env, "agent-1", &["run", "echo hi"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("cannot read"), "{}", o.stderr);
+    env.aside(&["run", "true"]).ok();
 }

@@ -177,6 +177,16 @@ impl Supervisor {
                     format!("the policy refuses the wake command: {why}"),
                 );
             }
+            if let Some(url) = &action.webhook
+                && let Verdict::Refused(why) = policy.check_url(url, &self.trusted())
+            {
+                return self.refuse(
+                    who,
+                    "wake",
+                    &target,
+                    format!("the policy refuses the webhook: {why}"),
+                );
+            }
         }
         self.store().set_wake(&action, Timestamp::now())?;
         self.audit(who, "wake-set", owner, None);

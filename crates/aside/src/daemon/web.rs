@@ -162,6 +162,8 @@ pub async fn listen(app: &App, addr: SocketAddr) -> Result<u16, String> {
         .local_addr()
         .map_err(|e| format!("cannot read the address of {addr}: {e}"))?
         .port();
+    // Agents' probes and webhooks may not call the daemon's own API.
+    app.sup.add_api_port(port);
     let web_token = web_token(app).map_err(|e| {
         format!(
             "cannot write the dashboard token {}: {e}",

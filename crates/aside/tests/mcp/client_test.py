@@ -202,6 +202,13 @@ async def main():
                 json.dump({"allow": ["echo *"]}, f)
             r = await call(session, "run", {"command": "echo ok && rm -rf /tmp/nothing"})
             check(r.is_error and "no allow rule matches" in text_of(r), "policy refusal reaches the agent", text_of(r))
+            r = await call(session, "run", {"command": "echo hi", "env": {"LD_PRELOAD": "/tmp/evil.so"}})
+            check(r.is_error and "LD_PRELOAD" in text_of(r), "the environment an agent sets is judged", text_of(r))
+            with open(os.path.join(HOME, "policy.json"), "w") as f:
+                json.dump({"allow": ["echo *"], "cwd": {"allow": ["/" + WORK]}}, f)
+            r = await call(session, "run", {"command": "echo hi > /tmp/aside-outside-test"})
+            check(r.is_error and "not under any cwd.allow root" in text_of(r), "a redirection is judged", text_of(r))
+            check(not os.path.exists("/tmp/aside-outside-test"), "and nothing was written")
             os.remove(os.path.join(HOME, "policy.json"))
 
             r = await call(session, "write_stdin", {"id": "mine", "chars": "y\n"})
