@@ -14,6 +14,10 @@
 //! that is never deleted) and a rotating **tail** (segments of `cap / 8` bytes, the oldest deleted
 //! while the tail holds more than `cap / 2`). A reader sees a deleted stretch as a gap and reports
 //! the output bytes it held ([`Piece::Gap`]), never silently.
+//!
+//! A write that fails (a full disk) never leaves half a record: the segment is cut back to its
+//! last whole record and closed, and the bytes that could not be written are skipped in both
+//! counters, so they too read as a gap; the writer says how many once it can write again.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
@@ -63,6 +67,8 @@ fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
 struct OpenSegment {
     path: PathBuf,
     file: File,
+    /// Bytes of whole records in the file.
+    file_len: u64,
     data_len: u64,
     is_head: bool,
 }
@@ -80,6 +86,12 @@ pub struct LogWriter {
     closed_tail: std::collections::VecDeque<(PathBuf, u64)>,
     stdout_bytes: u64,
     stderr_bytes: u64,
+    /// Output bytes dropped because the log could not be written.
+    dropped: u64,
+    /// Dropped since the last note in the log about it.
+    dropped_unnoted: u64,
+    /// Failed writes since the last one that worked.
+    failing: u64,
 }
 
 impl LogWriter {
@@ -101,7 +113,20 @@ impl LogWriter {
             closed_tail: Default::default(),
             stdout_bytes: 0,
             stderr_bytes: 0,
+            dropped: 0,
+            dropped_unnoted: 0,
+            failing: 0,
         })
+    }
+
+    /// Output bytes that could not be written (a full disk) and are missing from the log.
+    pub fn dropped_bytes(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Writes that failed in a row since the last one that worked (0: the last one worked).
+    pub fn failing_since_ok(&self) -> u64 {
+        self.failing
     }
 
     /// Output bytes written to stdout so far (before the cap).
@@ -115,19 +140,47 @@ impl LogWriter {
     }
 
     /// Appends `bytes` from `stream`, stamped `ts`, splitting it where the head ends or a tail
-    /// segment fills. Errors: the disk write failed (the caller keeps draining the pipe).
+    /// segment fills. Errors: the disk write failed; the bytes not written are dropped and
+    /// counted (readers see a gap), and the caller keeps draining the pipe.
     pub fn write(&mut self, stream: LogStream, bytes: &[u8], ts: Timestamp) -> io::Result<()> {
         match stream {
             LogStream::Stdout => self.stdout_bytes += bytes.len() as u64,
             LogStream::Stderr => self.stderr_bytes += bytes.len() as u64,
             LogStream::Aside => {}
         }
+        match self.append(stream, bytes, ts) {
+            Ok(()) => {
+                self.failing = 0;
+                if self.dropped_unnoted > 0 {
+                    let n = std::mem::take(&mut self.dropped_unnoted);
+                    let line = format!(
+                        "[aside] {n} bytes of output could not be written to the log (disk full?) and are missing\n"
+                    );
+                    if self.append(LogStream::Aside, line.as_bytes(), ts).is_err() {
+                        self.dropped_unnoted += n;
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.failing += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes whole records; on a failure cuts the open segment back to its last whole record,
+    /// closes it, and skips the rest of `bytes` in both counters.
+    fn append(&mut self, stream: LogStream, bytes: &[u8], ts: Timestamp) -> io::Result<()> {
         let ts_ns = ts.as_nanosecond() as i64;
         let mut rest = bytes;
         while !rest.is_empty() {
             let in_head = self.data < self.head_cap;
-            if self.cur.is_none() {
-                self.open_segment(in_head)?;
+            if self.cur.is_none()
+                && let Err(e) = self.open_segment(in_head)
+            {
+                self.skip(rest.len() as u64);
+                return Err(e);
             }
             let Some(cur) = self.cur.as_mut() else {
                 return Err(io::Error::other("log segment not open"));
@@ -142,8 +195,21 @@ impl LogWriter {
             header[0] = stream_byte(stream);
             header[4..8].copy_from_slice(&(take as u32).to_le_bytes());
             header[8..16].copy_from_slice(&ts_ns.to_le_bytes());
-            cur.file.write_all(&header)?;
-            cur.file.write_all(&rest[..take])?;
+            let whole = cur.file_len;
+            let written = cur
+                .file
+                .write_all(&header)
+                .and_then(|()| cur.file.write_all(&rest[..take]));
+            if let Err(e) = written {
+                // No half record: cut back, close, and count what is missing as a gap.
+                if let Err(cut) = cur.file.set_len(whole) {
+                    tracing::debug!("cannot cut back {}: {cut}", cur.path.display());
+                }
+                self.close_segment();
+                self.skip(rest.len() as u64);
+                return Err(e);
+            }
+            cur.file_len += HEADER_LEN + take as u64;
             cur.data_len += take as u64;
             self.pos += HEADER_LEN + take as u64;
             self.data += take as u64;
@@ -158,6 +224,18 @@ impl LogWriter {
             }
         }
         Ok(())
+    }
+
+    /// Counts `n` output bytes as dropped: the next segment starts past them, a gap.
+    fn skip(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.close_segment();
+        self.pos += HEADER_LEN + n;
+        self.data += n;
+        self.dropped += n;
+        self.dropped_unnoted += n;
     }
 
     /// Writes an `[aside] …` annotation line.
@@ -176,6 +254,7 @@ impl LogWriter {
         self.cur = Some(OpenSegment {
             path,
             file,
+            file_len: 0,
             data_len: 0,
             is_head,
         });

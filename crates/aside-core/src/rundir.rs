@@ -8,6 +8,8 @@
 //!   log/*.seg      the capped output (see `logs`)
 //!   exit.json      written by the shim, last, once the whole tree is gone and output drained
 //!   shim.log       the shim's own stderr, for diagnosing the shim itself
+//!   exit.reserve   64 KiB the shim sets aside when it starts and frees just before it writes
+//!                  `shim.json` or `exit.json` on a full disk, so its records still land
 //!   stdin          interactive runs only: a FIFO that is the command's stdin
 //! ```
 //!
@@ -42,6 +44,10 @@ pub const STDIN_FIFO: &str = "stdin";
 /// Lines the shim writes first into the log as `[aside]` annotations (a JSON list of strings,
 /// written by the daemon before the shim starts), e.g. why the run was restarted.
 pub const NOTES_FILE: &str = "notes.json";
+/// Space the shim holds for its own records on a full disk.
+pub const RESERVE_FILE: &str = "exit.reserve";
+/// Size of [`RESERVE_FILE`]: far more than `shim.json` and `exit.json` need.
+pub const RESERVE_BYTES: usize = 64 * 1024;
 
 /// Written by the shim once the command is started: enough to find it again after a daemon
 /// restart and to tell it from a later process that reused a pid.
@@ -147,6 +153,59 @@ impl RunDir {
             f.write_all(&bytes)?;
         }
         fs::rename(&tmp, self.path.join(name))
+    }
+
+    /// Sets [`RESERVE_BYTES`] aside in [`RESERVE_FILE`] (real blocks, not a sparse file).
+    /// Errors: the disk is full already.
+    pub fn reserve(&self) -> io::Result<()> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(self.path.join(RESERVE_FILE))?;
+        f.write_all(&[0u8; RESERVE_BYTES])?;
+        Ok(())
+    }
+
+    /// Frees the reserve (it may be gone already).
+    pub fn release_reserve(&self) {
+        if let Err(e) = fs::remove_file(self.path.join(RESERVE_FILE))
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::debug!("cannot remove {RESERVE_FILE}: {e}");
+        }
+    }
+
+    /// Writes `name` like [`RunDir::write`], but on a full disk frees the reserve and tries
+    /// again, and then again every `retry` until it lands (space freed by someone else): for
+    /// the records a run's result depends on. Returns the last error only when `attempts` ran
+    /// out (`None`: never).
+    pub fn write_durably<T: Serialize>(
+        &self,
+        name: &str,
+        value: &T,
+        retry: std::time::Duration,
+        attempts: Option<usize>,
+    ) -> io::Result<()> {
+        let mut tries = 0usize;
+        loop {
+            match self.write(name, value) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let _ = fs::remove_file(self.path.join(format!(".{name}.tmp")));
+                    if tries == 0 {
+                        // The first failure uses the space held back for this.
+                        self.release_reserve();
+                    } else if attempts.is_some_and(|n| tries >= n) {
+                        return Err(e);
+                    } else {
+                        std::thread::sleep(retry);
+                    }
+                    tries += 1;
+                }
+            }
+        }
     }
 
     /// The spec, if written.

@@ -17,6 +17,12 @@
 //! 5. when the main process exits, kills what is left of its tree the same way (and says so in
 //!    the log), drains the pipes to EOF, and writes `exit.json` atomically — last.
 //!
+//! A full disk never ends the command or loses its exit status: the shim's own diagnostics
+//! ignore write errors ([`note`]), log bytes that cannot be written are dropped and counted
+//! (readers see the gap; the log says so once writing works again), and `shim.json` and
+//! `exit.json` are written with the 64 KiB the shim set aside when it started, retried until
+//! they land.
+//!
 //! It is synchronous (one `poll(2)` loop, no async runtime) to keep its memory small. All
 //! reaping happens in one place, a `waitpid(-1, WNOHANG)` loop on SIGCHLD: the `Child` handle
 //! from `std::process` is never waited on, so no exit status is stolen.
@@ -37,8 +43,8 @@ use jiff::Timestamp;
 use crate::logs::LogWriter;
 use crate::proc::{self, signal_name};
 use crate::rundir::{
-    CONTROL_FILE, EXIT_FILE, ExitRecord, NOTES_FILE, RunDir, SHIM_FILE, STDIN_FIFO, ShimRecord,
-    StopControl,
+    CONTROL_FILE, EXIT_FILE, ExitRecord, NOTES_FILE, RESERVE_FILE, RunDir, SHIM_FILE, STDIN_FIFO,
+    ShimRecord, StopControl,
 };
 
 /// Bytes read from a pipe per `read(2)`.
@@ -51,14 +57,31 @@ const TREE_RECHECK: Duration = Duration::from_millis(100);
 /// e.g. one handed the fd over a socket, must not hold the result back forever).
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
+/// How often a record that cannot be written (a full disk) is tried again.
+const RECORD_RETRY: Duration = Duration::from_secs(1);
+
 /// Entry point of `aside __shim <run_dir>`; returns the shim's exit code.
 pub fn shim_main(run_dir: &Path) -> i32 {
     match run(&RunDir::new(run_dir)) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("aside shim {}: {e}", run_dir.display());
+            note(format_args!("aside shim {}: {e}", run_dir.display()));
             1
         }
+    }
+}
+
+/// Writes one line of the shim's own diagnostics to its stderr (`shim.log`). A write that
+/// fails — the disk is full, the file is gone — is dropped: the shim must never die of its own
+/// diagnostics (`eprintln!` panics then, which would SIGKILL the command).
+fn note(msg: std::fmt::Arguments<'_>) {
+    let mut err = io::stderr().lock();
+    if err
+        .write_fmt(msg)
+        .and_then(|()| err.write_all(b"\n"))
+        .is_err()
+    {
+        // Nowhere left to say it.
     }
 }
 
@@ -171,6 +194,14 @@ fn run(rd: &RunDir) -> io::Result<()> {
     let spec = rd
         .spec()?
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "spec.json is missing"))?;
+    // Space for this run's records, set aside before anything runs: with a disk already full,
+    // the run fails now, saying so, instead of losing its result later.
+    rd.reserve().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot set aside space for the run's records ({RESERVE_FILE}): {e}"),
+        )
+    })?;
     let mut signals = Signals::install()?;
     let mut log = LogWriter::create(&rd.log_dir(), spec.log_cap_bytes)?;
     if let Ok(Some(notes)) = rd.read::<Vec<String>>(NOTES_FILE) {
@@ -220,19 +251,19 @@ fn run(rd: &RunDir) -> io::Result<()> {
             };
             let _ = log.annotate(&msg);
             report(&serde_json::json!({ "error": msg }));
-            return rd.write(
-                EXIT_FILE,
-                &ExitRecord {
-                    exit_code,
-                    signal: None,
-                    ended_at: Timestamp::now(),
-                    timed_out: false,
-                    stop: None,
-                    error: Some(msg),
-                    stdout_bytes: 0,
-                    stderr_bytes: 0,
-                },
-            );
+            let exit = ExitRecord {
+                exit_code,
+                signal: None,
+                ended_at: Timestamp::now(),
+                timed_out: false,
+                stop: None,
+                error: Some(msg),
+                stdout_bytes: 0,
+                stderr_bytes: 0,
+            };
+            rd.write_durably(EXIT_FILE, &exit, RECORD_RETRY, None)?;
+            rd.release_reserve();
+            return Ok(());
         }
     };
     let pid = child.id() as i32;
@@ -240,16 +271,18 @@ fn run(rd: &RunDir) -> io::Result<()> {
     let started = Instant::now();
     let starttime = proc::stat(pid).map(|s| s.starttime).unwrap_or(0);
     report(&serde_json::json!({ "pid": pid }));
-    rd.write(
-        SHIM_FILE,
-        &ShimRecord {
-            shim_pid,
-            shim_starttime,
-            pid,
-            starttime,
-            started_at: Timestamp::now(),
-        },
-    )?;
+    let shim_record = ShimRecord {
+        shim_pid,
+        shim_starttime,
+        pid,
+        starttime,
+        started_at: Timestamp::now(),
+    };
+    // The command runs now: a `shim.json` that cannot be written (after the reserve is used)
+    // only costs re-attachment after a daemon restart, so it does not stop the shim.
+    if let Err(e) = rd.write_durably(SHIM_FILE, &shim_record, RECORD_RETRY, Some(0)) {
+        note(format_args!("aside shim: cannot write {SHIM_FILE}: {e}"));
+    }
 
     let mut streams = [
         Stream {
@@ -302,7 +335,7 @@ fn run(rd: &RunDir) -> io::Result<()> {
             match rd.read::<StopControl>(CONTROL_FILE) {
                 Ok(Some(ctl)) => sup.stop(ctl, &mut log),
                 Ok(None) => {}
-                Err(e) => eprintln!("aside shim: unreadable stop request: {e}"),
+                Err(e) => note(format_args!("aside shim: unreadable stop request: {e}")),
             }
         }
         if signals.term.swap(false, Ordering::SeqCst) {
@@ -353,19 +386,27 @@ fn run(rd: &RunDir) -> io::Result<()> {
         Some(MainStatus::Signaled(s)) => (None, Some(s)),
         None => (None, None),
     };
-    rd.write(
-        EXIT_FILE,
-        &ExitRecord {
-            exit_code,
-            signal,
-            ended_at: Timestamp::now(),
-            timed_out: sup.timed_out,
-            stop: sup.stop,
-            error: None,
-            stdout_bytes: log.stdout_bytes(),
-            stderr_bytes: log.stderr_bytes(),
-        },
-    )
+    if log.dropped_bytes() > 0 {
+        // One last try to say it (the head of the log is where a reader looks first).
+        let _ = log.annotate(&format!(
+            "{} bytes of output could not be written to the log (disk full?) and are missing",
+            log.dropped_bytes()
+        ));
+    }
+    let exit = ExitRecord {
+        exit_code,
+        signal,
+        ended_at: Timestamp::now(),
+        timed_out: sup.timed_out,
+        stop: sup.stop,
+        error: None,
+        stdout_bytes: log.stdout_bytes(),
+        stderr_bytes: log.stderr_bytes(),
+    };
+    // The result hangs on this file: it is written with the reserve, and retried until it lands.
+    rd.write_durably(EXIT_FILE, &exit, RECORD_RETRY, None)?;
+    rd.release_reserve();
+    Ok(())
 }
 
 trait FlattenFiles<'a> {
@@ -411,8 +452,11 @@ fn drain_stream(s: &mut Stream, buf: &mut [u8], log: &mut LogWriter, max_reads: 
             }
             Ok(n) => {
                 if let Err(e) = log.write(s.kind, &buf[..n], Timestamp::now()) {
-                    // Keep draining: a full disk must not block the child on a full pipe.
-                    eprintln!("aside shim: log write failed: {e}");
+                    // Keep draining: a full disk must not block the child on a full pipe. The
+                    // bytes are counted as dropped; say so once per stretch of failures.
+                    if log.failing_since_ok() == 1 {
+                        note(format_args!("aside shim: log write failed: {e}"));
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

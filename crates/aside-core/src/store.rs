@@ -386,6 +386,7 @@ fn process_info(row: &Row<'_>) -> rusqlite::Result<ProcessInfo> {
         port,
         url,
         autorestart,
+        unrecorded: None,
     })
 }
 

@@ -174,6 +174,8 @@ struct Inner {
     audit: AuditLog,
     events: broadcast::Sender<Event>,
     wake: Mutex<wake::WakeState>,
+    /// Runs that ended but whose result the database did not take yet, with why.
+    unrecorded: Mutex<HashMap<String, String>>,
     /// The daemon's own environment and API ports, for judging agents.
     trusted: Mutex<crate::policy::Trusted>,
     /// File watches of processes (`watch`).
@@ -344,6 +346,7 @@ impl Supervisor {
                 events: broadcast::channel(1024).0,
                 wake: Mutex::new(wake::WakeState::default()),
                 trusted: Mutex::new(crate::policy::Trusted::from_process()),
+                unrecorded: Mutex::new(HashMap::new()),
                 watches: Mutex::new(files::WatchState::new(file_rx)),
                 projects: Mutex::new(HashMap::new()),
                 pending_restarts: std::sync::atomic::AtomicUsize::new(0),
@@ -452,11 +455,12 @@ impl Supervisor {
     /// projects and none of them is the default one (then it must be given as `PROJECT/NAME`).
     pub fn find(&self, reference: &str) -> Result<ProcessRow> {
         let store = self.store();
-        let row = store.find(reference)?.ok_or_else(|| {
+        let mut row = store.find(reference)?.ok_or_else(|| {
             Error::NotFound(format!(
                 "no process named or with id {reference:?}: `aside status --all` lists them"
             ))
         })?;
+        row.info.unrecorded = lock(&self.inner.unrecorded).get(&row.info.run_id).cloned();
         if row.info.id != reference
             && !reference.contains('/')
             && row.info.project.is_some()
@@ -480,7 +484,14 @@ impl Supervisor {
 
     /// Processes with their latest run (see [`Store::list`]).
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<ProcessInfo>> {
-        Ok(self.store().list(filter)?)
+        let mut list = self.store().list(filter)?;
+        let unrecorded = lock(&self.inner.unrecorded);
+        if !unrecorded.is_empty() {
+            for p in &mut list {
+                p.unrecorded = unrecorded.get(&p.run_id).cloned();
+            }
+        }
+        Ok(list)
     }
 
     fn validate(&self, req: RunRequest) -> Result<Validated> {
@@ -869,10 +880,13 @@ impl Supervisor {
                 )
             }
             other => {
-                let why = match other {
+                let mut why = match other {
                     Err(e) => format!("its exit record is unreadable ({e})"),
                     _ => "its shim ended without recording an exit status".to_string(),
                 };
+                if let Some(last) = last_line(&rd.path().join(crate::rundir::SHIM_LOG)) {
+                    why.push_str(&format!(" (the shim said: {last})"));
+                }
                 let killed = self.kill_leftovers(&rd);
                 let mut msg = format!("result unknown: {why}");
                 if killed > 0 {
@@ -975,13 +989,43 @@ impl Supervisor {
             }
             Ok(None) => false,
             Err(e) => {
-                // Leave the run live in the database: the next start reconciles it from disk.
-                tracing::error!("run {run_id}: cannot record its result: {e}");
-                false
+                // The run stays live, and its waiters wait: the result is on disk (exit.json)
+                // and is recorded as soon as the database takes it (a disk with space again);
+                // a daemon restarted meanwhile reconciles it from there.
+                let why = format!("its result could not be recorded yet ({e}); retrying");
+                tracing::error!("run {run_id}: {why}");
+                let attempt = {
+                    let mut u = lock(&self.inner.unrecorded);
+                    let first = !u.contains_key(run_id);
+                    u.insert(run_id.to_string(), why);
+                    first
+                };
+                self.retry_finalize(run_id, attempt);
+                return None;
             }
         };
+        lock(&self.inner.unrecorded).remove(run_id);
         self.end_live(run_id, &rd);
         recorded.then_some((row, result))
+    }
+
+    /// Tries to record run `run_id`'s result again later, every second at first and every 30 s
+    /// at most, until it is recorded (one retry loop per run: `first` starts it).
+    fn retry_finalize(&self, run_id: &str, first: bool) {
+        if !first {
+            return;
+        }
+        let me = self.clone();
+        let run = run_id.to_string();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_secs(1);
+            // A failed attempt marks the run unrecorded again; a recorded one unmarks it.
+            while lock(&me.inner.unrecorded).contains_key(&run) {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+                me.finalize(&run);
+            }
+        });
     }
 
     fn end_live(&self, run_id: &str, rd: &RunDir) {
@@ -1763,6 +1807,15 @@ impl Supervisor {
         }
         Ok(ids.len())
     }
+}
+
+/// The last non-empty line of a small text file (the shim's own log), if any.
+fn last_line(path: &Path) -> Option<String> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.chars().take(500).collect())
 }
 
 /// A future that resolves when process `pid` exits, for a process that is not our child (a

@@ -470,6 +470,11 @@ pub struct ProcessInfo {
     /// Its restart policy, and whether it is still applied.
     #[serde(default)]
     pub autorestart: Option<AutorestartState>,
+    /// Set when its latest run has ended but the result could not be recorded yet (the disk
+    /// is full, say): why. The daemon keeps trying; until then `status` stays the last one
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrecorded: Option<String>,
 }
 
 /// How a process's restart policy stands.

@@ -159,8 +159,10 @@ function renderRow(id) {
   setText(c.owner, p.owner);
   setText(c.team, p.team || '–');
   setText(c.project, p.project || '–');
-  setText(c.status, p.status);
+  // A run that ended while its result could not be recorded (a full disk) says so.
+  setText(c.status, p.unrecorded ? `${p.status} · ended, not recorded yet` : p.status);
   c.status.className = `status st-${p.status}`;
+  c.status.title = p.unrecorded || '';
   setText(c.started, time(p.started_at));
   setText(c.ended, time(p.ended_at));
   setText(c.duration, duration(liveDuration(p)));
@@ -328,7 +330,7 @@ function renderDetail() {
   const p = S.procs.get(S.selected);
   if (!p) return;
   $('d-name').textContent = reference(p);
-  $('d-status').textContent = p.status;
+  $('d-status').textContent = p.unrecorded ? `${p.status} · ${p.unrecorded}` : p.status;
   $('d-status').className = `status st-${p.status}`;
   const meta = $('d-meta');
   const rows = [

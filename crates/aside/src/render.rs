@@ -38,7 +38,11 @@ pub fn table(procs: &[ProcessInfo]) -> String {
                     Some(t) => format!("{}@{t}", p.owner),
                     None => p.owner.clone(),
                 },
-                p.status.to_string(),
+                match &p.unrecorded {
+                    // Ended, but the result is not in the database yet (a full disk).
+                    Some(_) => format!("{} (ended, unrecorded)", p.status),
+                    None => p.status.to_string(),
+                },
                 p.pid.map_or("-".into(), |v| v.to_string()),
                 match (p.exit_code, &p.signal) {
                     (Some(c), _) => c.to_string(),

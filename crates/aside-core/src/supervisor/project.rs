@@ -826,6 +826,7 @@ mod tests {
                 max_restarts: Some(3),
                 state: RestartState::Active,
             }),
+            unrecorded: None,
         }
     }
 
