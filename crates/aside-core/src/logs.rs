@@ -98,7 +98,13 @@ impl LogWriter {
     /// Creates the log directory (0700) and a writer with a cap of `cap` output bytes (at
     /// least [`MIN_LOG_CAP`]). Errors: the directory cannot be created.
     pub fn create(dir: &Path, cap: u64) -> io::Result<LogWriter> {
-        fs::create_dir_all(dir)?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
         let cap = cap.max(MIN_LOG_CAP);
         let head_cap = cap / 2;
         let tail_cap = cap - head_cap;

@@ -189,6 +189,24 @@ pub fn is_alive(pid: i32, starttime: Option<u64>) -> bool {
     }
 }
 
+/// The shim of run directory `run_dir`, found by its command line (`aside-shim RUN_DIR`, or
+/// `aside __shim RUN_DIR`), for when its `shim.json` is missing or damaged: the shim's pid and
+/// start time, and its command's (the child that leads its own session), if it has one.
+pub fn find_shim(run_dir: &std::path::Path) -> Option<(ProcStat, Option<ProcStat>)> {
+    let want = run_dir.as_os_str().as_encoded_bytes();
+    let procs = all();
+    let shim = procs.iter().find(|p| {
+        !p.is_zombie()
+            && fs::read(format!("/proc/{}/cmdline", p.pid))
+                .is_ok_and(|c| c.split(|b| *b == 0).skip(1).any(|a| a == want))
+    })?;
+    let command = procs
+        .iter()
+        .find(|c| c.ppid == shim.pid && c.session == c.pid)
+        .copied();
+    Some((*shim, command))
+}
+
 /// Sends `sig` to each pid; returns how many were signalled.
 pub fn signal_all(pids: impl IntoIterator<Item = i32>, sig: i32) -> usize {
     pids.into_iter()

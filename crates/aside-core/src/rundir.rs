@@ -3,6 +3,8 @@
 //! ```text
 //! runs/<run_id>/
 //!   spec.json      written by the daemon before it starts the shim (0600: holds the env)
+//!   process.json   written with it: which process this is a run of (id, name, owner, …),
+//!                  so `aside daemon start --recover` can rebuild a lost database
 //!   shim.json      written by the shim once the command is started (pids, start times)
 //!   control.json   written by the daemon for a stop request, then SIGUSR1 to the shim
 //!   log/*.seg      the capped output (see `logs`)
@@ -44,6 +46,8 @@ pub const STDIN_FIFO: &str = "stdin";
 /// Lines the shim writes first into the log as `[aside]` annotations (a JSON list of strings,
 /// written by the daemon before the shim starts), e.g. why the run was restarted.
 pub const NOTES_FILE: &str = "notes.json";
+/// Which process a run belongs to ([`ProcessRecord`]).
+pub const PROCESS_FILE: &str = "process.json";
 /// Space the shim holds for its own records on a full disk.
 pub const RESERVE_FILE: &str = "exit.reserve";
 /// Size of [`RESERVE_FILE`]: far more than `shim.json` and `exit.json` need.
@@ -63,6 +67,26 @@ pub struct ShimRecord {
     pub starttime: u64,
     /// When the command was started.
     pub started_at: Timestamp,
+}
+
+/// Which process a run is of, written by the daemon beside the spec: enough to rebuild the
+/// process's record when the database is lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    /// Process id.
+    pub process_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its owner.
+    pub owner: String,
+    /// Its team.
+    pub team: Option<String>,
+    /// Its project.
+    pub project: Option<String>,
+    /// What it is for.
+    pub description: Option<String>,
+    /// This run's number among the process's runs (0 first).
+    pub seq: u32,
 }
 
 /// A stop request from the daemon to the shim.

@@ -184,6 +184,30 @@ pub enum StoreError {
         /// Ours.
         known: i64,
     },
+    /// The file is an aside database, but damaged.
+    #[error(
+        "{path} is damaged ({why}); refusing to use or change it: move it aside and start with `aside daemon start --recover`, which rebuilds the state from the run directories"
+    )]
+    Damaged {
+        /// The database path.
+        path: String,
+        /// What the integrity check said.
+        why: String,
+    },
+    /// The database is missing or empty while run directories exist: the state was lost.
+    #[error(
+        "{path} is {what}, but {runs} run directories exist in {runs_dir}: the state was lost, and starting over would leave their commands running untracked; start with `aside daemon start --recover` to rebuild it from the run directories (or move {runs_dir} away)"
+    )]
+    Lost {
+        /// The database path.
+        path: String,
+        /// `missing` or `empty`.
+        what: &'static str,
+        /// How many run directories.
+        runs: usize,
+        /// Where they are.
+        runs_dir: String,
+    },
     /// Any SQLite error.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -426,6 +450,28 @@ impl Store {
     /// cannot be opened.
     pub fn open(path: &Path) -> Result<Store> {
         let display = path.display().to_string();
+        // 0600 whatever the umask (its WAL holds environments): SQLite gives the WAL and shm
+        // files the main file's mode, so creating it first sets all three.
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let created = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path);
+            if let Err(e) = created {
+                tracing::debug!("cannot pre-create {}: {e}", path.display());
+            }
+            for suffix in ["", "-wal", "-shm"] {
+                let mut f = path.as_os_str().to_owned();
+                f.push(suffix);
+                if let Err(e) = std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!("cannot make {} 0600: {e}", Path::new(&f).display());
+                }
+            }
+        }
         let conn = Connection::open(path)?;
         let foreign = |why: String| StoreError::Foreign {
             path: display.clone(),
@@ -453,6 +499,18 @@ impl Store {
                 found: version,
                 known,
             });
+        }
+        if tables > 0 {
+            // Damage anywhere in the file is found now, not when a query happens on it.
+            let check: String = conn
+                .query_row("PRAGMA quick_check", [], |r| r.get(0))
+                .unwrap_or_else(|e| e.to_string());
+            if check != "ok" {
+                return Err(StoreError::Damaged {
+                    path: display,
+                    why: check.lines().take(3).collect::<Vec<_>>().join("; "),
+                });
+            }
         }
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;

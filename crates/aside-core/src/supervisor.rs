@@ -53,6 +53,7 @@ mod access;
 pub use access::random_hex;
 mod files;
 mod project;
+mod recover;
 mod wake;
 
 pub use project::{AUTO_PORTS, PROXY_PORTS, find_cycle};
@@ -152,6 +153,8 @@ pub struct Settings {
     pub wake_debounce: Duration,
     /// First wait before a wake is tried again (it doubles, up to 10 minutes).
     pub wake_backoff: Duration,
+    /// Rebuild the database from the run directories (the old one is moved aside).
+    pub recover: bool,
 }
 
 struct Live {
@@ -176,6 +179,8 @@ struct Inner {
     wake: Mutex<wake::WakeState>,
     /// Runs that ended but whose result the database did not take yet, with why.
     unrecorded: Mutex<HashMap<String, String>>,
+    /// Runs that had ended before a `--recover`: their results are recorded read.
+    recovered: Mutex<Vec<String>>,
     /// The daemon's own environment and API ports, for judging agents.
     trusted: Mutex<crate::policy::Trusted>,
     /// File watches of processes (`watch`).
@@ -297,6 +302,12 @@ impl Supervisor {
     /// log watcher. Call [`Supervisor::reconcile`] next. Errors: the database is foreign or
     /// unreadable.
     pub fn open(state: StateDir, settings: Settings) -> Result<Supervisor> {
+        let recovered = if settings.recover {
+            recover::rebuild(&state)?
+        } else {
+            recover::check_not_lost(&state)?;
+            Vec::new()
+        };
         let store = Store::open(&state.db())?;
         let log_events: Arc<Mutex<HashMap<String, watch::Sender<u64>>>> = Default::default();
         let events = Arc::clone(&log_events);
@@ -347,6 +358,7 @@ impl Supervisor {
                 wake: Mutex::new(wake::WakeState::default()),
                 trusted: Mutex::new(crate::policy::Trusted::from_process()),
                 unrecorded: Mutex::new(HashMap::new()),
+                recovered: Mutex::new(recovered),
                 watches: Mutex::new(files::WatchState::new(file_rx)),
                 projects: Mutex::new(HashMap::new()),
                 pending_restarts: std::sync::atomic::AtomicUsize::new(0),
@@ -746,8 +758,13 @@ impl Supervisor {
     /// run's result (status `failed`) rather than errors: the run exists either way.
     async fn launch(&self, run_id: &str, spec: &Spec, notes: &[String]) {
         let rd = self.run_dir(run_id);
+        let record = self.process_record(run_id);
         let prepared = rd
             .create(spec)
+            .and_then(|()| match &record {
+                Some(r) => rd.write(crate::rundir::PROCESS_FILE, r),
+                None => Ok(()),
+            })
             .and_then(|()| {
                 if notes.is_empty() {
                     Ok(())
@@ -755,8 +772,22 @@ impl Supervisor {
                     rd.write(NOTES_FILE, &notes)
                 }
             })
-            .and_then(|()| fs::create_dir_all(rd.log_dir()))
-            .and_then(|()| fs::File::create(rd.path().join(SHIM_LOG)));
+            .and_then(|()| {
+                use std::os::unix::fs::DirBuilderExt;
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(rd.log_dir())
+            })
+            .and_then(|()| {
+                use std::os::unix::fs::OpenOptionsExt;
+                fs::OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(rd.path().join(SHIM_LOG))
+            });
         let shim_log = match prepared {
             Ok(f) => f,
             Err(e) => {
@@ -838,6 +869,21 @@ impl Supervisor {
         }
     }
 
+    /// What `process.json` says of run `run_id`: its process, from the live map and the store.
+    fn process_record(&self, run_id: &str) -> Option<crate::rundir::ProcessRecord> {
+        let process_id = lock(&self.inner.live).get(run_id)?.process_id.clone();
+        let row = self.store().find(&process_id).ok().flatten()?;
+        Some(crate::rundir::ProcessRecord {
+            process_id,
+            name: row.info.name,
+            owner: row.info.owner,
+            team: row.info.team,
+            project: row.info.project,
+            description: row.info.description,
+            seq: row.seq,
+        })
+    }
+
     fn finish_without_shim(
         &self,
         run_id: &str,
@@ -906,8 +952,15 @@ impl Supervisor {
     /// Kills what is left of a run whose shim is gone: the members of its session that started
     /// no earlier than it did.
     fn kill_leftovers(&self, rd: &RunDir) -> usize {
-        let Ok(Some(shim)) = rd.shim() else { return 0 };
-        let members = proc::session_members(shim.pid, shim.starttime);
+        let (sid, since) = match rd.shim() {
+            Ok(Some(shim)) => (shim.pid, shim.starttime),
+            // A damaged shim.json: the command may still be found by its shim's argv.
+            _ => match proc::find_shim(rd.path()) {
+                Some((_, Some(command))) => (command.pid, command.starttime),
+                _ => return 0,
+            },
+        };
+        let members = proc::session_members(sid, since);
         proc::signal_all(members.iter().map(|p| p.pid), libc::SIGKILL)
     }
 
@@ -1739,8 +1792,23 @@ impl Supervisor {
             let shim = rd.shim().ok().flatten();
             let alive = shim
                 .as_ref()
-                .filter(|s| proc::is_alive(s.shim_pid, Some(s.shim_starttime)));
-            match alive.map(|s| (s.shim_pid, s.pid, s.started_at)) {
+                .filter(|s| proc::is_alive(s.shim_pid, Some(s.shim_starttime)))
+                .map(|s| (s.shim_pid, s.pid, s.started_at))
+                // shim.json missing or damaged: a live shim is still found by its argv, so
+                // its command is never left running untracked.
+                .or_else(|| {
+                    let (shim, command) = proc::find_shim(rd.path())?;
+                    tracing::warn!(
+                        "run {run_id}: shim.json is unreadable; found its shim {} by its command line",
+                        shim.pid
+                    );
+                    Some((
+                        shim.pid,
+                        command.map_or(shim.pid, |c| c.pid),
+                        row.info.started_at,
+                    ))
+                });
+            match alive {
                 Some((shim_pid, pid, started_at)) => {
                     if row.info.status == Status::Starting
                         && let Err(e) = self.set_running(&run_id, pid, started_at)
@@ -1772,6 +1840,15 @@ impl Supervisor {
                     self.register_live(&run_id, &row.info.id);
                     self.finalize(&run_id);
                 }
+            }
+        }
+        let recovered = std::mem::take(&mut *lock(&self.inner.recovered));
+        for run_id in recovered {
+            let owner = self.store().result(&run_id).ok().flatten().map(|r| r.owner);
+            if let Some(owner) = owner
+                && let Err(e) = self.ack(&owner, std::slice::from_ref(&run_id), false)
+            {
+                tracing::error!("recover: cannot mark the result of {run_id} read: {e}");
             }
         }
         Ok(reattached)

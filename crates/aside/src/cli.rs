@@ -431,6 +431,11 @@ struct DaemonFlags {
     /// (`aside token create`); the daemon then stays up when idle.
     #[arg(long, env = "ASIDE_LISTEN", value_parser = parse_listen, value_name = "127.0.0.1:PORT")]
     listen: Option<std::net::SocketAddr>,
+    /// Rebuild the state database from the run directories: for a database that is missing,
+    /// empty or damaged (it is moved aside as aside.db.damaged-<time>). Live commands are
+    /// re-attached; results of runs that had ended are kept, as read.
+    #[arg(long)]
+    recover: bool,
 }
 
 fn parse_listen(s: &str) -> std::result::Result<std::net::SocketAddr, String> {
@@ -455,6 +460,7 @@ impl DaemonFlags {
             wake_debounce: Duration::from_millis(self.wake_debounce),
             wake_backoff: Duration::from_millis(self.wake_backoff),
             listen: self.listen,
+            recover: self.recover,
         }
     }
 
@@ -473,6 +479,7 @@ impl DaemonFlags {
                 .map(|p| format!("--policy={}", p.display())),
         )
         .chain(self.listen.iter().map(|a| format!("--listen={a}")))
+        .chain(self.recover.then(|| "--recover".to_string()))
         .collect()
     }
 }

@@ -6,6 +6,7 @@
 //! daemon speaks another protocol version.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -454,6 +455,7 @@ pub fn start_daemon(state: &StateDir, extra_args: &[String]) -> Result<Started> 
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(state.daemon_log())
         .map_err(|e| internal(format!("cannot open {}: {e}", state.daemon_log().display())))?;
     let mut cmd = std::process::Command::new(exe);

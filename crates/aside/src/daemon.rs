@@ -63,6 +63,8 @@ pub struct DaemonOptions {
     /// Also serve the dashboard and API on this loopback TCP address (with tokens); the
     /// daemon then does not exit when idle.
     pub listen: Option<std::net::SocketAddr>,
+    /// Rebuild the state database from the run directories (the old one is moved aside).
+    pub recover: bool,
 }
 
 #[derive(Clone)]
@@ -201,6 +203,7 @@ async fn serve(state: StateDir, opts: DaemonOptions) -> i32 {
             .unwrap_or_else(|| state.default_policy()),
         wake_debounce: opts.wake_debounce,
         wake_backoff: opts.wake_backoff,
+        recover: opts.recover,
     };
     let sup = match Supervisor::open(state.clone(), settings) {
         Ok(s) => s,
