@@ -141,6 +141,16 @@ ALTER TABLE inbox ADD COLUMN delivering_since INTEGER;
 ALTER TABLE inbox ADD COLUMN delivering_pid INTEGER;
 ALTER TABLE inbox ADD COLUMN delivering_start INTEGER;
 "#,
+    r#"
+-- Idempotency keys of `run` requests: a retry with the same key and owner gets the same process.
+CREATE TABLE idempotency (
+    owner       TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    process_id  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (owner, key)
+);
+"#,
 ];
 
 /// SQL test of a run that is not terminal.
@@ -300,6 +310,8 @@ pub struct NewProcess {
     pub project: Option<String>,
     /// What it runs.
     pub spec: Spec,
+    /// The request's idempotency key, remembered with the process in one transaction.
+    pub idempotency_key: Option<String>,
 }
 
 /// A stored process with its latest run, as the supervisor needs it.
@@ -567,8 +579,26 @@ impl Store {
             "INSERT INTO runs (id, process_id, seq, status, started_at) VALUES (?1, ?2, 0, 'starting', ?3)",
             params![run_id, p.id, ms(now)],
         )?;
+        if let Some(key) = &p.idempotency_key {
+            tx.execute(
+                "INSERT INTO idempotency (owner, key, process_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![p.owner, key, p.id, ms(now)],
+            )?;
+        }
         tx.commit()?;
         Ok(())
+    }
+
+    /// The process an earlier `run` of `owner` with idempotency `key` started, if any.
+    pub fn process_for_key(&self, owner: &str, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT process_id FROM idempotency WHERE owner = ?1 AND key = ?2",
+                params![owner, key],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// Inserts run number `seq` of an existing process (a restart), status `starting`.
@@ -1405,6 +1435,10 @@ impl Store {
         };
         delete_runs(&tx, &ids)?;
         tx.execute("DELETE FROM events WHERE ts < ?1", params![ms(cutoff)])?;
+        tx.execute(
+            "DELETE FROM idempotency WHERE created_at < ?1",
+            params![ms(cutoff)],
+        )?;
         tx.commit()?;
         Ok(ids)
     }

@@ -62,6 +62,7 @@ pub use project::{AUTO_PORTS, PROXY_PORTS, find_cycle};
 #[derive(Debug, Clone)]
 struct Validated {
     name: Option<String>,
+    idempotency_key: Option<String>,
     owner: String,
     team: Option<String>,
     project: Option<String>,
@@ -260,6 +261,36 @@ fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'))
+        // Not a path component, not an option, not something that reads as a process id.
+        && name != "."
+        && name != ".."
+        && !name.starts_with('-')
+        && uuid::Uuid::parse_str(name).is_err()
+}
+
+/// Longest owner or team, in bytes.
+pub const MAX_OWNER_LEN: usize = 128;
+
+/// Checks an owner or team name: 1-128 bytes, no control characters (NUL included).
+pub fn check_owner(what: &str, owner: &str) -> Result<()> {
+    if owner.len() > MAX_OWNER_LEN || owner.chars().any(char::is_control) {
+        return Err(Error::Invalid(format!(
+            "invalid {what} {:?}: at most {MAX_OWNER_LEN} bytes, no control characters",
+            owner.chars().take(40).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a NUL byte in `text` (`what` names the field): the kernel would cut the string
+/// there, so what runs would differ from what was judged and recorded.
+fn no_nul(what: &str, text: &str) -> Result<()> {
+    if text.contains('\0') {
+        return Err(Error::Invalid(format!(
+            "{what} contains a NUL byte, which no program can be given"
+        )));
+    }
+    Ok(())
 }
 
 fn base_name(cmd: &Command) -> String {
@@ -575,7 +606,7 @@ impl Supervisor {
             && !valid_name(name)
         {
             return Err(Error::Invalid(format!(
-                "invalid name {name:?}: use 1-64 letters, digits and - _ . : @"
+                "invalid name {name:?}: use 1-64 letters, digits and - _ . : @ (not . or .., not starting with -, not shaped like a process id)"
             )));
         }
         let project = req.project.filter(|p| !p.is_empty());
@@ -629,8 +660,37 @@ impl Supervisor {
             .owner
             .filter(|o| !o.is_empty())
             .unwrap_or_else(|| HUMAN_OWNER.to_string());
+        check_owner("owner", &owner)?;
+        if let Some(t) = &req.team {
+            check_owner("team", t)?;
+        }
+        match &cmd {
+            Command::Shell(s) => no_nul("the command", s)?,
+            Command::Argv(a) => a.iter().try_for_each(|x| no_nul("an argument", x))?,
+        }
+        no_nul("cwd", &cwd)?;
+        for (k, v) in &env {
+            if k.is_empty() || k.contains('=') {
+                return Err(Error::Invalid(format!(
+                    "invalid environment variable name {k:?}: it must be non-empty and hold no '='"
+                )));
+            }
+            no_nul("an environment variable's name", k)?;
+            no_nul(&format!("environment variable {k}"), v)?;
+        }
+        if let Some(d) = &req.description {
+            no_nul("the description", d)?;
+        }
+        if let Some(k) = &req.idempotency_key
+            && (k.is_empty() || k.len() > 128 || k.chars().any(char::is_control))
+        {
+            return Err(Error::Invalid(
+                "invalid idempotency_key: 1-128 bytes, no control characters".into(),
+            ));
+        }
         Ok(Validated {
             name: req.name,
+            idempotency_key: req.idempotency_key,
             owner,
             team: req.team.filter(|t| !t.is_empty()),
             project,
@@ -677,6 +737,7 @@ impl Supervisor {
     ) -> Result<ProcessInfo> {
         let Validated {
             name,
+            idempotency_key,
             owner,
             team,
             project,
@@ -687,6 +748,13 @@ impl Supervisor {
         let run_id = uuid::Uuid::now_v7().to_string();
         {
             let _guard = self.inner.start_lock.lock().await;
+            if let Some(key) = &idempotency_key {
+                let earlier = self.store().process_for_key(&owner, key)?;
+                if let Some(pid) = earlier {
+                    // A retry of a request that was carried out: its process, not a second.
+                    return Ok(self.find(&pid)?.info);
+                }
+            }
             self.admit(
                 who,
                 &owner,
@@ -732,6 +800,7 @@ impl Supervisor {
                 description,
                 project,
                 spec: spec.clone(),
+                idempotency_key,
             };
             self.store().insert_process(&p, &run_id, Timestamp::now())?;
             self.register_live(&run_id, &process_id);

@@ -130,6 +130,7 @@ impl Command {
 
 /// `POST /v1/processes`: start a command in the background.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RunRequest {
     /// The command. A trailing `&` on a shell string is stripped: it runs in the background anyway.
     pub cmd: Option<Command>,
@@ -188,6 +189,12 @@ pub struct RunRequest {
     /// is unchanged and restarts it when it differs.
     #[serde(default)]
     pub digest: Option<String>,
+    /// A key of the caller's choosing (at most 128 bytes): another request with the same key
+    /// from the same owner answers with the process the first one started instead of starting
+    /// a second (a retry after a cut connection; keys are kept 24 h). The CLI and the MCP
+    /// server send one.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 
 /// When a process is restarted after it exits (agent-procs' `autorestart`).
@@ -234,6 +241,7 @@ pub const DEFAULT_RESTART_RESET_MS: u64 = 30_000;
 /// Restart policy of a process. Delays: `delay_ms` before the first restart; with `backoff_max_ms`
 /// each further attempt doubles it up to that cap (pm2's exponential backoff).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RestartPolicy {
     /// When to restart.
     pub autorestart: Autorestart,
@@ -323,6 +331,7 @@ pub enum ReadyCheck {
 
 /// A readiness probe: a check, tried every `interval_ms` for at most `timeout_ms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ReadyProbe {
     /// What is checked.
     pub check: ReadyCheck,
@@ -360,6 +369,7 @@ pub const DEFAULT_WATCH_IGNORE: [&str; 4] = [".git", "node_modules", "target", "
 /// File watching: restart the process when a file under `root` matching `patterns` (and none of
 /// `ignore` nor [`DEFAULT_WATCH_IGNORE`]) changes, after a 500 ms quiet period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct WatchSpec {
     /// Absolute directory the globs are relative to.
     pub root: String,
@@ -372,6 +382,7 @@ pub struct WatchSpec {
 
 /// `POST /v1/processes/{ref}/stdin`: characters for an interactive process.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StdinRequest {
     /// What to write (a newline is not added).
     pub chars: String,
@@ -611,6 +622,7 @@ pub struct Notification {
 
 /// `POST /v1/processes/{ref}/stop`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StopRequest {
     /// First signal to send (default `SIGTERM`), e.g. `SIGINT`, `INT` or `2`.
     #[serde(default)]
@@ -622,6 +634,7 @@ pub struct StopRequest {
 
 /// `POST /v1/stop-all`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StopAllRequest {
     /// Only this owner's processes.
     #[serde(default)]
@@ -843,6 +856,7 @@ pub struct Event {
 /// body to an `http://` webhook, or resume the owner's agent-host session with them as its
 /// prompt. Exactly one of `command`, `webhook` and `host`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct WakeAction {
     /// The owner it wakes (set from the URL).
     #[serde(default)]
@@ -914,6 +928,7 @@ impl fmt::Display for AgentHost {
 /// The agent-host session an owner speaks for: recorded by `aside mcp` and `aside hook` so a
 /// wake can resume that very session. `PUT /v1/owners/{owner}/session`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct HostSession {
     /// The owner (set from the URL).
     #[serde(default)]
@@ -962,6 +977,7 @@ pub struct InboxResponse {
 
 /// `POST /v1/owners/{owner}/inbox/ack`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AckRequest {
     /// Notification ids to acknowledge.
     #[serde(default)]
@@ -983,6 +999,7 @@ pub struct AckResponse {
 /// being given) within `max_bytes` of rendered `<task-notification>` text, and acknowledges
 /// them together with `ack` in one step, so two callers never show the same result.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TakeRequest {
     /// Bound on the rendered blocks taken, in bytes (at least one is taken however long);
     /// none: all.
@@ -1026,6 +1043,7 @@ pub struct DaemonStatus {
 
 /// `POST /v1/projects/{project}/up`: start a project's processes in dependency order.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpRequest {
     /// Absolute path of the config file it came from (shown by `session list`).
     #[serde(default)]

@@ -31,7 +31,7 @@ const S = {
 // ---------- helpers ----------
 
 async function api(method, path, body) {
-  const init = { method, credentials: 'same-origin', headers: {} };
+  const init = { method, credentials: 'same-origin', headers: { 'aside-protocol': '1' } };
   if (body !== undefined) {
     init.headers['content-type'] = 'application/json';
     init.body = JSON.stringify(body);

@@ -954,6 +954,8 @@ async fn run(a: RunArgs, project: Option<String>, state: StateDir) -> Result<i32
     let req = RunRequest {
         cmd: Some(cmd),
         name: a.name,
+        // A retry after a cut connection gets this process, not a second one.
+        idempotency_key: Some(uuid::Uuid::now_v7().to_string()),
         owner: Some(owner.clone()),
         team: a.team,
         description: a.description,
@@ -988,7 +990,7 @@ async fn run(a: RunArgs, project: Option<String>, state: StateDir) -> Result<i32
         ..Default::default()
     };
     let client = Client::new(state, owner, true).with_team(req.team.clone());
-    let info: ProcessInfo = client.post("/v1/processes", &req).await?;
+    let info: ProcessInfo = client.post_idempotent("/v1/processes", &req).await?;
     let Some(wait_for) = a.wait else {
         if a.json {
             print_json(&info);

@@ -226,7 +226,31 @@ impl Client {
     ) -> Result<Response<Incoming>> {
         // A daemon that is dying can still accept a connection and then drop it. A GET is
         // safe to send again (to the next daemon); anything else might have been applied.
-        let attempts = if method == Method::GET { 2 } else { 1 };
+        let retry = method == Method::GET;
+        self.send_with(method, path, body, retry).await
+    }
+
+    /// `POST` of a request that carries an idempotency key: safe to send again when the
+    /// connection is cut (the daemon answers a repeat with what the first one did).
+    pub async fn post_idempotent<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T> {
+        let body = serde_json::to_vec(body).map_err(internal)?;
+        let bytes = body_bytes(self.send_with(Method::POST, path, Some(body), true).await?).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| internal(format!("unexpected answer from the daemon: {e}")))
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        retry: bool,
+    ) -> Result<Response<Incoming>> {
+        let attempts = if retry { 2 } else { 1 };
         let body = Bytes::from(body.unwrap_or_default());
         let mut last_err = None;
         let mut resp = None;

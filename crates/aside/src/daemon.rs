@@ -419,7 +419,31 @@ async fn protocol_layer(State(app): State<App>, req: Request, next: Next) -> Res
         .get(PROTOCOL_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let changes = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let owner_header = req
+        .headers()
+        .get(OWNER_HEADER)
+        .map(|v| v.to_str().map(str::to_string));
+    let bad_owner = match &owner_header {
+        Some(Ok(o)) => aside_core::supervisor::check_owner("owner", o).err(),
+        Some(Err(_)) => Some(Error::Invalid(format!(
+            "the {OWNER_HEADER} header is not text"
+        ))),
+        None => None,
+    };
     let mut resp = match theirs {
+        _ if let Some(e) = bad_owner => api_error(ErrorCode::InvalidRequest, e.to_string()),
+        // A change must say which protocol it speaks (reads stay open to curl and EventSource).
+        None if changes => api_error(
+            ErrorCode::InvalidRequest,
+            format!(
+                "a {} request must carry the {PROTOCOL_HEADER}: {PROTOCOL_VERSION} header (the CLI, the MCP server and the dashboard send it; with curl add -H '{PROTOCOL_HEADER}: {PROTOCOL_VERSION}')",
+                req.method()
+            ),
+        ),
         Some(v) if v != PROTOCOL_VERSION.to_string() => api_error(
             ErrorCode::ProtocolMismatch,
             format!(

@@ -762,6 +762,8 @@ impl AsideMcp {
         let req = RunRequest {
             cmd: Some(Command::Shell(stripped)),
             name: a.name,
+            // A retry after a cut connection gets this process, not a second one.
+            idempotency_key: Some(uuid::Uuid::now_v7().to_string()),
             owner: Some(owner.to_string()),
             team: self.team.clone(),
             description: a.description,
@@ -773,7 +775,7 @@ impl AsideMcp {
             interactive: a.interactive,
             ..Default::default()
         };
-        let info: ProcessInfo = client.post("/v1/processes", &req).await?;
+        let info: ProcessInfo = client.post_idempotent("/v1/processes", &req).await?;
         let answer = |info: &ProcessInfo,
                       background: bool,
                       result: Option<RunResult>,

@@ -222,3 +222,110 @@ fn ui_without_a_terminal_says_so_and_web_open_hands_the_address_to_the_browser()
         || std::fs::read_to_string(&got).is_ok_and(|u| u == url),
     );
 }
+
+/// One HTTP/1.1 exchange on the daemon's Unix socket: `head` is the request line and headers.
+fn over_socket(env: &Env, head: &str, body: &str) -> (u16, String) {
+    let mut s = std::os::unix::net::UnixStream::connect(env.home.join("run/aside.sock"))
+        .expect("the daemon's socket");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let req = format!(
+        "{head}\r\nHost: aside\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, out)
+}
+
+#[test]
+fn strict_requests_are_refused_before_anything_is_written_and_retries_start_nothing_twice() {
+    let env = Env::new();
+    env.aside(&["daemon", "start"]).ok();
+    let work = env.work.display().to_string();
+    let post = |extra_headers: &str, body: &str| {
+        over_socket(
+            &env,
+            &format!("POST /v1/processes HTTP/1.1\r\naside-protocol: 1{extra_headers}"),
+            body,
+        )
+    };
+    let run = |fields: &str| format!(r#"{{"cmd": "true", "cwd": "{work}"{fields}}}"#);
+    let cases: Vec<(String, (u16, String), &str)> = vec![
+        (
+            "an unknown field".into(),
+            post("", &run(r#", "nmae": "typo""#)),
+            "unknown field",
+        ),
+        (
+            "no protocol header".into(),
+            over_socket(&env, "POST /v1/processes HTTP/1.1", &run("")),
+            "aside-protocol",
+        ),
+        (
+            "name ..".into(),
+            post("", &run(r#", "name": "..""#)),
+            "invalid name",
+        ),
+        (
+            "an id-shaped name".into(),
+            post(
+                "",
+                &run(r#", "name": "01a23456-7890-7abc-8def-0123456789ab""#),
+            ),
+            "invalid name",
+        ),
+        (
+            "a NUL in the command".into(),
+            post(
+                "",
+                &format!(r#"{{"cmd": "echo a\u0000b", "cwd": "{work}"}}"#),
+            ),
+            "NUL",
+        ),
+        (
+            "a 10 KB owner".into(),
+            post("", &run(&format!(r#", "owner": "{}""#, "o".repeat(10_000)))),
+            "invalid owner",
+        ),
+        (
+            "a 10 KB owner header".into(),
+            post(
+                &format!("\r\naside-owner: {}", "o".repeat(10_000)),
+                &run(""),
+            ),
+            "invalid owner",
+        ),
+        (
+            "an env key with =".into(),
+            post("", &run(r#", "env": {"A=B": "c"}"#)),
+            "environment variable name",
+        ),
+    ];
+    for (what, (code, answer), needle) in cases {
+        assert_eq!(code, 400, "{what}: {answer}");
+        assert!(answer.contains(needle), "{what}: {needle:?} in {answer}");
+    }
+    assert!(env.status_all().is_empty(), "nothing was written");
+
+    // The same idempotency key twice: one process.
+    let keyed = run(r#", "name": "once", "idempotency_key": "k-1""#);
+    let (c1, a1) = post("", &keyed);
+    let (c2, a2) = post("", &keyed);
+    assert!(
+        (200..300).contains(&c1) && (200..300).contains(&c2),
+        "{a1}\n{a2}"
+    );
+    let id = |a: &str| {
+        let body = &a[a.find("\r\n\r\n").map_or(0, |i| i + 4)..];
+        serde_json::from_str::<serde_json::Value>(body).expect("JSON")["id"].clone()
+    };
+    assert_eq!(id(&a1), id(&a2), "a retry answers with the first process");
+    assert_eq!(env.status_all().len(), 1);
+}

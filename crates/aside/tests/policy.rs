@@ -172,7 +172,7 @@ fn raw_post(env: &Env, path: &str, owner: &str, body: &str) -> String {
         std::os::unix::net::UnixStream::connect(env.home.join("run/aside.sock")).unwrap();
     write!(
         conn,
-        "POST {path} HTTP/1.1\r\nhost: aside\r\naside-owner: {owner}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nhost: aside\r\naside-protocol: 1\r\naside-owner: {owner}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

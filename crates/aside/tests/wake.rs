@@ -247,7 +247,7 @@ fn agents_set_only_their_own_wake_and_the_policy_applies() {
         std::os::unix::net::UnixStream::connect(env.home.join("run/aside.sock")).unwrap();
     write!(
         conn,
-        "PUT /v1/owners/someone/wake HTTP/1.1\r\nhost: aside\r\naside-owner: agent-p\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "PUT /v1/owners/someone/wake HTTP/1.1\r\nhost: aside\r\naside-protocol: 1\r\naside-owner: agent-p\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

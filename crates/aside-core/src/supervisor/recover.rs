@@ -111,6 +111,7 @@ pub(super) fn rebuild(state: &StateDir) -> Result<Vec<String>> {
                     description: record.description.clone(),
                     project: record.project.clone(),
                     spec,
+                    idempotency_key: None,
                 },
                 &run_id,
                 started,

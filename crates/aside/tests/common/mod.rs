@@ -298,7 +298,7 @@ pub fn http(port: u16, head: &str, body: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let req = format!(
-        "{head}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        "{head}\r\naside-protocol: 1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).expect("send");
