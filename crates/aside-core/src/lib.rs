@@ -9,6 +9,7 @@
 //!   idle owners.
 //! - [`policy`]: the permission policy for agents (fail closed); [`audit::AuditLog`] records
 //!   stops, restarts, wakes and refusals.
+//! - [`authz`]: who may do what — the one table every request is judged by.
 //! - [`hosts`]: agent hosts (Claude Code, Codex, Gemini CLI): session owners and resumption;
 //!   [`present`]: results as people and models are shown them.
 //! - [`paths::StateDir`]: where all of it lives (`ASIDE_HOME`).
@@ -16,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod authz;
 pub mod hosts;
 pub mod logs;
 pub mod paths;

@@ -222,6 +222,8 @@ pub struct Requester {
     pub team: Option<String>,
     /// How the request came (`socket`, `web`, `token:ID`), for the audit log.
     pub via: Option<String>,
+    /// Which listener took it, and with what token ([`crate::authz::authorize`] decides).
+    pub access: crate::authz::Access,
 }
 
 impl Requester {
@@ -231,6 +233,7 @@ impl Requester {
             owner: HUMAN_OWNER.into(),
             team: None,
             via: None,
+            access: crate::authz::Access::Local,
         }
     }
 
@@ -240,12 +243,20 @@ impl Requester {
             owner: owner.into(),
             team: team.filter(|t| !t.is_empty()),
             via: None,
+            access: crate::authz::Access::Local,
         }
     }
 
     /// The same requester, recorded in the audit log as having come `via` (`web`, `token:ID`).
     pub fn via(mut self, via: Option<String>) -> Requester {
         self.via = via;
+        self
+    }
+
+    /// The same requester, as taken by a listener with `access` (its `via` follows).
+    pub fn with_access(mut self, access: crate::authz::Access) -> Requester {
+        self.via = Some(access.via());
+        self.access = access;
         self
     }
 
@@ -1203,38 +1214,41 @@ impl Supervisor {
         })
     }
 
-    /// Whether `who` may stop or restart a process of `owner` (in `team`): its owner, a human,
-    /// or — when the policy says `team_may_stop` — a member of its team.
-    fn may_control(
-        &self,
-        who: &Requester,
-        owner: &str,
-        team: Option<&str>,
-        verb: &str,
-        name: &str,
-    ) -> Result<()> {
-        if who.is_human() {
-            return Ok(());
-        }
-        let policy = self.agent_policy(who, verb, name)?;
-        let same_team = who.team.is_some() && who.team.as_deref() == team;
-        if who.owner == owner || (same_team && policy.limits.team_may_stop) {
-            return Ok(());
-        }
-        let also = if policy.limits.team_may_stop {
-            " or a member of its team"
-        } else {
-            ""
+    /// Judges `action` for `who` by the one table ([`crate::authz`]); a refusal is audited.
+    /// The policy's `team_may_stop` applies to agents (and an invalid policy refuses them).
+    pub fn authorize(&self, who: &Requester, action: crate::authz::Action<'_>) -> Result<()> {
+        use crate::authz::{Action, Denied, Who};
+        let (verb, target) = match action {
+            Action::Look => ("look", String::new()),
+            Action::Read(p) => ("read", p.name.clone()),
+            Action::Start { owner } => ("run", format!("as {owner}")),
+            Action::Control { process, verb } => (verb, process.name.clone()),
+            Action::StopAll { owner } => ("stop-all", owner.unwrap_or("everything").to_string()),
+            Action::OwnerData { owner, .. } => ("owner", owner.to_string()),
+            Action::CleanProjects => ("clean", "projects".into()),
+            Action::Admin => ("admin", String::new()),
+            Action::StopDaemon => ("daemon-stop", String::new()),
         };
-        self.refuse(
-            who,
-            verb,
-            name,
-            format!(
-                "{} may not {verb} {name:?}: it is owned by {owner}; only its owner{also} or a human may {verb} it",
-                who.owner
-            ),
-        )
+        let team_may_stop = if who.is_human() || !matches!(action, Action::Control { .. }) {
+            false
+        } else {
+            self.agent_policy(who, verb, &target)?.limits.team_may_stop
+        };
+        let asking = Who {
+            access: &who.access,
+            owner: &who.owner,
+            team: who.team.as_deref(),
+        };
+        match crate::authz::authorize(asking, action, team_may_stop) {
+            Ok(()) => Ok(()),
+            Err(Denied::NotFound(why)) => Err(Error::NotFound(why)),
+            Err(Denied::Forbidden(why)) => self.refuse(who, verb, &target, why),
+        }
+    }
+
+    /// [`Supervisor::authorize`] of `verb`ing (`stop`, `restart`, `write to`) process `p`.
+    fn may_control(&self, who: &Requester, p: &ProcessInfo, verb: &'static str) -> Result<()> {
+        self.authorize(who, crate::authz::Action::Control { process: p, verb })
     }
 
     /// Applies the policy to an agent starting `spec` for `owner`: command, cwd and limits.
@@ -1253,17 +1267,7 @@ impl Supervisor {
             return Ok(());
         }
         let cmd = spec.cmd.display();
-        if who.owner != owner {
-            return self.refuse(
-                who,
-                "run",
-                &cmd,
-                format!(
-                    "{} may not start processes for {owner}: an agent starts processes it owns",
-                    who.owner
-                ),
-            );
-        }
+        self.authorize(who, crate::authz::Action::Start { owner })?;
         let policy = self.agent_policy(who, "run", &cmd)?;
         let source = policy
             .source()
@@ -1341,13 +1345,7 @@ impl Supervisor {
         who: &Requester,
     ) -> Result<ProcessInfo> {
         let row = self.find(reference)?;
-        self.may_control(
-            who,
-            &row.info.owner,
-            row.info.team.as_deref(),
-            "stop",
-            &row.info.name,
-        )?;
+        self.may_control(who, &row.info, "stop")?;
         // Parsed before anything changes: a bad signal leaves the process as it is.
         let signal = match &req.signal {
             Some(s) => proc::parse_signal(s).map_err(Error::Invalid)?,
@@ -1421,13 +1419,7 @@ impl Supervisor {
         use std::os::unix::fs::OpenOptionsExt;
         let row = self.find(reference)?;
         let name = row.info.name.clone();
-        self.may_control(
-            who,
-            &row.info.owner,
-            row.info.team.as_deref(),
-            "write to",
-            &name,
-        )?;
+        self.may_control(who, &row.info, "write to")?;
         if !row.spec.interactive {
             return Err(Error::Invalid(format!(
                 "{name} was not started interactive, so its stdin is /dev/null: start it with interactive: true (`aside run --interactive`)"
@@ -1462,6 +1454,7 @@ impl Supervisor {
     /// Stops every live process (of `owner`, if given) the requester may stop, concurrently.
     /// Processes waiting out a restart delay count as running: their restart is cancelled.
     pub async fn stop_all(&self, owner: Option<&str>, who: &Requester) -> Result<StopAllResponse> {
+        self.authorize(who, crate::authz::Action::StopAll { owner })?;
         let known = self.store().list(&ListFilter {
             all: true,
             owner: owner.map(str::to_string),
@@ -1474,13 +1467,11 @@ impl Supervisor {
                 .autorestart
                 .as_ref()
                 .is_some_and(|a| a.state == RestartState::Active);
-            if row.status.is_terminal() && !pending_restart {
+            // What the requester may not see is not there for them, not even as refused.
+            if (row.status.is_terminal() && !pending_restart) || !who.access.sees(&row) {
                 continue;
             }
-            if self
-                .may_control(who, &row.owner, row.team.as_deref(), "stop", &row.name)
-                .is_err()
-            {
+            if self.may_control(who, &row, "stop").is_err() {
                 if !row.status.is_terminal() {
                     resp.refused.push(row.name);
                 }
@@ -1510,13 +1501,7 @@ impl Supervisor {
     /// Re-enables its restart policy with the count reset, and its file watching.
     pub async fn restart(&self, reference: &str, who: &Requester) -> Result<ProcessInfo> {
         let row = self.find(reference)?;
-        self.may_control(
-            who,
-            &row.info.owner,
-            row.info.team.as_deref(),
-            "restart",
-            &row.info.name,
-        )?;
+        self.may_control(who, &row.info, "restart")?;
         // Judge the new run before stopping the old one: a refusal leaves it running.
         let mut spec = row.spec.clone();
         let live = !row.info.status.is_terminal();

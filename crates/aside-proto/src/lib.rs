@@ -1168,7 +1168,7 @@ pub struct TokenRequest {
 }
 
 /// One member token as `aside token list` shows it; the secret itself is never stored.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TokenInfo {
     /// Short public id, for `aside token revoke ID`.
     pub id: String,

@@ -406,8 +406,74 @@ fn api_routes(app: App) -> Router {
                 "no such endpoint: the API lives under /v1/ (see ARCHITECTURE.md)".into(),
             )
         })
+        .route_layer(middleware::from_fn_with_state(app.clone(), authorize_layer))
         .layer(middleware::from_fn_with_state(app.clone(), protocol_layer))
         .with_state(app)
+}
+
+/// Says who a request is from ([`Requester`] with the listener's [`Access`], put in its
+/// extensions for the handler) and has the one table in `aside_core::authz` judge what its
+/// route asks; what depends on the body (whose processes, as whom) is judged by the
+/// supervisor, by the same table.
+async fn authorize_layer(State(app): State<App>, mut req: Request, next: Next) -> Response {
+    let access = req
+        .extensions()
+        .get::<Access>()
+        .cloned()
+        .unwrap_or_default();
+    let who = requester(req.headers()).with_access(access);
+    if let Err(e) = judge_route(&app, &req, &who) {
+        return ApiErr::from(e).into_response();
+    }
+    req.extensions_mut().insert(who);
+    next.run(req).await
+}
+
+/// The row of the table a request's route asks for (see [`authorize_layer`]).
+fn judge_route(app: &App, req: &Request, who: &Requester) -> Result<(), Error> {
+    use aside_core::authz::Action;
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let changes = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let segment = |i: usize| {
+        req.uri()
+            .path()
+            .split('/')
+            .nth(i)
+            .map(|s| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .unwrap_or_default()
+    };
+    let process = route
+        .starts_with("/v1/processes/{reference}")
+        .then(|| app.sup.find(&segment(3)).ok())
+        .flatten();
+    let owner = route.starts_with("/v1/owners/{owner}").then(|| segment(3));
+    let action = match (route.as_str(), &process, &owner) {
+        (_, Some(row), _) => Action::Read(&row.info),
+        (_, _, Some(o)) => Action::OwnerData {
+            owner: o,
+            change: changes,
+        },
+        ("/v1/processes" | "/v1/projects/{project}/up", _, _) if changes => {
+            Action::Start { owner: &who.owner }
+        }
+        ("/v1/stop-all" | "/v1/projects/{project}/down", _, _) => Action::StopAll { owner: None },
+        ("/v1/projects/clean", _, _) => Action::CleanProjects,
+        ("/v1/tokens" | "/v1/tokens/{id}" | "/v1/web" | "/v1/sessions", _, _) => Action::Admin,
+        ("/v1/daemon/stop", _, _) => Action::StopDaemon,
+        _ => Action::Look,
+    };
+    app.sup.authorize(who, action)
 }
 
 /// Checks the client's protocol version, stamps ours on every answer, tracks activity.
@@ -590,7 +656,7 @@ fn as_member(access: &Access, req: &mut RunRequest) {
 async fn create(
     State(app): State<App>,
     Extension(access): Extension<Access>,
-    headers: HeaderMap,
+    Extension(who): Extension<Requester>,
     bytes: Bytes,
 ) -> ApiResult<Response> {
     let mut req: RunRequest = body(&bytes)?;
@@ -602,7 +668,7 @@ async fn create(
             .await
             .map_err(|e| ApiErr::new(ErrorCode::Conflict, e))?;
     }
-    let info = app.sup.run(req, &requester(&headers)).await?;
+    let info = app.sup.run(req, &who).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
@@ -610,7 +676,10 @@ async fn projects(State(app): State<App>) -> ApiResult<Response> {
     Ok(Json(app.sup.projects()?).into_response())
 }
 
-async fn projects_clean(State(app): State<App>) -> ApiResult<Response> {
+async fn projects_clean(
+    State(app): State<App>,
+    Extension(_who): Extension<Requester>,
+) -> ApiResult<Response> {
     Ok(Json(app.sup.clean_projects()?).into_response())
 }
 
@@ -619,7 +688,7 @@ async fn project_up(
     State(app): State<App>,
     Extension(access): Extension<Access>,
     Path(project): Path<String>,
-    headers: HeaderMap,
+    Extension(who): Extension<Requester>,
     bytes: Bytes,
 ) -> ApiResult<Response> {
     let mut req: aside_proto::UpRequest = body(&bytes)?;
@@ -637,7 +706,7 @@ async fn project_up(
     } else {
         None
     };
-    let rx = match app.sup.up(&project, req, &requester(&headers)).await {
+    let rx = match app.sup.up(&project, req, &who).await {
         Ok(rx) => rx,
         Err(e) => {
             if let Some((_, false)) = proxy {
@@ -670,9 +739,9 @@ async fn project_up(
 async fn project_down(
     State(app): State<App>,
     Path(project): Path<String>,
-    headers: HeaderMap,
+    Extension(who): Extension<Requester>,
 ) -> ApiResult<Response> {
-    let resp = app.sup.down(&project, &requester(&headers)).await?;
+    let resp = app.sup.down(&project, &who).await?;
     if resp.refused.is_empty() {
         app.proxies.stop(&project);
     }
@@ -719,38 +788,30 @@ async fn show(State(app): State<App>, Path(reference): Path<String>) -> ApiResul
 async fn stop(
     State(app): State<App>,
     Path(reference): Path<String>,
-    headers: HeaderMap,
+    Extension(who): Extension<Requester>,
     bytes: Bytes,
 ) -> ApiResult<Response> {
     let req: StopRequest = body(&bytes)?;
-    let info = app.sup.stop(&reference, &req, &requester(&headers)).await?;
+    let info = app.sup.stop(&reference, &req, &who).await?;
     Ok(Json(info).into_response())
 }
 
 async fn restart(
     State(app): State<App>,
     Path(reference): Path<String>,
-    headers: HeaderMap,
+    Extension(who): Extension<Requester>,
 ) -> ApiResult<Response> {
-    let info = app.sup.restart(&reference, &requester(&headers)).await?;
+    let info = app.sup.restart(&reference, &who).await?;
     Ok(Json(info).into_response())
 }
 
 async fn stop_all(
     State(app): State<App>,
-    Extension(access): Extension<Access>,
-    headers: HeaderMap,
+    Extension(who): Extension<Requester>,
     bytes: Bytes,
 ) -> ApiResult<Response> {
-    let mut req: StopAllRequest = body(&bytes)?;
-    // A member's "everything" is their own processes (they see no others to stop).
-    if let Some(m) = access.member() {
-        req.owner = Some(m.owner.clone());
-    }
-    let resp = app
-        .sup
-        .stop_all(req.owner.as_deref(), &requester(&headers))
-        .await?;
+    let req: StopAllRequest = body(&bytes)?;
+    let resp = app.sup.stop_all(req.owner.as_deref(), &who).await?;
     Ok(Json(resp).into_response())
 }
 
@@ -781,13 +842,11 @@ async fn logs(
 async fn stdin(
     State(app): State<App>,
     Path(reference): Path<String>,
-    headers: HeaderMap,
+    Extension(who): Extension<Requester>,
     bytes: Bytes,
 ) -> ApiResult<Response> {
     let req: aside_proto::StdinRequest = body(&bytes)?;
-    let info = app
-        .sup
-        .write_stdin(&reference, &req.chars, &requester(&headers))?;
+    let info = app.sup.write_stdin(&reference, &req.chars, &who)?;
     Ok(Json(info).into_response())
 }
 
@@ -939,11 +998,11 @@ async fn events(
 async fn wake_set(
     State(app): State<App>,
     Path(owner): Path<String>,
-    headers: HeaderMap,
+    Extension(who): Extension<Requester>,
     bytes: Bytes,
 ) -> ApiResult<Response> {
     let action: aside_proto::WakeAction = body(&bytes)?;
-    Ok(Json(app.sup.set_wake(&requester(&headers), &owner, action)?).into_response())
+    Ok(Json(app.sup.set_wake(&who, &owner, action)?).into_response())
 }
 
 async fn wake_show(State(app): State<App>, Path(owner): Path<String>) -> ApiResult<Response> {
@@ -959,9 +1018,9 @@ async fn wake_show(State(app): State<App>, Path(owner): Path<String>) -> ApiResu
 async fn wake_clear(
     State(app): State<App>,
     Path(owner): Path<String>,
-    headers: HeaderMap,
+    Extension(who): Extension<Requester>,
 ) -> ApiResult<Response> {
-    let had = app.sup.clear_wake(&requester(&headers), &owner)?;
+    let had = app.sup.clear_wake(&who, &owner)?;
     Ok(Json(serde_json::json!({ "owner": owner, "cleared": had })).into_response())
 }
 
@@ -998,15 +1057,11 @@ async fn take(
 async fn session_set(
     State(app): State<App>,
     Path(owner): Path<String>,
-    headers: HeaderMap,
+    Extension(who): Extension<Requester>,
     bytes: Bytes,
 ) -> ApiResult<Response> {
     let session: aside_proto::HostSession = required_body(&bytes)?;
-    Ok(Json(
-        app.sup
-            .set_host_session(&requester(&headers), &owner, session)?,
-    )
-    .into_response())
+    Ok(Json(app.sup.set_host_session(&who, &owner, session)?).into_response())
 }
 
 #[derive(Deserialize)]

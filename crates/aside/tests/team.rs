@@ -283,3 +283,72 @@ fn listening_is_loopback_only() {
     assert_eq!(bad.code, 1);
     assert!(bad.stderr.contains("only http://"), "{}", bad.stderr);
 }
+
+#[test]
+fn the_table_of_who_may_do_what_holds_for_members_over_tcp() {
+    let env = Env::new();
+    let port = listening(&env);
+    env.aside(&["run", "--name", "carol-db", "--owner", "carol", "sleep 300"])
+        .ok();
+    env.aside(&["session", "list"]).ok();
+    let dana = token(&env, &["--owner", "dana"]);
+    let viewer = token(&env, &["--owner", "vera", "--read-only"]);
+    let refused = |o: common::Out, why: &str| {
+        assert_ne!(o.code, 0, "refused: {}", o.stdout);
+        assert!(o.stderr.contains(why), "{why}: {}", o.stderr);
+    };
+    // Stop everything of another owner: refused, and nothing of theirs stops.
+    refused(
+        remote(&env, port, &dana, &["stop-all", "--owner", "carol"]),
+        "may not stop the processes of carol",
+    );
+    assert_eq!(env.status("carol-db")["status"], "running");
+    // Forgetting projects forgets everyone's: not for members.
+    refused(
+        remote(&env, port, &dana, &["session", "clean"]),
+        "only the daemon's own user",
+    );
+    // Another owner's wake action or inbox: out of reach; one's own: fine.
+    refused(
+        remote(&env, port, &dana, &["wake", "show", "--owner", "carol"]),
+        "acts as dana",
+    );
+    remote(&env, port, &dana, &["inbox", "--owner", "dana"]).ok();
+    // Read-only: reads its own inbox, starts nothing, acknowledges nothing.
+    remote(&env, port, &viewer, &["inbox", "--owner", "vera"]).ok();
+    refused(
+        remote(&env, port, &viewer, &["run", "echo hi"]),
+        "read-only",
+    );
+    refused(
+        remote(
+            &env,
+            port,
+            &viewer,
+            &["inbox", "--owner", "vera", "--drain"],
+        ),
+        "read-only",
+    );
+    // The daemon and its tokens are the local user's.
+    refused(remote(&env, port, &dana, &["daemon", "stop"]), "");
+    let (code, _) = http(
+        port,
+        &format!(
+            "POST /v1/daemon/stop HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {dana}\r\nContent-Type: application/json"
+        ),
+        "{}",
+    );
+    assert_eq!(code, 403);
+    env.aside(&["daemon", "status"]).ok();
+    // A member's own stop-all stops only their own.
+    remote(
+        &env,
+        port,
+        &dana,
+        &["run", "--name", "dana-job", "sleep 300"],
+    )
+    .ok();
+    remote(&env, port, &dana, &["stop-all"]).ok();
+    assert_eq!(env.status("dana-job")["status"], "stopped");
+    assert_eq!(env.status("carol-db")["status"], "running");
+}

@@ -255,7 +255,7 @@ fn agents_set_only_their_own_wake_and_the_policy_applies() {
     conn.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
     assert!(
-        resp.contains("agent-p may not set the wake action of someone"),
+        resp.contains("agent-p may not change the inbox, wake action or session of someone"),
         "{resp}"
     );
     let o = as_owner(&env, "agent-p", &["wake", "set", "--", "tee", "/tmp/x"]);

@@ -156,16 +156,15 @@ impl Supervisor {
     ) -> Result<WakeAction> {
         action.owner = owner.to_string();
         Target::of(&action)?;
+        self.authorize(
+            who,
+            crate::authz::Action::OwnerData {
+                owner,
+                change: true,
+            },
+        )?;
         if !who.is_human() {
             let target = format!("wake for {owner}");
-            if who.owner != owner {
-                return self.refuse(
-                    who,
-                    "wake",
-                    &target,
-                    format!("{} may not set the wake action of {owner}", who.owner),
-                );
-            }
             let policy = self.agent_policy(who, "wake", &target)?;
             if let Some(argv) = &action.command
                 && let Verdict::Refused(why) = policy.check_command(&Command::Argv(argv.clone()))
@@ -201,14 +200,13 @@ impl Supervisor {
 
     /// Removes the wake action of `owner` (agents: only their own). Returns whether there was one.
     pub fn clear_wake(&self, who: &Requester, owner: &str) -> Result<bool> {
-        if !who.is_human() && who.owner != owner {
-            return self.refuse(
-                who,
-                "wake",
+        self.authorize(
+            who,
+            crate::authz::Action::OwnerData {
                 owner,
-                format!("{} may not clear the wake action of {owner}", who.owner),
-            );
-        }
+                change: true,
+            },
+        )?;
         Ok(self.store().clear_wake(owner)?)
     }
 
@@ -547,14 +545,13 @@ impl Supervisor {
         owner: &str,
         mut session: HostSession,
     ) -> Result<HostSession> {
-        if !who.is_human() && who.owner != owner {
-            return self.refuse(
-                who,
-                "session",
+        self.authorize(
+            who,
+            crate::authz::Action::OwnerData {
                 owner,
-                format!("{} may not record the session of {owner}", who.owner),
-            );
-        }
+                change: true,
+            },
+        )?;
         if session.session_id.trim().is_empty() {
             return Err(Error::Invalid("session_id is empty".into()));
         }

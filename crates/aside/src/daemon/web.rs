@@ -19,10 +19,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use aside_core::supervisor::Error;
 use aside_proto::{
-    ErrorCode, Event, HUMAN_OWNER, OWNER_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION, ProcessInfo,
-    TEAM_HEADER, TokenInfo, VIA_HEADER,
+    ErrorCode, HUMAN_OWNER, OWNER_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION, TEAM_HEADER,
+    VIA_HEADER,
 };
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -36,59 +35,9 @@ use super::{App, api_error};
 /// The dashboard's port when none is configured; a free one is taken if it is busy.
 pub const DEFAULT_PORT: u16 = 7979;
 
-/// Who a request comes from, put in its extensions by the listener that took it.
-#[derive(Debug, Clone)]
-pub enum Access {
-    /// The Unix socket: the local user, who may do everything.
-    Local,
-    /// The dashboard token over TCP: the local user in a browser.
-    Web,
-    /// A member token over TCP.
-    Member(TokenInfo),
-}
-
-impl Access {
-    /// The member, for member tokens.
-    pub fn member(&self) -> Option<&TokenInfo> {
-        match self {
-            Access::Member(m) => Some(m),
-            _ => None,
-        }
-    }
-
-    /// How the request came, for the audit log: `socket`, `web` or `token:ID`.
-    pub fn via(&self) -> String {
-        match self {
-            Access::Local => "socket".into(),
-            Access::Web => "web".into(),
-            Access::Member(m) => format!("token:{}", m.id),
-        }
-    }
-
-    /// Whether this requester may see process `p`: everyone but members sees everything; a
-    /// member sees their own processes and the live ones of their team.
-    pub fn sees(&self, p: &ProcessInfo) -> bool {
-        match self {
-            Access::Member(m) => {
-                p.owner == m.owner
-                    || (m.team.is_some() && p.team == m.team && !p.status.is_terminal())
-            }
-            _ => true,
-        }
-    }
-
-    /// Whether this requester may see event `e` (run events carry the process's team).
-    pub fn sees_event(&self, e: &Event) -> bool {
-        let Access::Member(m) = self else {
-            return true;
-        };
-        if e.owner.as_deref() == Some(m.owner.as_str()) {
-            return true;
-        }
-        let team = e.data.get("team").and_then(|t| t.as_str());
-        m.team.is_some() && team == m.team.as_deref()
-    }
-}
+/// Who a request comes from, put in its extensions by the listener that took it (the one
+/// table of what each may do is `aside_core::authz`).
+pub use aside_core::authz::Access;
 
 /// The dashboard token, made (random, 0600) on first use.
 pub fn web_token(app: &App) -> std::io::Result<String> {
@@ -240,12 +189,6 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-fn decode_segment(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
 async fn guard(State(gate): State<Gate>, req: Request, next: Next) -> Response {
     let mut resp = checked(&gate, req, next).await;
     let h = resp.headers_mut();
@@ -346,17 +289,6 @@ async fn checked(gate: &Gate, mut req: Request, next: Next) -> Response {
                 .into(),
         );
     }
-    if path.starts_with("/v1/tokens") || path == "/v1/web" || path == "/v1/sessions" {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "refused: tokens, host sessions and the dashboard are managed on the daemon's machine, over its socket (`aside token`, `aside web`)".into(),
-        );
-    }
-    if let Some(m) = access.member()
-        && let Some(resp) = member_limits(gate, m, &access, req.method(), &path)
-    {
-        return resp;
-    }
     let headers = req.headers_mut();
     headers.remove(OWNER_HEADER);
     headers.remove(TEAM_HEADER);
@@ -375,62 +307,6 @@ async fn checked(gate: &Gate, mut req: Request, next: Next) -> Response {
     }
     req.extensions_mut().insert(access);
     next.run(req).await
-}
-
-/// What a member token may not do: change anything when read-only, reach other owners'
-/// inboxes and wake actions, see processes they do not see, stop the daemon.
-fn member_limits(
-    gate: &Gate,
-    m: &TokenInfo,
-    access: &Access,
-    method: &Method,
-    path: &str,
-) -> Option<Response> {
-    if m.read_only && !matches!(*method, Method::GET | Method::HEAD) {
-        return Some(refuse(
-            StatusCode::FORBIDDEN,
-            format!(
-                "refused: token {} ({}) is read-only: it may look, not change anything",
-                m.id, m.owner
-            ),
-        ));
-    }
-    if path == "/v1/daemon/stop" {
-        return Some(refuse(
-            StatusCode::FORBIDDEN,
-            "refused: only the daemon's own user may stop it".into(),
-        ));
-    }
-    if let Some(rest) = path.strip_prefix("/v1/owners/") {
-        let owner = decode_segment(rest.split('/').next().unwrap_or(""));
-        if owner != m.owner {
-            return Some(refuse(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "refused: token {} acts as {}; it may not reach the inbox or wake action of {owner}",
-                    m.id, m.owner
-                ),
-            ));
-        }
-    }
-    if let Some(rest) = path.strip_prefix("/v1/processes/") {
-        let reference = decode_segment(rest.split('/').next().unwrap_or(""));
-        let unseen = || {
-            api_error(
-                ErrorCode::NotFound,
-                format!(
-                    "no process named or with id {reference:?} that {} may see: `aside status` lists those you may",
-                    m.owner
-                ),
-            )
-        };
-        match gate.app.sup.find(&reference) {
-            Ok(row) if access.sees(&row.info) => {}
-            Ok(_) | Err(Error::NotFound(_)) => return Some(unseen()),
-            Err(e) => return Some(api_error(e.code(), e.to_string())),
-        }
-    }
-    None
 }
 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
