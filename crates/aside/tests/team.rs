@@ -352,3 +352,41 @@ fn the_table_of_who_may_do_what_holds_for_members_over_tcp() {
     assert_eq!(env.status("dana-job")["status"], "stopped");
     assert_eq!(env.status("carol-db")["status"], "running");
 }
+
+#[test]
+fn idle_connections_to_the_listener_starve_nobody_and_are_closed() {
+    use std::io::Read;
+    let env = Env::new();
+    let port = listening(&env);
+    // Far more idle connections than the listener holds (256), none sending a byte.
+    let idle: Vec<std::net::TcpStream> = (0..400)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    assert!(idle.len() > 256, "{} connections opened", idle.len());
+    // The local user's socket is served as ever.
+    env.run(&["--name", "still-served", "true"]);
+    env.aside(&["status", "--all"]).ok();
+    // Idle connections are closed by the daemon: within the header timeout (10 s), or at once
+    // beyond the cap.
+    let mut first = idle.into_iter().next().expect("a connection");
+    first
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let started = std::time::Instant::now();
+    let n = first
+        .read(&mut buf)
+        .expect("the daemon closes it (a read timeout means it never did)");
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "closed in time"
+    );
+    // Once they are gone, members are served again.
+    let t = token(&env, &["--owner", "zed"]);
+    eventually(
+        Duration::from_secs(20),
+        "the listener to serve again",
+        || remote(&env, port, &t, &["status"]).code == 0,
+    );
+}

@@ -18,6 +18,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aside_proto::{
     ErrorCode, HUMAN_OWNER, OWNER_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION, TEAM_HEADER,
@@ -130,17 +131,71 @@ pub async fn listen(app: &App, addr: SocketAddr) -> Result<u16, String> {
         .route("/app.css", get(style))
         .merge(super::api_routes(app.clone()))
         .layer(middleware::from_fn_with_state(gate, guard));
-    let mut stop_rx = app.stopping.subscribe();
-    tokio::spawn(async move {
-        let served = axum::serve(listener, router).with_graceful_shutdown(async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        });
-        if let Err(e) = served.await {
-            tracing::error!("the TCP listener failed: {e}");
-        }
-    });
+    tokio::spawn(serve_capped(listener, router, app.stopping.subscribe()));
     tracing::info!("dashboard and API on http://127.0.0.1:{port}/");
     Ok(port)
+}
+
+/// Connections the TCP listener holds at once; more are closed as they arrive, so another
+/// local user opening thousands of them starves nobody (the Unix socket is served apart).
+pub const MAX_CONNECTIONS: usize = 256;
+/// A connection must send a request's headers within this long, idle keep-alive included.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `router` on `listener` connection by connection (hyper), with [`MAX_CONNECTIONS`]
+/// and [`HEADER_TIMEOUT`], until the daemon stops.
+async fn serve_capped(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stopping.wait_for(|s| *s) => return,
+        };
+        let (stream, _) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors, say: wait a moment rather than spin.
+                tracing::warn!("TCP accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!("TCP listener full ({MAX_CONNECTIONS} connections): one refused");
+            drop(stream);
+            continue;
+        };
+        let router = router.clone();
+        let mut stop = stopping.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let router = router.clone();
+                    async move {
+                        use tower::ServiceExt;
+                        router.oneshot(req.map(axum::body::Body::new)).await
+                    }
+                });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => if let Err(e) = r {
+                    tracing::debug!("TCP connection: {e}");
+                },
+                _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+            }
+        });
+    }
 }
 
 /// Whether `host` (a `Host` header: name and optional port) names this machine's loopback.
