@@ -432,3 +432,118 @@ fn a_policy_path_that_cannot_be_read_fails_closed() {
     assert!(o.stderr.contains("cannot read"), "{}", o.stderr);
     env.aside(&["run", "true"]).ok();
 }
+
+/// A small deterministic generator (xorshift64*): the same cases on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[(self.next() % from.len() as u64) as usize]
+    }
+}
+
+#[test]
+fn whatever_the_policy_allows_does_only_that_in_a_real_shell() {
+    // The judge against the shell itself: random commands of words, quotes, separators,
+    // redirections and substitutions; each one `policy explain` allows is run by `sh` in a
+    // root, with a PATH whose every program records that it ran. Allowed means: only `echo`
+    // (a builtin, so it records nothing) ran, and nothing was written outside the root.
+    let env = Env::new();
+    let root = env.dir.path().join("ok");
+    let outside = env.dir.path().join("out");
+    let bin = env.dir.path().join("bin");
+    for d in [&root, &outside, &bin] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let ran = env.dir.path().join("ran.log");
+    for prog in ["rm", "cat", "touch", "id", "sh", "ls", "tee"] {
+        let p = bin.join(prog);
+        std::fs::write(&p, format!("#!/bin/sh\necho {prog} >> {}\n", ran.display())).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let policy_file = env.dir.path().join("policy.json");
+    std::fs::write(
+        &policy_file,
+        format!(
+            r#"{{"allow": ["echo *"], "cwd": {{"allow": ["/{}"]}}}}"#,
+            root.display()
+        ),
+    )
+    .unwrap();
+    let out_file = outside.join("x").display().to_string();
+    let pieces: Vec<String> = [
+        "echo", "echo", "hi", "rm", "cat", "touch", "id", "-rf", ";", "&&", "||", "|", "&", "\n",
+        ">", ">>", "2>", "&>", "<", "2>&1", "'a b'", "\"c d\"", "'", "\"", "$(id)", "`id`",
+        "$HOME/x", "x.txt", "../x", "(", ")", "\\;", "#", "*",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([out_file.clone(), format!(">{out_file}")])
+    .collect();
+    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let (mut allowed, mut tried) = (0, 0);
+    for _ in 0..1500 {
+        let n = 2 + rng.next() % 6;
+        let mut cmd: Vec<&str> = (0..n).map(|_| rng.pick(&refs)).collect();
+        if rng.next() % 2 == 0 {
+            cmd.insert(0, "echo");
+        }
+        let cmd = cmd.join(" ");
+        tried += 1;
+        let verdict = env
+            .command()
+            .args(["policy", "explain", &cmd, "--cwd"])
+            .arg(&root)
+            .arg("--file")
+            .arg(&policy_file)
+            .output()
+            .unwrap();
+        if !verdict.status.success() {
+            continue;
+        }
+        allowed += 1;
+        let _ = std::fs::remove_file(&ran);
+        std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&cmd)
+            .current_dir(&root)
+            .env_clear()
+            .env("PATH", &bin)
+            .env("HOME", &outside)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        let log = std::fs::read_to_string(&ran).unwrap_or_default();
+        assert!(log.is_empty(), "{cmd:?} was allowed but ran: {log}");
+        let written: Vec<_> = std::fs::read_dir(&outside).unwrap().flatten().collect();
+        assert!(
+            written.is_empty(),
+            "{cmd:?} was allowed but wrote outside the root"
+        );
+        let above: Vec<_> = std::fs::read_dir(env.dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name();
+                !["ok", "out", "bin", "policy.json", "h", "w", "ran.log"]
+                    .iter()
+                    .any(|k| n == *k)
+            })
+            .collect();
+        assert!(above.is_empty(), "{cmd:?} was allowed but wrote {above:?}");
+    }
+    assert!(
+        allowed > 100 && allowed < tried,
+        "a real mix: {allowed} of {tried} allowed"
+    );
+}
