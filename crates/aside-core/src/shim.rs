@@ -9,8 +9,8 @@
 //!    `setsid`, double-fork or `nohup … &` are re-parented to it instead of to init;
 //! 2. starts the command in a new session (its pid is also its process group and session id),
 //!    stdin from `/dev/null`, stdout and stderr into two pipes;
-//! 3. reports `{"pid": N}` (or `{"error": "…"}`) as one line on its stdout, which the daemon
-//!    reads, then writes `shim.json`;
+//! 3. writes `shim.json`, then reports `{"pid": N}` (or `{"error": "…"}`) as one line on its
+//!    stdout, which the daemon reads;
 //! 4. copies both pipes into the capped log in chunks (never lines), enforces the timeout,
 //!    obeys stop requests (`control.json` + SIGUSR1): the signal to every process of the tree,
 //!    the grace period, then SIGKILL;
@@ -270,7 +270,6 @@ fn run(rd: &RunDir) -> io::Result<()> {
     drop(child); // never waited on: reaping is the SIGCHLD loop's alone
     let started = Instant::now();
     let starttime = proc::stat(pid).map(|s| s.starttime).unwrap_or(0);
-    report(&serde_json::json!({ "pid": pid }));
     let shim_record = ShimRecord {
         shim_pid,
         shim_starttime,
@@ -283,6 +282,8 @@ fn run(rd: &RunDir) -> io::Result<()> {
     if let Err(e) = rd.write_durably(SHIM_FILE, &shim_record, RECORD_RETRY, Some(0)) {
         note(format_args!("aside shim: cannot write {SHIM_FILE}: {e}"));
     }
+    // After shim.json: once `run` has answered, a daemon that dies can re-attach.
+    report(&serde_json::json!({ "pid": pid }));
 
     let mut streams = [
         Stream {
