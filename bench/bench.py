@@ -254,7 +254,7 @@ def bench_exit_to_event_and_wake(n=30):
         aside("run", "--owner", "bench-w", "--name", f"x{i}", f"date +%s%N > {marker}")
         while True:
             event = json.loads(reader.stdout.readline())
-            if event["data"].get("name") == f"x{i}":
+            if event["data"]["process"].get("name") == f"x{i}":
                 break
         arrived = time.time_ns()
         with open(marker) as f:

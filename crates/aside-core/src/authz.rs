@@ -64,7 +64,8 @@ impl Access {
         }
     }
 
-    /// Whether this requester may see event `e` (run events carry the process's team).
+    /// Whether this requester may see event `e`: its own owner's, or a run event of a process
+    /// it sees (a team's run ending is seen, as the running process was).
     pub fn sees_event(&self, e: &Event) -> bool {
         let Access::Member(m) = self else {
             return true;
@@ -72,8 +73,10 @@ impl Access {
         if e.owner.as_deref() == Some(m.owner.as_str()) {
             return true;
         }
-        let team = e.data.get("team").and_then(|t| t.as_str());
-        m.team.is_some() && team == m.team.as_deref()
+        match e.process() {
+            Some(p) => m.team.is_some() && p.team == m.team,
+            None => false,
+        }
     }
 }
 

@@ -12,8 +12,9 @@
 use std::path::Path;
 
 use aside_proto::{
-    Autorestart, AutorestartState, Event, EventKind, HostSession, Notification, ProcessInfo,
-    ProjectInfo, RestartState, RunResult, Spec, Status, TokenInfo, TokenRequest, WakeAction,
+    Autorestart, AutorestartState, Event, EventData, EventKind, HostSession, Notification,
+    ProcessInfo, ProjectInfo, RestartState, RunResult, Spec, Status, TokenInfo, TokenRequest,
+    WakeAction,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -243,21 +244,22 @@ fn delete_runs(tx: &rusqlite::Transaction<'_>, ids: &[String]) -> Result<()> {
 /// Appends an event inside `tx` and returns it with its sequence number.
 fn append_event(
     tx: &rusqlite::Transaction<'_>,
-    kind: EventKind,
+    data: EventData,
     process_id: Option<&str>,
     run_id: Option<&str>,
     owner: Option<&str>,
-    data: serde_json::Value,
     now: Timestamp,
 ) -> Result<Event> {
+    // Stored as the `data` object alone, beside its kind (the wire form's two halves).
+    let wire = serde_json::to_value(&data)?;
+    let inner = wire.get("data").cloned().unwrap_or_default();
     tx.execute(
         "INSERT INTO events (ts, kind, process_id, run_id, owner, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![ms(now), kind.as_str(), process_id, run_id, owner, data.to_string()],
+        params![ms(now), data.kind().as_str(), process_id, run_id, owner, inner.to_string()],
     )?;
     Ok(Event {
         seq: tx.last_insert_rowid() as u64,
         ts: ts(ms(now)),
-        kind,
         process_id: process_id.map(str::to_string),
         run_id: run_id.map(str::to_string),
         owner: owner.map(str::to_string),
@@ -265,24 +267,50 @@ fn append_event(
     })
 }
 
-/// Appends a `kind` event about run `run_id` inside `tx`, its data the run's [`ProcessInfo`]
+/// The process of run `run_id` as it stands in `tx`.
+fn info_of_run(tx: &rusqlite::Transaction<'_>, run_id: &str) -> Result<ProcessInfo> {
+    let sql = format!("SELECT {INFO_COLUMNS} FROM {INFO_FROM} WHERE r.id = ?1");
+    Ok(tx.query_row(&sql, params![run_id], process_info)?)
+}
+
+/// Appends a run-started or run-ready event about run `run_id` inside `tx`, with the process
 /// as it stands in `tx`.
 fn append_run_event(
     tx: &rusqlite::Transaction<'_>,
     kind: EventKind,
     run_id: &str,
 ) -> Result<Event> {
-    let sql = format!("SELECT {INFO_COLUMNS} FROM {INFO_FROM} WHERE r.id = ?1");
-    let info = tx.query_row(&sql, params![run_id], process_info)?;
+    let process = info_of_run(tx, run_id)?;
+    let (id, owner) = (process.id.clone(), process.owner.clone());
+    let data = match kind {
+        EventKind::RunReady => EventData::RunReady { process },
+        _ => EventData::RunStarted { process },
+    };
     append_event(
         tx,
-        kind,
-        Some(&info.id),
+        data,
+        Some(&id),
         Some(run_id),
-        Some(&info.owner),
-        serde_json::to_value(&info)?,
+        Some(&owner),
         Timestamp::now(),
     )
+}
+
+/// An event as stored: its kind and `data`; events written by an older aside (whose run
+/// events held the process or result as `data` itself) are read as well as they can be.
+fn stored_event(kind: &str, data: &str) -> Option<EventData> {
+    let value: serde_json::Value = serde_json::from_str(data).ok()?;
+    let typed = serde_json::json!({ "kind": kind, "data": value });
+    if let Ok(d) = serde_json::from_value::<EventData>(typed) {
+        return Some(d);
+    }
+    match kind {
+        "run_started" | "run_ready" => serde_json::from_value::<EventData>(serde_json::json!({
+            "kind": kind, "data": { "process": value }
+        }))
+        .ok(),
+        _ => None,
+    }
 }
 
 fn ms(t: Timestamp) -> i64 {
@@ -677,23 +705,28 @@ impl Store {
         )?;
         let now = Timestamp::now();
         let pid = Some(result.process_id.as_str());
+        let process = info_of_run(&tx, run_id)?;
         let events = vec![
             append_event(
                 &tx,
-                EventKind::RunExited,
+                EventData::RunExited {
+                    process,
+                    result: result.clone(),
+                },
                 pid,
                 Some(run_id),
                 Some(owner),
-                serde_json::to_value(result)?,
                 now,
             )?,
             append_event(
                 &tx,
-                EventKind::NotificationCreated,
+                EventData::NotificationCreated {
+                    id: run_id.to_string(),
+                    owner: owner.to_string(),
+                },
                 pid,
                 Some(run_id),
                 Some(owner),
-                serde_json::json!({ "id": run_id, "owner": owner }),
                 now,
             )?,
         ];
@@ -729,14 +762,20 @@ impl Store {
             let Some(kind) = EventKind::parse(&kind) else {
                 continue;
             };
+            let Some(data) = stored_event(kind.as_str(), &data) else {
+                tracing::debug!(
+                    "event {seq}: a {} this aside cannot read, skipped",
+                    kind.as_str()
+                );
+                continue;
+            };
             out.push(Event {
                 seq: seq as u64,
                 ts: ts(t),
-                kind,
                 process_id,
                 run_id,
                 owner,
-                data: serde_json::from_str(&data)?,
+                data,
             });
         }
         Ok(out)
@@ -1393,13 +1432,18 @@ impl Store {
                 params![n.id, ms(now)],
             )?;
             tx.execute("UPDATE runs SET unread = 0 WHERE id = ?1", params![n.id])?;
+            // The process as it stands, when its run is still the process's latest.
+            let process = info_of_run(&tx, &n.id).ok().filter(|p| p.run_id == n.id);
             events.push(append_event(
                 &tx,
-                EventKind::NotificationAcked,
+                EventData::NotificationAcked {
+                    id: n.id.clone(),
+                    owner: owner.to_string(),
+                    process,
+                },
                 Some(&n.result.process_id),
                 Some(&n.id),
                 Some(owner),
-                serde_json::json!({ "id": n.id, "owner": owner }),
                 now,
             )?);
         }

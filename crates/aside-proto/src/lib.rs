@@ -794,15 +794,15 @@ pub struct WaitResponse {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
-    /// A run started (or failed to); `data` is the [`ProcessInfo`].
+    /// A run started (or failed to): [`EventData::RunStarted`].
     RunStarted,
-    /// A run became ready (its readiness probe passed); `data` is the [`ProcessInfo`].
+    /// A run became ready: [`EventData::RunReady`].
     RunReady,
-    /// A run ended; `data` is its [`RunResult`].
+    /// A run ended: [`EventData::RunExited`].
     RunExited,
-    /// A result entered its owner's inbox; `data` is `{"id", "owner"}`.
+    /// A result entered its owner's inbox: [`EventData::NotificationCreated`].
     NotificationCreated,
-    /// A notification was acknowledged; `data` is `{"id", "owner"}`.
+    /// A result was read: [`EventData::NotificationAcked`].
     NotificationAcked,
 }
 
@@ -832,6 +832,74 @@ impl EventKind {
     }
 }
 
+/// What an event says, by kind: each variant carries what a client needs to update its view
+/// from that event alone — for run events, the process as it stands after the change. On the
+/// wire: `"kind": "run_exited", "data": {…}` beside the [`Event`]'s other fields. A client that
+/// meets a kind it does not know (a newer daemon) logs it and goes on.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum EventData {
+    /// A run started (or failed to start).
+    RunStarted {
+        /// The process after the change.
+        process: ProcessInfo,
+    },
+    /// A run became ready (its readiness probe passed).
+    RunReady {
+        /// The process after the change.
+        process: ProcessInfo,
+    },
+    /// A run ended, by itself or not.
+    RunExited {
+        /// The process after the change (its status is the run's terminal one).
+        process: ProcessInfo,
+        /// The run's result.
+        result: RunResult,
+    },
+    /// A result entered its owner's inbox.
+    NotificationCreated {
+        /// The notification (run) id.
+        id: String,
+        /// Its owner.
+        owner: String,
+    },
+    /// A result was read (acknowledged).
+    NotificationAcked {
+        /// The notification (run) id.
+        id: String,
+        /// Its owner.
+        owner: String,
+        /// The process after the change (a listing of unread results no longer holds it),
+        /// when it is still known.
+        #[serde(default)]
+        process: Option<ProcessInfo>,
+    },
+}
+
+impl EventData {
+    /// Its kind.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            EventData::RunStarted { .. } => EventKind::RunStarted,
+            EventData::RunReady { .. } => EventKind::RunReady,
+            EventData::RunExited { .. } => EventKind::RunExited,
+            EventData::NotificationCreated { .. } => EventKind::NotificationCreated,
+            EventData::NotificationAcked { .. } => EventKind::NotificationAcked,
+        }
+    }
+
+    /// The process after the change, for the events that carry it.
+    pub fn process(&self) -> Option<&ProcessInfo> {
+        match self {
+            EventData::RunStarted { process }
+            | EventData::RunReady { process }
+            | EventData::RunExited { process, .. } => Some(process),
+            EventData::NotificationAcked { process, .. } => process.as_ref(),
+            EventData::NotificationCreated { .. } => None,
+        }
+    }
+}
+
 /// One entry of the daemon's event log, as streamed by `GET /v1/events` (SSE `id:` is `seq`).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Event {
@@ -839,16 +907,27 @@ pub struct Event {
     pub seq: u64,
     /// When it happened.
     pub ts: Timestamp,
-    /// What happened.
-    pub kind: EventKind,
     /// The process concerned.
     pub process_id: Option<String>,
     /// The run concerned.
     pub run_id: Option<String>,
     /// The owner concerned.
     pub owner: Option<String>,
-    /// Details (see [`EventKind`]).
-    pub data: serde_json::Value,
+    /// What happened (`kind` and `data`).
+    #[serde(flatten)]
+    pub data: EventData,
+}
+
+impl Event {
+    /// What kind of event it is.
+    pub fn kind(&self) -> EventKind {
+        self.data.kind()
+    }
+
+    /// The process after the change, for the events that carry it.
+    pub fn process(&self) -> Option<&ProcessInfo> {
+        self.data.process()
+    }
 }
 
 /// What to do when a result arrives for an owner that is idle: run a command (argv, never a

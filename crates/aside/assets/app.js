@@ -28,6 +28,9 @@ const S = {
   tab: 'logs',
 };
 
+// The event kinds this page knows (each run event carries the process after the change).
+const KNOWN_EVENTS = ['run_started', 'run_ready', 'run_exited', 'notification_created', 'notification_acked'];
+
 // ---------- helpers ----------
 
 async function api(method, path, body) {
@@ -263,19 +266,20 @@ function openEvents(since) {
       banner('Lost the connection to the daemon: reconnecting. What you see may be out of date.');
     }
   };
-  for (const kind of ['run_started', 'run_ready', 'run_exited']) {
-    es.addEventListener(kind, (e) => {
-      const ev = JSON.parse(e.data);
-      upsert(ev.data);
-    });
-  }
-  for (const kind of ['notification_created', 'notification_acked']) {
-    es.addEventListener(kind, (e) => {
-      const ev = JSON.parse(e.data);
+  // Every event that carries a process (run started, ready, exited; a result read) carries
+  // it as it stands after the change: the row follows it, an exit by itself included.
+  const onEvent = (m) => {
+    let ev;
+    try { ev = JSON.parse(m.data); } catch (_) { console.warn('aside: an unreadable event', m.data); return; }
+    if (ev.data && ev.data.process) upsert(ev.data.process);
+    if (ev.kind === 'notification_created' || ev.kind === 'notification_acked') {
       const p = S.procs.get(S.selected);
       if (p && ev.owner === p.owner && S.tab === 'inbox') loadTab();
-    });
-  }
+    }
+  };
+  for (const kind of KNOWN_EVENTS) es.addEventListener(kind, onEvent);
+  // A newer daemon's kinds arrive as plain messages here: said, and the page goes on.
+  es.onmessage = (m) => console.warn('aside: an event this page does not know', m.data);
 }
 
 function openStats() {

@@ -1474,20 +1474,30 @@ async fn events(a: EventsArgs, state: StateDir) -> Result<i32> {
     let mut seen = 0usize;
     let mut out = std::io::stdout();
     crate::client::read_sse(resp, |_, data| {
-        let Ok(e) = serde_json::from_str::<aside_proto::Event>(data) else {
-            return true;
-        };
         if a.json {
+            // As the daemon sent it, whether or not this aside knows its kind.
             let _ = writeln!(out, "{data}");
-        } else {
-            let what = e.data.get("name").and_then(|v| v.as_str()).unwrap_or("");
-            let status = e.data.get("status").and_then(|v| v.as_str()).unwrap_or("");
+            let _ = out.flush();
+            seen += 1;
+            return a.count.is_none_or(|n| seen < n);
+        }
+        let e = match serde_json::from_str::<aside_proto::Event>(data) {
+            Ok(e) => e,
+            Err(err) => {
+                // A newer daemon's event: say so and go on.
+                eprintln!("aside: an event this aside does not know ({err}): {data}");
+                return true;
+            }
+        };
+        {
+            let what = e.process().map_or("", |p| p.name.as_str());
+            let status = e.process().map_or(String::new(), |p| p.status.to_string());
             let _ = writeln!(
                 out,
                 "{} {} {:<20} {} {} {}",
                 e.seq,
                 render::time(e.ts),
-                e.kind.as_str(),
+                e.kind().as_str(),
                 e.owner.as_deref().unwrap_or("-"),
                 what,
                 status

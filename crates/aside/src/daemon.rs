@@ -950,14 +950,14 @@ async fn events(
                     .owner
                     .as_ref()
                     .is_none_or(|o| e.owner.as_ref() == Some(o))
-                    && st.kinds.as_ref().is_none_or(|k| k.contains(&e.kind))
+                    && st.kinds.as_ref().is_none_or(|k| k.contains(&e.kind()))
                     && st.access.sees_event(&e);
                 if !wanted {
                     continue;
                 }
                 let sse = SseEvent::default()
                     .id(e.seq.to_string())
-                    .event(e.kind.as_str())
+                    .event(e.kind().as_str())
                     .json_data(&e)
                     .unwrap_or_default();
                 return Some((Ok::<_, std::convert::Infallible>(sse), st));

@@ -605,12 +605,19 @@ async fn follow_events(
             Ok(resp) => {
                 let _ = tx.send(Msg::Note(String::new()));
                 let r = read_sse(resp, |_, data| {
-                    let Ok(e) = serde_json::from_str::<aside_proto::Event>(data) else {
-                        return true;
+                    let e = match serde_json::from_str::<aside_proto::Event>(data) {
+                        Ok(e) => e,
+                        Err(err) => {
+                            // A newer daemon's event: noted, and the view goes on.
+                            let _ = tx.send(Msg::Note(format!(
+                                "an event this aside does not know: {err}"
+                            )));
+                            return !tx.is_closed();
+                        }
                     };
                     last = Some(e.seq.to_string());
-                    if let Ok(p) = serde_json::from_value::<ProcessInfo>(e.data) {
-                        return tx.send(Msg::Process(Box::new(p))).is_ok();
+                    if let Some(p) = e.process() {
+                        return tx.send(Msg::Process(Box::new(p.clone()))).is_ok();
                     }
                     !tx.is_closed()
                 })

@@ -119,6 +119,27 @@ async fn the_dashboard_shows_processes_live_follows_logs_and_stops_with_the_butt
     assert_eq!(env.status("demo")["status"], "stopped");
     assert_eq!(env.status("demo")["stopped_by"], "human");
 
+    // A process that ends by itself (nobody clicks anything) and one that fails: each row
+    // follows, and the count of running ones is right.
+    let a = env.run(&["--name", "short", "sleep 1; echo done"]);
+    let f = env.run(&["--name", "bad", "sleep 1; exit 3"]);
+    for (p, word) in [(&a, "completed"), (&f, "failed")] {
+        let id = p["id"].as_str().unwrap();
+        let ended = format!("//tr[@data-id='{id}']/td[contains(@class,'status')][text()='{word}']");
+        until(
+            c,
+            Locator::XPath(&ended),
+            &format!("the row shows {word} by itself"),
+        )
+        .await;
+    }
+    until(
+        c,
+        Locator::XPath("//span[@id='counts'][contains(., '0 running')]"),
+        "the running count follows",
+    )
+    .await;
+
     // Its structured result is in the pane.
     click(c, Locator::Css("button[data-tab='result']")).await;
     until(

@@ -29,14 +29,22 @@ fn a_run_is_logged_started_exited_and_notified_in_order() {
     );
     let seqs: Vec<u64> = got.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, [1, 2, 3]);
-    assert_eq!(got[1]["data"]["status"], "completed");
-    assert_eq!(got[1]["data"]["exit_code"], 0);
+    // A run event carries the process as it stands after the change, and the result.
+    assert_eq!(got[1]["data"]["result"]["status"], "completed");
+    assert_eq!(got[1]["data"]["result"]["exit_code"], 0);
+    assert_eq!(got[1]["data"]["process"]["status"], "completed");
+    assert_eq!(got[1]["data"]["process"]["id"], p["id"]);
+    assert_eq!(got[0]["data"]["process"]["status"], "running");
 
     // Acknowledging is an event too; replay from a sequence number gives only what follows.
     env.aside(&["inbox", "--drain"]).ok();
     let after = events(&env, &["--since", "3", "--count", "1"]);
     assert_eq!(after[0]["kind"], "notification_acked");
     assert_eq!(after[0]["seq"], 4);
+    assert_eq!(
+        after[0]["data"]["process"]["id"], p["id"],
+        "the process after the read"
+    );
 }
 
 #[test]
@@ -73,7 +81,7 @@ fn live_events_arrive_while_streaming_filtered_by_owner_and_kind() {
         .collect();
     let names: Vec<&str> = got
         .iter()
-        .map(|e| e["data"]["name"].as_str().unwrap())
+        .map(|e| e["data"]["process"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(names.len(), 2);
     assert!(names.contains(&"x1") && names.contains(&"x2"), "{names:?}");
@@ -129,7 +137,7 @@ fn last_event_id_replays_exactly_what_follows_even_after_kill_9() {
     let names: Vec<&str> = all
         .iter()
         .filter(|e| e["kind"] == "run_exited")
-        .map(|e| e["data"]["name"].as_str().unwrap())
+        .map(|e| e["data"]["process"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["a", "b"]);
     // A client reconnecting with Last-Event-ID: 3 gets event 4 next.

@@ -122,6 +122,12 @@ fn the_tui_lists_follows_stops_restarts_and_quits() {
     });
     tui.shows("2 running");
 
+    // One that ends by itself: its row and the count follow, nobody pressing a key.
+    env.run(&["--name", "brief", "sleep 1; exit 4"]);
+    tui.shows("3 running");
+    tui.shows("failed");
+    tui.shows("2 running");
+
     tui.keys("q");
     eventually(Duration::from_secs(10), "the UI to quit", || !tui.alive());
 }

@@ -537,7 +537,7 @@ impl Supervisor {
                 }
                 e = events.recv() => match e {
                     Ok(e) if e.process_id.as_deref() != Some(info.id.as_str()) => {}
-                    Ok(e) if !matches!(e.kind, EventKind::RunStarted | EventKind::RunReady | EventKind::RunExited) => {}
+                    Ok(e) if !matches!(e.kind(), EventKind::RunStarted | EventKind::RunReady | EventKind::RunExited) => {}
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => {
                         return send(UpState::Failed, Some("the daemon is stopping".into()), None);

@@ -219,7 +219,7 @@ impl Supervisor {
         tokio::spawn(async move {
             loop {
                 match rx.recv().await {
-                    Ok(e) if e.kind == EventKind::NotificationCreated => {
+                    Ok(e) if e.kind() == EventKind::NotificationCreated => {
                         if let Some(owner) = e.owner {
                             me.ensure_waker(&owner);
                         }
