@@ -538,6 +538,27 @@ async fn protocol_layer(State(app): State<App>, req: Request, next: Next) -> Res
     resp
 }
 
+/// Counts a streaming answer (events, stats, a followed log, `up` progress) as a request in
+/// flight for as long as it streams: the daemon does not idle-exit while anyone watches.
+fn watched<S: futures_util::Stream>(
+    app: &App,
+    stream: S,
+) -> impl futures_util::Stream<Item = S::Item> + use<S> {
+    use futures_util::StreamExt;
+    struct Watching(Arc<AtomicUsize>);
+    impl Drop for Watching {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    app.in_flight.fetch_add(1, Ordering::SeqCst);
+    let guard = Watching(Arc::clone(&app.in_flight));
+    stream.map(move |item| {
+        let _held = &guard;
+        item
+    })
+}
+
 fn api_error(code: ErrorCode, message: String) -> Response {
     let status = match code {
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
@@ -730,7 +751,7 @@ async fn project_up(
     });
     Ok((
         [("content-type", "application/x-ndjson")],
-        Body::from_stream(stream),
+        Body::from_stream(watched(&app, stream)),
     )
         .into_response())
 }
@@ -834,7 +855,7 @@ async fn logs(
     });
     Ok((
         [("content-type", "application/x-ndjson")],
-        Body::from_stream(stream),
+        Body::from_stream(watched(&app, stream)),
     )
         .into_response())
 }
@@ -990,7 +1011,7 @@ async fn events(
             }
         }
     });
-    Ok(Sse::new(stream)
+    Ok(Sse::new(watched(&app, stream))
         .keep_alive(KeepAlive::default())
         .into_response())
 }
@@ -1181,6 +1202,7 @@ async fn stats(
     };
     let every = Duration::from_millis(every.max(500));
     let stopping = app.stopping.subscribe();
+    let counted = app.clone();
     let stream = futures_util::stream::unfold(
         (app, access, stopping, true),
         move |(app, access, mut stopping, first)| async move {
@@ -1207,7 +1229,7 @@ async fn stats(
             ))
         },
     );
-    Ok(Sse::new(stream)
+    Ok(Sse::new(watched(&counted, stream))
         .keep_alive(KeepAlive::default())
         .into_response())
 }

@@ -170,3 +170,29 @@ fn streams_end_when_the_daemon_stops() {
     let mut rest = String::new();
     let _ = stdout.read_to_string(&mut rest);
 }
+
+#[test]
+fn the_daemon_stays_up_while_anyone_watches_and_leaves_after() {
+    let env = Env::new();
+    env.aside(&["daemon", "start", "--idle-timeout", "2s"]).ok();
+    let pid = env.daemon_pid().expect("a daemon");
+    let mut watcher = env
+        .command()
+        .args(["events", "--json"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("aside events");
+    // Twice the idle timeout passes with nothing running but a stream open: still up.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < until {
+        assert!(alive(pid), "the daemon left while a client watched");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    watcher.kill().unwrap();
+    watcher.wait().unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the daemon to leave once nobody watches",
+        || !alive(pid),
+    );
+}
