@@ -1054,6 +1054,15 @@ impl Store {
         Ok(out)
     }
 
+    /// The runs of process `process_id` still kept, oldest first: `(seq, run id)`.
+    pub fn runs_of(&self, process_id: &str) -> Result<Vec<(u32, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, id FROM runs WHERE process_id = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map(params![process_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Stores a member token: its public `id` and the SHA-256 `hash` of its secret.
     pub fn insert_token(
         &mut self,

@@ -509,9 +509,14 @@ impl Supervisor {
     /// projects and none of them is the default one (then it must be given as `PROJECT/NAME`).
     pub fn find(&self, reference: &str) -> Result<ProcessRow> {
         let store = self.store();
-        let mut row = store.find(reference)?.ok_or_else(|| {
+        // A process id, `project/name`, a name, or the id of one of its runs.
+        let found = match store.find(reference)? {
+            Some(r) => Some(r),
+            None => store.find_by_run(reference)?,
+        };
+        let mut row = found.ok_or_else(|| {
             Error::NotFound(format!(
-                "no process named or with id {reference:?}: `aside status --all` lists them"
+                "no process named or with id {reference:?} (nor a run with that id): `aside status --all` lists them"
             ))
         })?;
         row.info.unrecorded = lock(&self.inner.unrecorded).get(&row.info.run_id).cloned();
@@ -1573,45 +1578,97 @@ impl Supervisor {
         Ok(self.find(&row.info.id)?.info)
     }
 
-    fn resolve_run(&self, row: &ProcessRow, run: Option<&str>) -> Result<String> {
+    /// The runs a log read spans, oldest first, as `(seq, run id)`: one run (`run` is a run id
+    /// or `latest`), else every run of the process still kept.
+    fn log_runs(&self, row: &ProcessRow, run: Option<&str>) -> Result<Vec<(u32, String)>> {
+        let all = self.store().runs_of(&row.info.id)?;
         match run {
-            None => Ok(row.info.run_id.clone()),
-            Some(r) => {
-                let found = self.store().find_by_run(r)?;
-                match found {
-                    Some(p) if p.info.id == row.info.id => Ok(r.to_string()),
-                    _ => Err(Error::NotFound(format!(
-                        "run {r} is not a run of {:?}",
-                        row.info.name
-                    ))),
-                }
-            }
+            None => Ok(all),
+            Some("latest") => Ok(vec![(row.seq, row.info.run_id.clone())]),
+            Some(r) => all
+                .into_iter()
+                .find(|(_, id)| id == r)
+                .map(|x| vec![x])
+                .ok_or_else(|| {
+                    Error::NotFound(format!("run {r} is not a run of {:?}", row.info.name))
+                }),
         }
     }
 
-    /// Reads a run's log once (see [`LogQuery`]; `follow` is ignored here, see
-    /// [`Supervisor::follow`]). Errors: unknown process or run, invalid grep regex.
+    /// Whether `reference` is the id of one of `row`'s runs (rather than the process's).
+    fn is_run_of(&self, row: &ProcessRow, reference: &str) -> bool {
+        reference != row.info.id
+            && self
+                .store()
+                .runs_of(&row.info.id)
+                .is_ok_and(|runs| runs.iter().any(|(_, id)| id == reference))
+    }
+
+    /// Whether process `process_id` may start another run by itself: a restart by its policy
+    /// is due, or its files are watched.
+    fn may_run_again(&self, process_id: &str) -> bool {
+        let restart_due = self
+            .store()
+            .find(process_id)
+            .ok()
+            .flatten()
+            .and_then(|r| r.info.autorestart)
+            .is_some_and(|a| a.state == RestartState::Active);
+        restart_due || self.watches(process_id)
+    }
+
+    /// Reads a process's log once, across its runs in order (each run's log opens with what
+    /// `aside` said of it, e.g. `[aside] restarted (exit 7, …)`), or one run's with `run` (see
+    /// [`LogQuery`]; `follow` is ignored here, see [`Supervisor::follow`]). Cursors name the
+    /// run and the position in it ([`log_cursor`]). Errors: unknown process or run, invalid
+    /// grep regex.
     pub fn logs(&self, reference: &str, q: &LogQuery) -> Result<LogsResponse> {
         let row = self.find(reference)?;
-        let run_id = self.resolve_run(&row, q.run.as_deref())?;
+        // A run id as the reference names that run.
+        let named_run = self.is_run_of(&row, reference);
+        let run = q.run.as_deref().or(named_run.then_some(reference));
+        let runs = self.log_runs(&row, run)?;
         let grep = compile_grep(q.grep.as_deref())?;
-        let complete = self.done_rx(&run_id).is_none();
-        let rd = self.run_dir(&run_id);
-        let (pieces, cursor) = LogReader::new(&rd.log_dir())
-            .read_from(q.since.unwrap_or(0))
-            .map_err(io_err("cannot read the log in", &rd.log_dir()))?;
-        let mut entries = logs::pieces_to_entries(&pieces, q.stream, MAX_LINE_BYTES);
+        let (since_seq, since_pos) = split_cursor(q.since.unwrap_or(0));
+        let mut entries = Vec::new();
+        let mut cursor = q.since.unwrap_or(0);
+        let mut last_run = row.info.run_id.clone();
+        for (seq, run_id) in runs.iter().filter(|(seq, _)| *seq >= since_seq) {
+            let rd = self.run_dir(run_id);
+            let from = if *seq == since_seq { since_pos } else { 0 };
+            let (pieces, end) = match LogReader::new(&rd.log_dir()).read_from(from) {
+                Ok(r) => r,
+                // A run pruned or never started leaves no log: the next run goes on.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("cannot read the log in", &rd.log_dir())(e)),
+            };
+            let mut part = logs::pieces_to_entries(&pieces, q.stream, MAX_LINE_BYTES);
+            for e in &mut part {
+                relabel(e, *seq);
+            }
+            entries.extend(part);
+            cursor = log_cursor(*seq, end);
+            last_run = run_id.clone();
+        }
         filter_entries(&mut entries, grep.as_ref(), q.head, q.tail);
+        let last_done = self.done_rx(&last_run).is_none();
+        let complete = if q.run.is_some() || run.is_some() {
+            last_done
+        } else {
+            last_done && last_run == row.info.run_id && !self.may_run_again(&row.info.id)
+        };
         Ok(LogsResponse {
-            run_id,
+            run_id: last_run,
             entries,
             cursor,
             complete,
         })
     }
 
-    /// Streams a run's log into `tx` as it grows, until the run has ended and everything is
-    /// sent, or the receiver goes away. `tail` applies to what exists when it starts.
+    /// Streams a process's log into `tx` as it grows, across runs: when a run ends its log is
+    /// drained, then the next run's follows (a restart by policy or by a file watch), until
+    /// the process has ended for good, or the receiver goes away. With `run`, that run only.
+    /// `tail` applies to what exists when it starts.
     pub async fn follow(
         &self,
         reference: &str,
@@ -1619,45 +1676,92 @@ impl Supervisor {
         tx: mpsc::Sender<LogEntry>,
     ) -> Result<()> {
         let row = self.find(reference)?;
-        let run_id = self.resolve_run(&row, q.run.as_deref())?;
+        let only = q.run.clone().or_else(|| {
+            self.is_run_of(&row, reference)
+                .then(|| reference.to_string())
+        });
+        let runs = self.log_runs(&row, only.as_deref())?;
         let grep = compile_grep(q.grep.as_deref())?;
-        let reader = LogReader::new(&self.run_dir(&run_id).log_dir());
-        let mut log_rx = self.log_rx(&run_id);
-        let mut done_rx = self.done_rx(&run_id);
-        let mut splitter = LineSplitter::new(q.stream, MAX_LINE_BYTES);
-        let mut cursor = q.since.unwrap_or(0);
-        let mut first = true;
+        let (since_seq, since_pos) = split_cursor(q.since.unwrap_or(0));
+        // With no cursor, the latest run is where a follow starts (`tail` reads back in it).
+        let start = match q.since {
+            Some(_) => runs.iter().find(|(s, _)| *s >= since_seq).cloned(),
+            None => runs.last().cloned(),
+        };
+        let Some((mut seq, mut run_id)) = start else {
+            return Ok(());
+        };
+        let mut pos = if seq == since_seq { since_pos } else { 0 };
+        let process_id = row.info.id.clone();
+        let me = self.clone();
+        let mut events = self.subscribe_events();
         tokio::spawn(async move {
+            let mut first = true;
             loop {
-                let ended = done_rx.as_ref().is_none_or(|d| *d.borrow());
-                let Ok((pieces, end)) = reader.read_from(cursor) else {
-                    return;
-                };
-                cursor = end;
-                let mut entries = splitter.feed(&pieces);
-                if ended {
-                    entries.extend(splitter.flush());
-                }
-                filter_entries(
-                    &mut entries,
-                    grep.as_ref(),
-                    None,
-                    if first { q.tail } else { None },
-                );
-                first = false;
-                for e in entries {
-                    if tx.send(e).await.is_err() {
-                        return;
+                let reader = LogReader::new(&me.run_dir(&run_id).log_dir());
+                let mut log_rx = me.log_rx(&run_id);
+                let mut done_rx = me.done_rx(&run_id);
+                let mut splitter = LineSplitter::new(q.stream, MAX_LINE_BYTES);
+                loop {
+                    let ended = done_rx.as_ref().is_none_or(|d| *d.borrow());
+                    let (pieces, end) = match reader.read_from(pos) {
+                        Ok(r) => r,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), pos),
+                        Err(e) => {
+                            tracing::warn!("follow of run {run_id}: cannot read its log: {e}");
+                            return;
+                        }
+                    };
+                    pos = end;
+                    let mut entries = splitter.feed(&pieces);
+                    if ended {
+                        entries.extend(splitter.flush());
+                    }
+                    filter_entries(
+                        &mut entries,
+                        grep.as_ref(),
+                        None,
+                        if first { q.tail } else { None },
+                    );
+                    first = false;
+                    for mut e in entries {
+                        relabel(&mut e, seq);
+                        if tx.send(e).await.is_err() {
+                            return;
+                        }
+                    }
+                    if ended {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = changed(&mut log_rx) => {}
+                        _ = changed_bool(&mut done_rx) => {}
+                        _ = tx.closed() => return,
+                        _ = tokio::time::sleep(SAFETY_RECHECK) => {}
                     }
                 }
-                if ended {
+                if only.is_some() {
                     return;
                 }
-                tokio::select! {
-                    _ = changed(&mut log_rx) => {}
-                    _ = changed_bool(&mut done_rx) => {}
-                    _ = tx.closed() => return,
-                    _ = tokio::time::sleep(SAFETY_RECHECK) => {}
+                // The next run of the process, now or once one starts; none to come: done.
+                loop {
+                    let next = me
+                        .store()
+                        .runs_of(&process_id)
+                        .ok()
+                        .and_then(|runs| runs.into_iter().find(|(s, _)| *s > seq));
+                    if let Some((s, r)) = next {
+                        (seq, run_id, pos) = (s, r, 0);
+                        break;
+                    }
+                    if !me.may_run_again(&process_id) {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = events.recv() => {}
+                        _ = tx.closed() => return,
+                        _ = tokio::time::sleep(SAFETY_RECHECK) => {}
+                    }
                 }
             }
         });
@@ -2011,6 +2115,32 @@ fn compile_grep(grep: Option<&str>) -> Result<Option<Regex>> {
         Regex::new(g).map_err(|e| Error::Invalid(format!("invalid --grep regex {g:?}: {e}")))
     })
     .transpose()
+}
+
+/// Bits of a log cursor that hold the position within a run (1 TiB of framed log); the bits
+/// above hold the run's number. Run 0's cursors are plain positions.
+const RUN_SHIFT: u32 = 40;
+
+/// The cursor of position `pos` in run number `seq` of a process.
+pub fn log_cursor(seq: u32, pos: u64) -> u64 {
+    (u64::from(seq) << RUN_SHIFT) | (pos & ((1 << RUN_SHIFT) - 1))
+}
+
+/// Inverse of [`log_cursor`]: `(run number, position)`.
+pub fn split_cursor(cursor: u64) -> (u32, u64) {
+    (
+        (cursor >> RUN_SHIFT) as u32,
+        cursor & ((1 << RUN_SHIFT) - 1),
+    )
+}
+
+/// Makes an entry's run-local cursor name its run.
+fn relabel(e: &mut LogEntry, seq: u32) {
+    match e {
+        LogEntry::Line { cursor, .. } | LogEntry::Elided { cursor, .. } => {
+            *cursor = log_cursor(seq, *cursor);
+        }
+    }
 }
 
 fn filter_entries(

@@ -582,3 +582,61 @@ fn interactive_stdin_takes_writes_even_across_a_daemon_crash() {
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("not started interactive"), "{}", o.stderr);
 }
+
+#[test]
+fn a_processs_log_spans_its_runs_and_a_follow_goes_through_restarts() {
+    let env = Env::new();
+    let p = env.run(&[
+        "--name",
+        "flaky",
+        "--autorestart",
+        "on-failure",
+        "--max-restarts",
+        "2",
+        "--restart-delay",
+        "100",
+        "echo attempt-$$; exit 1",
+    ]);
+    let first_run = p["run_id"].as_str().unwrap().to_string();
+    // Followed from the start: the follow goes through both restarts and ends by itself once
+    // the restarts are used up.
+    let follow = env
+        .command()
+        .args(["logs", "flaky", "--follow", "--all"])
+        .output()
+        .expect("logs --follow");
+    let followed = String::from_utf8_lossy(&follow.stdout);
+    assert_eq!(followed.matches("attempt-").count(), 3, "{followed}");
+    assert_eq!(
+        followed.matches("[aside] restarted").count(),
+        2,
+        "{followed}"
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the restarts to be used up",
+        || env.status("flaky")["autorestart"]["state"] == "exhausted",
+    );
+    // Read back: every run in order, the restart notes between them.
+    let all = env.aside(&["logs", "flaky", "--all"]).ok().stdout;
+    let lines: Vec<&str> = all.lines().collect();
+    let attempts: Vec<usize> = (0..lines.len())
+        .filter(|i| lines[*i].starts_with("attempt-"))
+        .collect();
+    assert_eq!(attempts.len(), 3, "{all}");
+    assert!(
+        lines[attempts[0] + 1..attempts[1]]
+            .iter()
+            .any(|l| l.contains("restarted")),
+        "{all}"
+    );
+    // One run by its id, or the latest.
+    let one = env.aside(&["logs", &first_run, "--all"]).ok().stdout;
+    assert_eq!(one.matches("attempt-").count(), 1, "{one}");
+    let latest = env.aside(&["logs", "flaky", "--run", "latest"]).ok().stdout;
+    assert_eq!(latest.matches("attempt-").count(), 1, "{latest}");
+    assert!(
+        !latest.contains(one.lines().next().unwrap_or("?")),
+        "another run's"
+    );
+}

@@ -180,6 +180,11 @@ impl Supervisor {
         !lock(&self.inner.watches).entries.is_empty()
     }
 
+    /// Whether process `process_id`'s files are watched (a change may start it again).
+    pub(super) fn watches(&self, process_id: &str) -> bool {
+        lock(&self.inner.watches).entries.contains_key(process_id)
+    }
+
     /// Stops the file watch of a process, if it has one.
     pub(super) fn unwatch_files(&self, process_id: &str) {
         use notify::Watcher;
