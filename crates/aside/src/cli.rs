@@ -219,8 +219,9 @@ struct RunArgs {
     /// Wait before a restart: milliseconds, or 2s (default 1000).
     #[arg(long, value_parser = parse_ms, value_name = "MS")]
     restart_delay: Option<u64>,
-    /// Double the restart delay per attempt, up to this cap (e.g. 30s).
-    #[arg(long, value_parser = parse_ms, value_name = "MS")]
+    /// Double the restart delay per attempt, up to this cap (e.g. 30s; a bare number is
+    /// seconds, like every duration but --restart-delay).
+    #[arg(long, value_parser = parse_duration_ms, value_name = "DUR")]
     restart_backoff: Option<u64>,
     /// Restart when files matching this glob change (repeatable; relative to the cwd).
     #[arg(long, value_name = "GLOB")]
@@ -648,7 +649,15 @@ pub fn main(cli: Cli) -> i32 {
         }
     }
     if let Cmd::Completions { shell } = &cli.cmd {
-        clap_complete::generate(*shell, &mut Cli::command(), "aside", &mut std::io::stdout());
+        let mut script = Vec::new();
+        clap_complete::generate(*shell, &mut Cli::command(), "aside", &mut script);
+        // A reader that stops early (`| head`) is not an error of ours.
+        if let Err(e) = std::io::stdout().lock().write_all(&script)
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            eprintln!("aside: cannot write the completions: {e}");
+            return 1;
+        }
         return 0;
     }
     if let Cmd::Schema { name } = &cli.cmd {
@@ -925,7 +934,11 @@ async fn dispatch(cmd: Cmd, project: Option<String>, state: StateDir) -> Result<
     }
 }
 
-async fn run(a: RunArgs, project: Option<String>, state: StateDir) -> Result<i32> {
+async fn run(mut a: RunArgs, project: Option<String>, state: StateDir) -> Result<i32> {
+    // `--wait 2s CMD…`: the duration written after a space (clap takes `--wait=2s` only).
+    if a.wait.as_deref() == Some("") && a.cmd.len() >= 2 && parse_duration_ms(&a.cmd[0]).is_ok() {
+        a.wait = Some(a.cmd.remove(0));
+    }
     let here = std::env::current_dir().map_err(|e| {
         ClientError::new(
             ErrorCode::InvalidRequest,
@@ -1072,6 +1085,22 @@ async fn run(a: RunArgs, project: Option<String>, state: StateDir) -> Result<i32
             render::duration(r.duration_ms)
         );
     }
+    if let Some(r) = &w.result {
+        // Shown here in the foreground: delivered, so it does not wait in the inbox as well.
+        let ack = aside_proto::AckRequest {
+            ids: vec![r.run_id.clone()],
+            all: false,
+        };
+        if let Err(e) = client
+            .post::<aside_proto::AckResponse>(
+                &format!("/v1/owners/{}/inbox/ack", enc(&r.owner)),
+                &ack,
+            )
+            .await
+        {
+            eprintln!("aside: the result stays in the inbox of {}: {e}", r.owner);
+        }
+    }
     Ok(child_exit_code(&w.process))
 }
 
@@ -1179,7 +1208,18 @@ async fn logs(a: LogsArgs, state: StateDir) -> Result<i32> {
     let path = format!("/v1/processes/{}/logs?{}", enc(&a.reference), q.join("&"));
     let resp: LogsResponse = client.get(&path).await?;
     if resp.entries.is_empty() && resp.cursor == 0 && a.since.is_none() {
-        eprintln!("aside: no logs for {} yet", a.reference);
+        let p: Option<ProcessInfo> = client
+            .get(&format!("/v1/processes/{}", enc(&a.reference)))
+            .await
+            .ok();
+        match p {
+            Some(p) if p.status.is_terminal() => eprintln!(
+                "aside: {} {} without writing any output",
+                p.name,
+                render::process_outcome(&p)
+            ),
+            _ => eprintln!("aside: no output from {} yet", a.reference),
+        }
         return Ok(2);
     }
     // One write per 64 KiB, not per line (stdout is line-buffered).
@@ -1255,11 +1295,28 @@ async fn stop(a: StopArgs, state: StateDir) -> Result<i32> {
         signal: a.signal,
         grace_ms: a.grace,
     };
+    let before: ProcessInfo = client
+        .get(&format!("/v1/processes/{}", enc(&a.reference)))
+        .await?;
+    let ended_before = before.status.is_terminal()
+        && before
+            .autorestart
+            .as_ref()
+            .is_none_or(|r| r.state != aside_proto::RestartState::Active);
+    // Asked even when it has ended: the daemon decides who may stop it, and disables a
+    // restart that may be due.
     let p: ProcessInfo = client
         .post(&format!("/v1/processes/{}/stop", enc(&a.reference)), &req)
         .await?;
     if a.json {
         print_json(&p);
+    } else if ended_before && p.run_id == before.run_id {
+        // Nothing ran: say so rather than report a fresh stop.
+        println!(
+            "{}: already ended ({}); nothing to stop",
+            p.name,
+            render::process_outcome(&p)
+        );
     } else {
         println!(
             "{}: {} after {}",

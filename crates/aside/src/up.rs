@@ -119,10 +119,11 @@ pub fn config(cmd: &ConfigCmd) -> i32 {
                     .filter_map(|r| r.name.as_deref())
                     .collect();
                 println!(
-                    "ok: {}: project {}, {} processes ({})",
+                    "ok: {}: project {}, {} process{} ({})",
                     p.path.display(),
                     p.name,
                     names.len(),
+                    if names.len() == 1 { "" } else { "es" },
                     names.join(", ")
                 );
                 0

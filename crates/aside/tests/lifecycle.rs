@@ -640,3 +640,53 @@ fn a_processs_log_spans_its_runs_and_a_follow_goes_through_restarts() {
         "another run's"
     );
 }
+
+#[test]
+fn small_things_say_what_happened() {
+    let env = Env::new();
+    // Completions into a pipe that closes early: no panic.
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{BIN} completions bash | head -1"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // `--wait 2s CMD`: the duration, then the command.
+    let o = env.aside(&["run", "--wait", "5s", "echo", "waited"]).ok();
+    assert!(o.stdout.contains("waited"), "{}", o.stdout);
+    // What was shown in the foreground is not left unread.
+    let inbox = env.aside(&["inbox", "--json"]).ok().json();
+    assert_eq!(inbox["notifications"], serde_json::json!([]), "{inbox}");
+    // A run that wrote nothing, and a stop of something already ended, say so.
+    env.run(&["--name", "quiet", "true"]);
+    env.wait_exit("quiet");
+    let o = env.aside(&["logs", "quiet"]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("without writing any output"),
+        "{}",
+        o.stderr
+    );
+    let o = env.aside(&["stop", "quiet"]).ok();
+    assert!(o.stdout.contains("already ended"), "{}", o.stdout);
+    // A bare number for --restart-backoff is seconds, as for every duration but --restart-delay.
+    let p = env.run(&[
+        "--name",
+        "b",
+        "--autorestart",
+        "always",
+        "--restart-backoff",
+        "2",
+        "sleep 60",
+    ]);
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.run_dir(p["run_id"].as_str().unwrap()).join("spec.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(spec["restart"]["backoff_max_ms"], 2000, "{spec}");
+}

@@ -525,7 +525,7 @@ fn config_errors_name_file_line_and_column_and_start_nothing() {
     assert!(!env.home.join("aside.db").exists(), "nothing was started");
     env.write("aside.yaml", "processes:\n  a:\n    cmd: sleep 1\n");
     let ok = env.aside(&["config", "check"]).ok();
-    assert!(ok.stdout.contains("1 processes (a)"), "{}", ok.stdout);
+    assert!(ok.stdout.contains("1 process (a)"), "{}", ok.stdout);
     let schema = env.aside(&["config", "schema"]).ok().json();
     assert!(schema["properties"]["processes"].is_object(), "{schema}");
 }
