@@ -902,11 +902,9 @@ struct EventsQuery {
     since: Option<u64>,
 }
 
-/// Events read from the log per query while replaying.
-const REPLAY_BATCH: usize = 500;
-
 /// `GET /v1/events`: Server-Sent Events from the event log — replay after `Last-Event-ID` (or
-/// `since`), then live — until the client goes or the daemon stops.
+/// `since`), then live (`Supervisor::event_stream`) — until the client goes or the daemon
+/// stops.
 async fn events(
     State(app): State<App>,
     Extension(access): Extension<Access>,
@@ -914,7 +912,7 @@ async fn events(
     q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-    use std::collections::VecDeque;
+    use futures_util::StreamExt;
     let q = query(q)?;
     let kinds: Option<Vec<aside_proto::EventKind>> = match &q.kind {
         None => None,
@@ -935,81 +933,28 @@ async fn events(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    // Subscribe first, then read the log: nothing can fall between the two.
-    let rx = app.sup.subscribe_events();
     let since = match last_event_id.or(q.since) {
         Some(s) => s,
         None => app.sup.last_event_seq()?,
     };
-    struct S {
-        sup: Supervisor,
-        rx: tokio::sync::broadcast::Receiver<aside_proto::Event>,
-        backlog: VecDeque<aside_proto::Event>,
-        last: u64,
-        replaying: bool,
-        owner: Option<String>,
-        kinds: Option<Vec<aside_proto::EventKind>>,
-        access: Access,
-        stopping: watch::Receiver<bool>,
-    }
-    let state = S {
-        sup: app.sup.clone(),
-        rx,
-        backlog: VecDeque::new(),
-        last: since,
-        replaying: true,
-        owner: q.owner,
-        kinds,
-        access,
-        stopping: app.stopping.subscribe(),
-    };
-    let stream = futures_util::stream::unfold(state, |mut st| async move {
-        loop {
-            if let Some(e) = st.backlog.pop_front() {
-                st.last = e.seq;
-                let wanted = st
-                    .owner
-                    .as_ref()
-                    .is_none_or(|o| e.owner.as_ref() == Some(o))
-                    && st.kinds.as_ref().is_none_or(|k| k.contains(&e.kind()))
-                    && st.access.sees_event(&e);
-                if !wanted {
-                    continue;
-                }
-                let sse = SseEvent::default()
+    let events = app.sup.event_stream(since, q.owner);
+    let mut stopping = app.stopping.subscribe();
+    let ended = Box::pin(async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    });
+    // Ends with the daemon (an open stream would hold a graceful shutdown forever).
+    let stream = futures_util::StreamExt::take_until(events, ended).filter_map(move |e| {
+        let wanted = kinds.as_ref().is_none_or(|k| k.contains(&e.kind())) && access.sees_event(&e);
+        let sse = wanted.then(|| {
+            Ok::<_, std::convert::Infallible>(
+                SseEvent::default()
                     .id(e.seq.to_string())
                     .event(e.kind().as_str())
                     .json_data(&e)
-                    .unwrap_or_default();
-                return Some((Ok::<_, std::convert::Infallible>(sse), st));
-            }
-            if st.replaying {
-                match st
-                    .sup
-                    .events_since(st.last, st.owner.as_deref(), REPLAY_BATCH)
-                {
-                    Ok(batch) if !batch.is_empty() => {
-                        st.backlog.extend(batch);
-                        continue;
-                    }
-                    Ok(_) => st.replaying = false,
-                    Err(e) => {
-                        tracing::error!("event replay failed: {e}");
-                        return None;
-                    }
-                }
-            }
-            tokio::select! {
-                got = st.rx.recv() => match got {
-                    Ok(e) if e.seq > st.last => st.backlog.push_back(e),
-                    Ok(_) => {}
-                    // Fell behind the live channel: the log has everything.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => st.replaying = true,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                },
-                _ = st.stopping.wait_for(|s| *s) => return None,
-            }
-        }
+                    .unwrap_or_default(),
+            )
+        });
+        std::future::ready(sse)
     });
     Ok(Sse::new(watched(&app, stream))
         .keep_alive(KeepAlive::default())
