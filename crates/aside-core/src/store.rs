@@ -13,8 +13,8 @@ use std::path::Path;
 
 use aside_proto::{
     Autorestart, AutorestartState, Event, EventData, EventKind, HostSession, Notification,
-    ProcessInfo, ProjectInfo, RestartState, RunResult, Spec, Status, TokenInfo, TokenRequest,
-    WakeAction,
+    ProcessInfo, Progress, ProjectInfo, RestartState, RunResult, Spec, Status, TokenInfo,
+    TokenRequest, WakeAction,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -151,6 +151,16 @@ CREATE TABLE idempotency (
     created_at  INTEGER NOT NULL,
     PRIMARY KEY (owner, key)
 );
+"#,
+    r#"
+-- What a run says it is doing: the latest report on the run (JSON Progress), and the history.
+ALTER TABLE runs ADD COLUMN progress TEXT;
+CREATE TABLE progress (
+    run_id  TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    ts      INTEGER NOT NULL,
+    report  TEXT NOT NULL
+);
+CREATE INDEX progress_run ON progress(run_id, ts);
 "#,
 ];
 
@@ -296,6 +306,19 @@ fn append_run_event(
     )
 }
 
+fn progress_event(tx: &rusqlite::Transaction<'_>, run_id: &str) -> Result<Event> {
+    let process = info_of_run(tx, run_id)?;
+    let (id, owner) = (process.id.clone(), process.owner.clone());
+    append_event(
+        tx,
+        EventData::RunProgress { process },
+        Some(&id),
+        Some(run_id),
+        Some(&owner),
+        Timestamp::now(),
+    )
+}
+
 /// An event as stored: its kind and `data`; events written by an older aside (whose run
 /// events held the process or result as `data` itself) are read as well as they can be.
 fn stored_event(kind: &str, data: &str) -> Option<EventData> {
@@ -379,15 +402,15 @@ pub struct Store {
 const INFO_COLUMNS: &str = "p.id, p.name, p.owner, p.team, p.command, r.id, r.seq, r.status, r.pid, \
      r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd, p.description, \
      p.project, p.port, p.proxied, j.proxy_port, p.autorestart, p.max_restarts, p.restart_attempts, \
-     p.restart_state";
+     p.restart_state, r.progress";
 /// Index of the spec column in [`PROCESS_COLUMNS`].
-const SPEC_COLUMN: usize = 25;
+const SPEC_COLUMN: usize = 26;
 /// [`INFO_COLUMNS`] plus the spec, which holds the whole environment: read only where it is
 /// needed, so listing stays cheap.
 const PROCESS_COLUMNS: &str = "p.id, p.name, p.owner, p.team, p.command, r.id, r.seq, r.status, r.pid, \
      r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd, p.description, \
      p.project, p.port, p.proxied, j.proxy_port, p.autorestart, p.max_restarts, p.restart_attempts, \
-     p.restart_state, s.spec";
+     p.restart_state, r.progress, s.spec";
 /// The tables behind [`INFO_COLUMNS`].
 const INFO_FROM: &str = "processes p JOIN runs r ON r.process_id = p.id \
      LEFT JOIN projects j ON j.name = coalesce(p.project, '')";
@@ -451,6 +474,9 @@ fn process_info(row: &Row<'_>) -> rusqlite::Result<ProcessInfo> {
         url,
         autorestart,
         unrecorded: None,
+        progress: row
+            .get::<_, Option<String>>(25)?
+            .and_then(|j| serde_json::from_str(&j).ok()),
     })
 }
 
@@ -1050,6 +1076,72 @@ impl Store {
         let mut out = Vec::new();
         for json in rows {
             out.push(serde_json::from_str(&json?)?);
+        }
+        Ok(out)
+    }
+
+    /// Records `report` as run `run_id`'s latest progress (a live run only) and in its history
+    /// (the newest 100 kept); with `announce`, appends a `run_progress` event in the same
+    /// transaction. Returns whether the run was live, and the event.
+    pub fn set_progress(
+        &mut self,
+        run_id: &str,
+        report: &Progress,
+        announce: bool,
+    ) -> Result<(bool, Option<Event>)> {
+        let tx = self.conn.transaction()?;
+        let json = serde_json::to_string(report)?;
+        let changed = tx.execute(
+            "UPDATE runs SET progress = ?2 WHERE id = ?1 AND status IN ('starting', 'running', 'ready')",
+            params![run_id, json],
+        )?;
+        if changed == 0 {
+            return Ok((false, None));
+        }
+        tx.execute(
+            "INSERT INTO progress (run_id, ts, report) VALUES (?1, ?2, ?3)",
+            params![run_id, ms(report.at), json],
+        )?;
+        tx.execute(
+            "DELETE FROM progress WHERE run_id = ?1 AND rowid NOT IN
+             (SELECT rowid FROM progress WHERE run_id = ?1 ORDER BY ts DESC, rowid DESC LIMIT 100)",
+            params![run_id],
+        )?;
+        let event = if announce {
+            Some(progress_event(&tx, run_id)?)
+        } else {
+            None
+        };
+        tx.commit()?;
+        Ok((true, event))
+    }
+
+    /// A `run_progress` event with run `run_id`'s process as it stands (a report that was
+    /// held back by the throttle, announced late); `None` once the run has ended.
+    pub fn announce_progress(&mut self, run_id: &str) -> Result<Option<Event>> {
+        let tx = self.conn.transaction()?;
+        let live: bool = tx.query_row(
+            "SELECT status IN ('starting', 'running', 'ready') FROM runs WHERE id = ?1",
+            params![run_id],
+            |r| r.get(0),
+        )?;
+        if !live {
+            return Ok(None);
+        }
+        let e = progress_event(&tx, run_id)?;
+        tx.commit()?;
+        Ok(Some(e))
+    }
+
+    /// Run `run_id`'s progress reports, newest first (at most `limit`).
+    pub fn progress_history(&self, run_id: &str, limit: usize) -> Result<Vec<Progress>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT report FROM progress WHERE run_id = ?1 ORDER BY ts DESC, rowid DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![run_id, limit as i64], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(serde_json::from_str(&r?)?);
         }
         Ok(out)
     }

@@ -180,6 +180,10 @@ struct Inner {
     wake: Mutex<wake::WakeState>,
     /// Runs that ended but whose result the database did not take yet, with why.
     unrecorded: Mutex<HashMap<String, String>>,
+    /// When each run's progress was last announced (the throttle), and runs with a held-back
+    /// report to announce.
+    progress: Mutex<HashMap<String, std::time::Instant>>,
+    progress_pending: Mutex<std::collections::HashSet<String>>,
     /// Runs that had ended before a `--recover`: their results are recorded read.
     recovered: Mutex<Vec<String>>,
     /// The daemon's own environment and API ports, for judging agents.
@@ -400,6 +404,8 @@ impl Supervisor {
                 wake: Mutex::new(wake::WakeState::default()),
                 trusted: Mutex::new(crate::policy::Trusted::from_process()),
                 unrecorded: Mutex::new(HashMap::new()),
+                progress: Mutex::new(HashMap::new()),
+                progress_pending: Mutex::new(Default::default()),
                 recovered: Mutex::new(recovered),
                 watches: Mutex::new(files::WatchState::new(file_rx)),
                 projects: Mutex::new(HashMap::new()),
@@ -912,6 +918,12 @@ impl Supervisor {
     async fn launch(&self, run_id: &str, spec: &Spec, notes: &[String]) {
         let rd = self.run_dir(run_id);
         let record = self.process_record(run_id);
+        // This run's copy of the spec tells the command who it is, so that `aside progress`
+        // from inside it can report (the token proves the report comes from the run).
+        let mut spec = spec.clone();
+        spec.env.insert(RUN_ID_VAR.into(), run_id.to_string());
+        spec.env.insert(RUN_TOKEN_VAR.into(), random_token());
+        let spec = &spec;
         let prepared = rd
             .create(spec)
             .and_then(|()| match &record {
@@ -1020,6 +1032,104 @@ impl Supervisor {
             // The shim wrote its exit record already: answer with the failure.
             let _ = tokio::time::timeout(SHIM_REPORT_TIMEOUT, done.wait_for(|d| *d)).await;
         }
+    }
+
+    /// Records what run `run_id` says it is doing (from `aside progress` inside it, which
+    /// proves itself with the run's `$ASIDE_RUN_TOKEN`), and announces it as a `run_progress`
+    /// event — at most every 250 ms per run, the latest report winning. Errors: unknown or
+    /// ended run, wrong token, text over 1000 characters or data over 4 KiB.
+    pub fn report_progress(
+        &self,
+        run_id: &str,
+        token: &str,
+        text: &str,
+        data: Option<serde_json::Value>,
+    ) -> Result<()> {
+        let rd = self.run_dir(run_id);
+        let own = rd
+            .spec()
+            .ok()
+            .flatten()
+            .and_then(|s| s.env.get(RUN_TOKEN_VAR).cloned());
+        if own.as_deref() != Some(token) || token.is_empty() {
+            return Err(Error::Forbidden(format!(
+                "this progress report does not come from run {run_id} (its token does not match)"
+            )));
+        }
+        if text.chars().count() > 1000 || text.contains('\0') {
+            return Err(Error::Invalid(
+                "progress text: one line of at most 1000 characters, no NUL".into(),
+            ));
+        }
+        if data.as_ref().is_some_and(|d| d.to_string().len() > 4096) {
+            return Err(Error::Invalid(
+                "progress data: at most 4 KiB of JSON".into(),
+            ));
+        }
+        let report = aside_proto::Progress {
+            text: text.lines().next().unwrap_or("").to_string(),
+            data,
+            at: Timestamp::now(),
+        };
+        let now = std::time::Instant::now();
+        let announce_now = {
+            let mut last = lock(&self.inner.progress);
+            match last.get(run_id) {
+                Some(t) if now.duration_since(*t) < PROGRESS_EVERY => false,
+                _ => {
+                    last.insert(run_id.to_string(), now);
+                    true
+                }
+            }
+        };
+        let (live, event) = self.store().set_progress(run_id, &report, announce_now)?;
+        if !live {
+            return Err(Error::NotFound(format!(
+                "run {run_id} is not running: progress is for a run that is"
+            )));
+        }
+        match event {
+            Some(e) => self.publish(&[e]),
+            None => self.announce_progress_later(run_id),
+        }
+        Ok(())
+    }
+
+    /// The report the throttle held back, announced once the interval is over (one pending
+    /// announcement per run).
+    fn announce_progress_later(&self, run_id: &str) {
+        if !lock(&self.inner.progress_pending).insert(run_id.to_string()) {
+            return;
+        }
+        let me = self.clone();
+        let run = run_id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(PROGRESS_EVERY).await;
+            lock(&me.inner.progress).insert(run.clone(), std::time::Instant::now());
+            me.flush_progress(&run);
+        });
+    }
+
+    /// Announces run `run_id`'s held-back progress report, if it has one (once).
+    fn flush_progress(&self, run_id: &str) {
+        if !lock(&self.inner.progress_pending).remove(run_id) {
+            return;
+        }
+        match self.store().announce_progress(run_id) {
+            Ok(Some(e)) => self.publish(&[e]),
+            // It ended meanwhile: its result is what is announced now.
+            Ok(None) => {}
+            Err(err) => tracing::warn!("run {run_id}: progress not announced: {err}"),
+        }
+    }
+
+    /// Run `run_id`'s progress reports, newest first.
+    pub fn progress_history(
+        &self,
+        run_id: &str,
+        limit: usize,
+    ) -> Result<Vec<aside_proto::Progress>> {
+        Ok(self.store().progress_history(run_id, limit)?)
     }
 
     /// What `process.json` says of run `run_id`: its process, from the live map and the store.
@@ -1180,6 +1290,9 @@ impl Supervisor {
             output,
             log_dir: rd.log_dir().display().to_string(),
         };
+        // A report the throttle held back is announced before the end, in order.
+        self.flush_progress(run_id);
+        lock(&self.inner.progress).remove(run_id);
         let written = {
             let mut store = self.store();
             let written = store.finish_run(run_id, &finish, &result, &row.info.owner);
@@ -2183,6 +2296,23 @@ fn compile_grep(grep: Option<&str>) -> Result<Option<Regex>> {
         Regex::new(g).map_err(|e| Error::Invalid(format!("invalid --grep regex {g:?}: {e}")))
     })
     .transpose()
+}
+
+/// The run's id, in its command's environment.
+pub const RUN_ID_VAR: &str = "ASIDE_RUN_ID";
+/// A secret of the run's, in its command's environment: what `aside progress` proves itself with.
+pub const RUN_TOKEN_VAR: &str = "ASIDE_RUN_TOKEN";
+/// At most one `run_progress` event per run in this interval.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// 128 random bits as hex.
+fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    if let Err(e) = rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()) {
+        tracing::warn!("getrandom: {e}; the run's token is weaker");
+        bytes.copy_from_slice(&uuid::Uuid::now_v7().into_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Events read from the log per replay step.

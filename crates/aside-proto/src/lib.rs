@@ -486,6 +486,37 @@ pub struct ProcessInfo {
     /// recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unrecorded: Option<String>,
+    /// What its latest run last said it is doing (`aside progress` from inside the run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+/// What a running command says it is doing now (protoCLI's progress emitter, Claude Code's task
+/// progress): reported from inside the run with `aside progress TEXT [--json DATA]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Progress {
+    /// One line, e.g. `round 3: running tests` (at most 1000 characters).
+    pub text: String,
+    /// Structured detail of the command's choosing (at most 4 KiB of JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    /// When it was reported.
+    pub at: Timestamp,
+}
+
+/// `POST /v1/runs/{run_id}/progress`: a progress report from inside run `run_id`, which
+/// proves where it comes from with the run's own token (`$ASIDE_RUN_TOKEN`, set by aside in
+/// the run's environment).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressRequest {
+    /// The run's token.
+    pub token: String,
+    /// What it is doing now.
+    pub text: String,
+    /// Structured detail.
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
 }
 
 /// How a process's restart policy stands.
@@ -798,6 +829,8 @@ pub enum EventKind {
     RunStarted,
     /// A run became ready: [`EventData::RunReady`].
     RunReady,
+    /// A run reported progress: [`EventData::RunProgress`].
+    RunProgress,
     /// A run ended: [`EventData::RunExited`].
     RunExited,
     /// A result entered its owner's inbox: [`EventData::NotificationCreated`].
@@ -812,6 +845,7 @@ impl EventKind {
         match self {
             EventKind::RunStarted => "run_started",
             EventKind::RunReady => "run_ready",
+            EventKind::RunProgress => "run_progress",
             EventKind::RunExited => "run_exited",
             EventKind::NotificationCreated => "notification_created",
             EventKind::NotificationAcked => "notification_acked",
@@ -823,6 +857,7 @@ impl EventKind {
         [
             EventKind::RunStarted,
             EventKind::RunReady,
+            EventKind::RunProgress,
             EventKind::RunExited,
             EventKind::NotificationCreated,
             EventKind::NotificationAcked,
@@ -850,6 +885,11 @@ pub enum EventData {
     /// A run became ready (its readiness probe passed).
     RunReady {
         /// The process after the change.
+        process: ProcessInfo,
+    },
+    /// A run reported progress (at most every 250 ms per run; the latest wins).
+    RunProgress {
+        /// The process after the change (its `progress` is the latest report).
         process: ProcessInfo,
     },
     /// A run ended, by itself or not.
@@ -885,6 +925,7 @@ impl EventData {
         match self {
             EventData::RunStarted { .. } => EventKind::RunStarted,
             EventData::RunReady { .. } => EventKind::RunReady,
+            EventData::RunProgress { .. } => EventKind::RunProgress,
             EventData::RunExited { .. } => EventKind::RunExited,
             EventData::NotificationCreated { .. } => EventKind::NotificationCreated,
             EventData::NotificationAcked { .. } => EventKind::NotificationAcked,
@@ -896,6 +937,7 @@ impl EventData {
         match self {
             EventData::RunStarted { process }
             | EventData::RunReady { process }
+            | EventData::RunProgress { process }
             | EventData::RunExited { process, .. } => Some(process),
             EventData::NotificationAcked { process, .. } => process.as_ref(),
             EventData::NotificationCreated { .. } => None,

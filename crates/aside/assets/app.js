@@ -29,7 +29,7 @@ const S = {
 };
 
 // The event kinds this page knows (each run event carries the process after the change).
-const KNOWN_EVENTS = ['run_started', 'run_ready', 'run_exited', 'notification_created', 'notification_acked'];
+const KNOWN_EVENTS = ['run_started', 'run_ready', 'run_progress', 'run_exited', 'notification_created', 'notification_acked'];
 
 // ---------- helpers ----------
 
@@ -155,7 +155,9 @@ function renderRow(id) {
   const row = S.rows.get(id) || makeRow(id);
   const c = row.cells;
   setText(c.name, reference(p));
-  const cmd = p.url ? `${p.command}  → ${p.url}` : p.command;
+  let cmd = p.url ? `${p.command}  → ${p.url}` : p.command;
+  // What the run last said it is doing (`aside progress` inside it).
+  if (p.progress) cmd += `  — ${p.progress.text}`;
   setText(c.cmd, cmd);
   c.cmd.title = cmd;
   setText(c.pid, p.pid == null ? '–' : String(p.pid));
@@ -343,6 +345,7 @@ function renderDetail() {
     ['ended', p.ended_at ? time(p.ended_at) : null], ['exit', p.exit_code], ['signal', p.signal],
     ['restarts', p.restarts], ['autorestart', p.autorestart ? `${p.autorestart.mode}, ${p.autorestart.state}` : null],
     ['stopped by', p.stopped_by], ['error', p.error], ['description', p.description],
+    ['progress', p.progress ? `${p.progress.text} (${time(p.progress.at)})` : null],
   ];
   const dl = el('dl', { class: 'kv' });
   for (const [k, v] of rows) {

@@ -75,6 +75,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: WakeCmd,
     },
+    /// From inside a run started by aside: say what it is doing now (shown in `status`, the
+    /// dashboard, `aside ui` and MCP `list`, and sent as a `run_progress` event).
+    Progress {
+        /// One line, e.g. "round 3: running tests".
+        text: String,
+        /// Structured detail, as a JSON value.
+        #[arg(long, value_name = "JSON")]
+        json: Option<String>,
+    },
     /// Mark an owner idle now: its next result fires its wake action at once.
     Idle {
         /// The owner (default: $ASIDE_OWNER, else human).
@@ -385,7 +394,7 @@ struct EventsArgs {
     /// Only this owner's events.
     #[arg(long)]
     owner: Option<String>,
-    /// Only these kinds (run_started, run_ready, run_exited, notification_created, notification_acked).
+    /// Only these kinds (run_started, run_ready, run_progress, run_exited, notification_created, notification_acked).
     #[arg(long, value_delimiter = ',')]
     kind: Vec<String>,
     /// Replay the log from after this sequence number first (0: everything kept).
@@ -909,6 +918,36 @@ async fn dispatch(cmd: Cmd, project: Option<String>, state: StateDir) -> Result<
             Ok(0)
         }
         Cmd::Wake { cmd } => wake(cmd, state).await,
+        Cmd::Progress { text, json } => {
+            let (Ok(run), Ok(token)) = (
+                std::env::var(aside_core::supervisor::RUN_ID_VAR),
+                std::env::var(aside_core::supervisor::RUN_TOKEN_VAR),
+            ) else {
+                return Err(ClientError::new(
+                    ErrorCode::InvalidRequest,
+                    "aside progress reports from inside a run that aside started ($ASIDE_RUN_ID and $ASIDE_RUN_TOKEN are not set here)",
+                ));
+            };
+            let data = match json {
+                Some(j) => Some(serde_json::from_str(&j).map_err(|e| {
+                    ClientError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("--json is not JSON: {e}"),
+                    )
+                })?),
+                None => None,
+            };
+            let client = Client::new(state, env_owner(), true);
+            let req = aside_proto::ProgressRequest {
+                token,
+                text: text.clone(),
+                data,
+            };
+            let _: serde_json::Value = client
+                .post(&format!("/v1/runs/{}/progress", enc(&run)), &req)
+                .await?;
+            Ok(0)
+        }
         Cmd::Idle { owner } => {
             let owner = owner_or_human(owner);
             let client = Client::new(state, owner.clone(), true);
@@ -1133,8 +1172,16 @@ async fn status(a: StatusArgs, project: Option<String>, state: StateDir) -> Resu
             return Ok(0);
         }
         let p: ProcessInfo = client.get(&path).await?;
-        {
-            print!("{}", render::table(std::slice::from_ref(&p)));
+        print!("{}", render::table(std::slice::from_ref(&p)));
+        if p.progress.is_some() {
+            // What the latest run said along the way, oldest first.
+            let history: Vec<aside_proto::Progress> = client
+                .get(&format!("/v1/runs/{}/progress", enc(&p.run_id)))
+                .await?;
+            println!("\nprogress of run {}:", p.run_id);
+            for r in history.iter().take(10).rev() {
+                println!("  {}  {}", render::time(r.at), r.text);
+            }
         }
         return Ok(0);
     }
@@ -1548,7 +1595,13 @@ async fn events(a: EventsArgs, state: StateDir) -> Result<i32> {
         };
         {
             let what = e.process().map_or("", |p| p.name.as_str());
-            let status = e.process().map_or(String::new(), |p| p.status.to_string());
+            let status = match (&e.data, e.process()) {
+                (aside_proto::EventData::RunProgress { process }, _) => process
+                    .progress
+                    .as_ref()
+                    .map_or(String::new(), |r| format!("— {}", r.text)),
+                (_, p) => p.map_or(String::new(), |p| p.status.to_string()),
+            };
             let _ = writeln!(
                 out,
                 "{} {} {:<20} {} {} {}",

@@ -400,6 +400,10 @@ fn api_routes(app: App) -> Router {
             get(session_show).put(session_set),
         )
         .route("/v1/sessions", get(session_of_process))
+        .route(
+            "/v1/runs/{run_id}/progress",
+            get(progress_history).post(progress_report),
+        )
         .fallback(|| async {
             api_error(
                 ErrorCode::NotFound,
@@ -1028,6 +1032,30 @@ async fn session_set(
 ) -> ApiResult<Response> {
     let session: aside_proto::HostSession = required_body(&bytes)?;
     Ok(Json(app.sup.set_host_session(&who, &owner, session)?).into_response())
+}
+
+/// `POST /v1/runs/{run_id}/progress`: a report from inside the run (its token proves it).
+async fn progress_report(
+    State(app): State<App>,
+    Path(run_id): Path<String>,
+    bytes: Bytes,
+) -> ApiResult<Response> {
+    let req: aside_proto::ProgressRequest = required_body(&bytes)?;
+    app.sup
+        .report_progress(&run_id, &req.token, &req.text, req.data)?;
+    Ok(Json(serde_json::json!({ "run_id": run_id, "recorded": true })).into_response())
+}
+
+/// `GET /v1/runs/{run_id}/progress`: the run's reports, newest first (at most 100).
+async fn progress_history(
+    State(app): State<App>,
+    Extension(who): Extension<Requester>,
+    Path(run_id): Path<String>,
+) -> ApiResult<Response> {
+    let row = app.sup.find(&run_id)?;
+    app.sup
+        .authorize(&who, aside_core::authz::Action::Read(&row.info))?;
+    Ok(Json(app.sup.progress_history(&run_id, 100)?).into_response())
 }
 
 #[derive(Deserialize)]

@@ -52,10 +52,7 @@ pub fn table(procs: &[ProcessInfo]) -> String {
                 time(p.started_at),
                 p.ended_at.map_or("-".into(), time),
                 duration(p.duration_ms),
-                match &p.url {
-                    Some(u) => format!("{}  [{u}]", p.command.replace('\n', " ")),
-                    None => p.command.replace('\n', " "),
-                },
+                command_cell(p),
             ]
         })
         .collect();
@@ -81,6 +78,18 @@ pub fn table(procs: &[ProcessInfo]) -> String {
         line(r.iter().map(String::as_str).collect(), &mut out);
     }
     out
+}
+
+/// The last `status` column: the command, its URL, and what the run last said it is doing.
+fn command_cell(p: &ProcessInfo) -> String {
+    let mut cell = p.command.replace('\n', " ");
+    if let Some(u) = &p.url {
+        cell.push_str(&format!("  [{u}]"));
+    }
+    if let Some(progress) = &p.progress {
+        cell.push_str(&format!("  — {}", progress.text));
+    }
+    cell
 }
 
 /// One log entry as a terminal line (without the newline).

@@ -155,10 +155,13 @@ impl App {
                 p.duration_ms
             };
             let st = self.stats.get(&p.id).filter(|_| live);
-            let cmd = match &p.url {
+            let mut cmd = match &p.url {
                 Some(u) => format!("{}  → {u}", p.command),
                 None => p.command.clone(),
             };
+            if let Some(progress) = &p.progress {
+                cmd.push_str(&format!("  — {}", progress.text));
+            }
             Row::new(vec![
                 Cell::from(p.reference()),
                 Cell::from(p.pid.map_or("-".into(), |x| x.to_string())),

@@ -10,7 +10,7 @@ mod browser;
 use std::time::Duration;
 
 use browser::{Browser, artifacts};
-use common::Env;
+use common::{BIN, Env};
 use fantoccini::Locator;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -148,6 +148,18 @@ async fn the_dashboard_shows_processes_live_follows_logs_and_stops_with_the_butt
         "the structured result",
     )
     .await;
+
+    // What a run says it is doing, from inside it, shows in its row as it says it.
+    let p = env.run(&[
+        "--name",
+        "stepper",
+        &format!("{BIN} progress 'step 2 of 3' && sleep 30"),
+    ]);
+    let cell = format!(
+        "//tr[@data-id='{}']/td[contains(., '— step 2 of 3')]",
+        p["id"].as_str().unwrap()
+    );
+    until(c, Locator::XPath(&cell), "the row shows the run's progress").await;
     b.close().await;
 }
 

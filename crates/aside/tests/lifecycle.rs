@@ -690,3 +690,157 @@ fn small_things_say_what_happened() {
     .unwrap();
     assert_eq!(spec["restart"]["backoff_max_ms"], 2000, "{spec}");
 }
+
+#[test]
+fn a_run_reports_progress_from_inside() {
+    let env = Env::new();
+    // One report, then (once the test says go) ten in quick succession, then it keeps running.
+    let p = env.run(&[
+        "--name",
+        "rounds",
+        &format!(
+            "{BIN} progress 'round 1 of 11' --json '{{\"round\":1}}' && \
+             while [ ! -e go ]; do sleep 0.05; done && \
+             for i in 2 3 4 5 6 7 8 9 10 11; do {BIN} progress \"round $i of 11\"; done && sleep 60"
+        ),
+    ]);
+    let run = p["run_id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(20), "the first report shows", || {
+        env.status("rounds")["progress"]["text"] == "round 1 of 11"
+    });
+    assert_eq!(env.status("rounds")["progress"]["data"]["round"], 1);
+    std::fs::write(env.work.join("go"), "").unwrap();
+    eventually(Duration::from_secs(20), "the last report shows", || {
+        env.status("rounds")["progress"]["text"] == "round 11 of 11"
+    });
+    let status = env.status("rounds");
+    assert_eq!(status["progress"].get("data"), None, "{status}");
+    // `status` says it, and `status NAME` lists the run's latest reports in order.
+    let o = env.aside(&["status"]).ok();
+    assert!(o.stdout.contains("— round 11 of 11"), "{}", o.stdout);
+    let o = env.aside(&["status", "rounds"]).ok();
+    let history = o.stdout.split("progress of run").nth(1).unwrap_or_default();
+    let at = |r: &str| {
+        history
+            .find(r)
+            .unwrap_or_else(|| panic!("{r}: {}", o.stdout))
+    };
+    assert!(at("round 2 of") < at("round 7 of") && at("round 7 of") < at("round 11 of"));
+    assert!(!history.contains("round 1 of"), "ten shown: {}", o.stdout);
+    // The token is the run's: not shown, and a forged one is refused, leaving things as they were.
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.run_dir(&run).join("spec.json")).unwrap(),
+    )
+    .unwrap();
+    let token = spec["env"]["ASIDE_RUN_TOKEN"].as_str().unwrap().to_string();
+    assert_eq!(token.len(), 32);
+    assert!(
+        !env.aside(&["status", "--json"])
+            .ok()
+            .stdout
+            .contains(&token)
+    );
+    let report = |token: &str, text: &str| -> Out {
+        env.command()
+            .args(["progress", text])
+            .env("ASIDE_RUN_ID", &run)
+            .env("ASIDE_RUN_TOKEN", token)
+            .output()
+            .unwrap()
+            .into()
+    };
+    let o = report(&"0".repeat(32), "forged");
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("does not come from run"), "{}", o.stderr);
+    // Outside a run there is nothing to report on.
+    let o = env.aside(&["progress", "x"]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("from inside a run"), "{}", o.stderr);
+    // The report the throttle held back is announced while the run goes on.
+    events_until(&env, |e| {
+        e["kind"] == "run_progress" && e["data"]["process"]["progress"]["text"] == "round 11 of 11"
+    });
+    // Once the run ended, its token reports nothing more.
+    env.aside(&["stop", "rounds"]).ok();
+    let o = report(&token, "late");
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("is not running"), "{}", o.stderr);
+    assert_eq!(env.status("rounds")["progress"]["text"], "round 11 of 11");
+    // Events: throttled (fewer than the eleven reports), the latest report winning, before
+    // the end.
+    let events = events_until(&env, |e| e["kind"] == "run_exited");
+    let texts = progress_texts(&events, "rounds");
+    assert_eq!(
+        texts.first().map(String::as_str),
+        Some("round 1 of 11"),
+        "{texts:?}"
+    );
+    assert_eq!(
+        texts.last().map(String::as_str),
+        Some("round 11 of 11"),
+        "{texts:?}"
+    );
+    assert!(texts.len() < 11, "{texts:?}");
+    // A run that ends right after reporting: what it said last is announced before its end.
+    env.run(&[
+        "--name",
+        "burst",
+        &format!("{BIN} progress a && {BIN} progress b"),
+    ]);
+    let events = events_until(&env, |e| {
+        e["kind"] == "run_exited" && e["data"]["process"]["name"] == "burst"
+    });
+    assert_eq!(progress_texts(&events, "burst"), ["a", "b"]);
+}
+
+/// The progress texts of process `name`'s `run_progress` events, in order.
+fn progress_texts(events: &[Value], name: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == "run_progress" && e["data"]["process"]["name"] == name)
+        .map(|e| {
+            e["data"]["process"]["progress"]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// The event log from the start up to the first event that `last` accepts (within 30 s).
+fn events_until(env: &Env, last: impl Fn(&Value) -> bool) -> Vec<Value> {
+    use std::io::BufRead;
+    let mut child = env
+        .command()
+        .args(["events", "--since", "0", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("not the awaited event ({e}) after {out:?}"));
+        let e: Value = serde_json::from_str(&line).unwrap();
+        let done = last(&e);
+        out.push(e);
+        if done {
+            break;
+        }
+    }
+    child.kill().ok();
+    child.wait().ok();
+    out
+}

@@ -827,6 +827,7 @@ mod tests {
                 state: RestartState::Active,
             }),
             unrecorded: None,
+            progress: None,
         }
     }
 
