@@ -1043,7 +1043,7 @@ impl Supervisor {
         run_id: &str,
         token: &str,
         text: &str,
-        data: Option<serde_json::Value>,
+        data: Option<serde_json::Map<String, serde_json::Value>>,
     ) -> Result<()> {
         let rd = self.run_dir(run_id);
         let own = rd
@@ -1061,7 +1061,10 @@ impl Supervisor {
                 "progress text: one line of at most 1000 characters, no NUL".into(),
             ));
         }
-        if data.as_ref().is_some_and(|d| d.to_string().len() > 4096) {
+        if data
+            .as_ref()
+            .is_some_and(|d| serde_json::Value::Object(d.clone()).to_string().len() > 4096)
+        {
             return Err(Error::Invalid(
                 "progress data: at most 4 KiB of JSON".into(),
             ));

@@ -497,9 +497,9 @@ pub struct ProcessInfo {
 pub struct Progress {
     /// One line, e.g. `round 3: running tests` (at most 1000 characters).
     pub text: String,
-    /// Structured detail of the command's choosing (at most 4 KiB of JSON).
+    /// Structured detail of the command's choosing: a JSON object (at most 4 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<serde_json::Value>,
+    pub data: Option<serde_json::Map<String, serde_json::Value>>,
     /// When it was reported.
     pub at: Timestamp,
 }
@@ -514,9 +514,9 @@ pub struct ProgressRequest {
     pub token: String,
     /// What it is doing now.
     pub text: String,
-    /// Structured detail.
+    /// Structured detail: a JSON object.
     #[serde(default)]
-    pub data: Option<serde_json::Value>,
+    pub data: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// How a process's restart policy stands.

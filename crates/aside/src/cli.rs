@@ -932,7 +932,7 @@ async fn dispatch(cmd: Cmd, project: Option<String>, state: StateDir) -> Result<
                 Some(j) => Some(serde_json::from_str(&j).map_err(|e| {
                     ClientError::new(
                         ErrorCode::InvalidRequest,
-                        format!("--json is not JSON: {e}"),
+                        format!("--json takes a JSON object, e.g. '{{\"round\":3}}': {e}"),
                     )
                 })?),
                 None => None,

@@ -347,6 +347,9 @@ pub struct OutputAnswer {
     pub cursor: u64,
     /// True when the process has ended: nothing more will come.
     pub complete: bool,
+    /// What the run last said it is doing (`aside progress` inside it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<aside_proto::Progress>,
 }
 
 /// The structured answer of `wait`.
@@ -1001,8 +1004,12 @@ impl AsideMcp {
                 // answer, not shown again).
                 delivered.push(p.run_id.clone());
             }
+            let said = p
+                .progress
+                .as_ref()
+                .map_or(String::new(), |r| format!(" It last said: {}.", r.text));
             let text = format!(
-                "{} is {}; cursor {} ({}).\n{}",
+                "{} is {}; cursor {} ({}).{said}\n{}",
                 p.name,
                 render::process_outcome(&p),
                 logs.cursor,
@@ -1021,6 +1028,7 @@ impl AsideMcp {
                     omitted_bytes: omitted,
                     cursor: logs.cursor,
                     complete: logs.complete,
+                    progress: p.progress.clone(),
                 },
                 text,
             ))

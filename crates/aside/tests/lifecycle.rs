@@ -752,6 +752,17 @@ fn a_run_reports_progress_from_inside() {
     let o = report(&"0".repeat(32), "forged");
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("does not come from run"), "{}", o.stderr);
+    let o: Out = env
+        .command()
+        .args(["progress", "listed", "--json", "[1]"])
+        .env("ASIDE_RUN_ID", &run)
+        .env("ASIDE_RUN_TOKEN", &token)
+        .output()
+        .unwrap()
+        .into();
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("takes a JSON object"), "{}", o.stderr);
+    assert_eq!(env.status("rounds")["progress"]["text"], "round 11 of 11");
     // Outside a run there is nothing to report on.
     let o = env.aside(&["progress", "x"]);
     assert_ne!(o.code, 0);

@@ -173,6 +173,25 @@ async def main():
             s = r.structured_content
             check("second" in s["output"] and "first" not in s["output"], "output since the cursor", text_of(r))
 
+            # What a background command says it is doing, from inside it: in list and output.
+            r = await call(session, "run", {
+                "command": f"{BIN} progress 'stage 2 of 5' --json '{{\"stage\":2}}' && echo reported && sleep 30",
+                "run_in_background": True,
+                "name": "staged",
+            })
+            staged = r.structured_content["id"]
+            r = await call(session, "wait", {"ids": [staged], "until": "pattern", "pattern": "reported", "timeout_ms": 20000})
+            check(r.structured_content["met"] is True, "the staged command reported", text_of(r))
+            r = await call(session, "list", {})
+            mine = {p["id"]: p for p in r.structured_content["processes"]}
+            check(mine[staged].get("progress", {}).get("text") == "stage 2 of 5", "list carries the progress", json.dumps(mine[staged]))
+            check(mine[staged]["progress"].get("data") == {"stage": 2}, "with its data", json.dumps(mine[staged]))
+            check("stage 2 of 5" in text_of(r), "and its text says it", text_of(r))
+            r = await call(session, "output", {"id": staged})
+            check(r.structured_content.get("progress", {}).get("text") == "stage 2 of 5", "output carries the progress", text_of(r))
+            check("It last said: stage 2 of 5." in text_of(r), "and says it", text_of(r))
+            await call(session, "stop", {"id": staged})
+
             # Stop: refused for another owner's process, fine for our own.
             cli("run", "--name", "theirs", "sleep 30", owner="someone-else")
             r = await call(session, "stop", {"id": "theirs"})
