@@ -994,6 +994,33 @@ impl Store {
         Ok(())
     }
 
+    /// Marks process `process_id`'s restarts exhausted after run `run_id` (its latest) ended,
+    /// with the `restarts_exhausted` event in the same transaction.
+    pub fn exhaust_restarts(
+        &mut self,
+        process_id: &str,
+        run_id: &str,
+        attempts: u32,
+    ) -> Result<Event> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE processes SET restart_attempts = ?2, restart_state = ?3 WHERE id = ?1",
+            params![process_id, attempts, RestartState::Exhausted.as_str()],
+        )?;
+        let process = info_of_run(&tx, run_id)?;
+        let owner = process.owner.clone();
+        let e = append_event(
+            &tx,
+            EventData::RestartsExhausted { process },
+            Some(process_id),
+            Some(run_id),
+            Some(&owner),
+            Timestamp::now(),
+        )?;
+        tx.commit()?;
+        Ok(e)
+    }
+
     /// Records a project's config file (creating the project).
     pub fn upsert_project(
         &mut self,

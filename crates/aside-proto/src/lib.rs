@@ -833,6 +833,8 @@ pub enum EventKind {
     RunProgress,
     /// A run ended: [`EventData::RunExited`].
     RunExited,
+    /// A process's restart policy gave up: [`EventData::RestartsExhausted`].
+    RestartsExhausted,
     /// A result entered its owner's inbox: [`EventData::NotificationCreated`].
     NotificationCreated,
     /// A result was read: [`EventData::NotificationAcked`].
@@ -847,6 +849,7 @@ impl EventKind {
             EventKind::RunReady => "run_ready",
             EventKind::RunProgress => "run_progress",
             EventKind::RunExited => "run_exited",
+            EventKind::RestartsExhausted => "restarts_exhausted",
             EventKind::NotificationCreated => "notification_created",
             EventKind::NotificationAcked => "notification_acked",
         }
@@ -859,6 +862,7 @@ impl EventKind {
             EventKind::RunReady,
             EventKind::RunProgress,
             EventKind::RunExited,
+            EventKind::RestartsExhausted,
             EventKind::NotificationCreated,
             EventKind::NotificationAcked,
         ]
@@ -899,6 +903,12 @@ pub enum EventData {
         /// The run's result.
         result: RunResult,
     },
+    /// A process's restart policy reached `max_restarts` after a run ended: it stays ended
+    /// (pm2's "errored", supervisord's FATAL).
+    RestartsExhausted {
+        /// The process after the change (its `autorestart.state` is `exhausted`).
+        process: ProcessInfo,
+    },
     /// A result entered its owner's inbox.
     NotificationCreated {
         /// The notification (run) id.
@@ -927,6 +937,7 @@ impl EventData {
             EventData::RunReady { .. } => EventKind::RunReady,
             EventData::RunProgress { .. } => EventKind::RunProgress,
             EventData::RunExited { .. } => EventKind::RunExited,
+            EventData::RestartsExhausted { .. } => EventKind::RestartsExhausted,
             EventData::NotificationCreated { .. } => EventKind::NotificationCreated,
             EventData::NotificationAcked { .. } => EventKind::NotificationAcked,
         }
@@ -938,6 +949,7 @@ impl EventData {
             EventData::RunStarted { process }
             | EventData::RunReady { process }
             | EventData::RunProgress { process }
+            | EventData::RestartsExhausted { process }
             | EventData::RunExited { process, .. } => Some(process),
             EventData::NotificationAcked { process, .. } => process.as_ref(),
             EventData::NotificationCreated { .. } => None,

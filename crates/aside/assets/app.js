@@ -29,7 +29,7 @@ const S = {
 };
 
 // The event kinds this page knows (each run event carries the process after the change).
-const KNOWN_EVENTS = ['run_started', 'run_ready', 'run_progress', 'run_exited', 'notification_created', 'notification_acked'];
+const KNOWN_EVENTS = ['run_started', 'run_ready', 'run_progress', 'run_exited', 'restarts_exhausted', 'notification_created', 'notification_acked'];
 
 // ---------- helpers ----------
 

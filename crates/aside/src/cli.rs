@@ -394,7 +394,7 @@ struct EventsArgs {
     /// Only this owner's events.
     #[arg(long)]
     owner: Option<String>,
-    /// Only these kinds (run_started, run_ready, run_progress, run_exited, notification_created, notification_acked).
+    /// Only these kinds (run_started, run_ready, run_progress, run_exited, restarts_exhausted, notification_created, notification_acked).
     #[arg(long, value_delimiter = ',')]
     kind: Vec<String>,
     /// Replay the log from after this sequence number first (0: everything kept).

@@ -80,6 +80,17 @@ pub fn table(procs: &[ProcessInfo]) -> String {
     out
 }
 
+/// A process's restart count, with why restarts stopped when its policy no longer applies
+/// (`2 (exhausted)`, `1 (disabled)`), as the dashboard shows it.
+pub fn restarts(p: &ProcessInfo) -> String {
+    match &p.autorestart {
+        Some(a) if a.state != aside_proto::RestartState::Active => {
+            format!("{} ({})", p.restarts, a.state.as_str())
+        }
+        _ => p.restarts.to_string(),
+    }
+}
+
 /// The last `status` column: the command, its URL, and what the run last said it is doing.
 fn command_cell(p: &ProcessInfo) -> String {
     let mut cell = p.command.replace('\n', " ");

@@ -159,8 +159,9 @@ impl App {
                 Some(u) => format!("{}  → {u}", p.command),
                 None => p.command.clone(),
             };
+            // What the run last said comes first: a long command would hide it.
             if let Some(progress) = &p.progress {
-                cmd.push_str(&format!("  — {}", progress.text));
+                cmd = format!("{} · {cmd}", progress.text);
             }
             Row::new(vec![
                 Cell::from(p.reference()),
@@ -171,7 +172,7 @@ impl App {
                 Cell::from(p.status.as_str()).style(Style::new().fg(status_color(p.status))),
                 Cell::from(render::time(p.started_at)),
                 Cell::from(render::duration(duration)),
-                Cell::from(p.restarts.to_string()),
+                Cell::from(render::restarts(p)),
                 Cell::from(st.map_or("-".into(), |s| format!("{:.1}%", s.cpu_percent))),
                 Cell::from(st.map_or("-".into(), |s| render::bytes(s.memory_bytes))),
                 Cell::from(cmd),
@@ -186,7 +187,7 @@ impl App {
             Constraint::Length(15),
             Constraint::Length(19),
             Constraint::Length(9),
-            Constraint::Length(8),
+            Constraint::Length(14),
             Constraint::Length(7),
             Constraint::Length(10),
             Constraint::Min(10),

@@ -149,6 +149,49 @@ async fn the_dashboard_shows_processes_live_follows_logs_and_stops_with_the_butt
     )
     .await;
 
+    // Restarted by its policy until it gives up, and restarted by a file watch: the row's
+    // restart count follows each, and its status the new run.
+    let restarts = |id: &str, text: &str| format!("//tr[@data-id='{id}']/td[11][text()='{text}']");
+    let flaky = env.run(&[
+        "--name",
+        "flaky",
+        "--autorestart",
+        "on-failure",
+        "--max-restarts",
+        "2",
+        "--restart-delay",
+        "100",
+        "sleep 0.3; exit 1",
+    ]);
+    let flaky = flaky["id"].as_str().unwrap();
+    until(
+        c,
+        Locator::XPath(&restarts(flaky, "2 (exhausted)")),
+        "the policy's restarts",
+    )
+    .await;
+    let ended = format!("//tr[@data-id='{flaky}']/td[contains(@class,'status')][text()='failed']");
+    until(c, Locator::XPath(&ended), "the last run failed").await;
+    std::fs::create_dir_all(env.work.join("src")).unwrap();
+    let watched = env.run(&["--name", "watched", "--watch", "src/*.txt", "sleep 300"]);
+    let watched = watched["id"].as_str().unwrap();
+    until(
+        c,
+        Locator::XPath(&restarts(watched, "0")),
+        "the watched one",
+    )
+    .await;
+    std::fs::write(env.work.join("src/change.txt"), "x").unwrap();
+    until(
+        c,
+        Locator::XPath(&restarts(watched, "1")),
+        "the watch's restart",
+    )
+    .await;
+    let running =
+        format!("//tr[@data-id='{watched}']/td[contains(@class,'status')][text()='running']");
+    until(c, Locator::XPath(&running), "running again").await;
+
     // What a run says it is doing, from inside it, shows in its row as it says it.
     let p = env.run(&[
         "--name",

@@ -1,6 +1,7 @@
 //! `aside ui` in a real terminal (tmux): it lists processes, shows one started later without a
 //! keypress (event-driven), follows the selected log, stops the selected process with `x`,
-//! restarts with `r`, and quits with `q`.
+//! restarts with `r`, follows restarts by policy and by watch and a run's progress, and quits
+//! with `q`.
 
 mod common;
 
@@ -56,16 +57,33 @@ impl Tmux {
 
     /// Waits until the screen shows `text`.
     fn shows(&self, text: &str) {
+        self.shows_where(text, |screen| screen.contains(text));
+    }
+
+    /// Waits until the table row of process `name` shows `text` (e.g. its restarts cell).
+    fn row_shows(&self, name: &str, text: &str) {
+        let what = format!("{text:?} in the row of {name}");
+        self.shows_where(&what, |screen| {
+            screen.lines().any(|l| {
+                l.trim_start_matches([' ', '│'])
+                    .starts_with(&format!("{name} "))
+                    && l.contains(text)
+            })
+        });
+    }
+
+    /// Waits (15 s at most) until `seen` holds for the screen.
+    fn shows_where(&self, what: &str, seen: impl Fn(&str) -> bool) {
         let mut last = String::new();
         let found = (0..300).any(|_| {
             last = self.screen();
-            if last.contains(text) {
+            if seen(&last) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));
             false
         });
-        assert!(found, "the screen never showed {text:?}:\n{last}");
+        assert!(found, "the screen never showed {what}:\n{last}");
     }
 
     fn alive(&self) -> bool {
@@ -127,6 +145,34 @@ fn the_tui_lists_follows_stops_restarts_and_quits() {
     tui.shows("3 running");
     tui.shows("failed");
     tui.shows("2 running");
+
+    // Restarted by its policy until it gives up, and by a file watch: the restarts cell follows.
+    env.run(&[
+        "--name",
+        "flaky",
+        "--autorestart",
+        "on-failure",
+        "--max-restarts",
+        "2",
+        "--restart-delay",
+        "100",
+        "sleep 0.3; exit 1",
+    ]);
+    tui.row_shows("flaky", "2 (exhausted)");
+    tui.row_shows("flaky", "failed");
+    std::fs::create_dir_all(env.work.join("src")).unwrap();
+    env.run(&["--name", "watched", "--watch", "src/*.txt", "sleep 300"]);
+    tui.shows("3 running");
+    std::fs::write(env.work.join("src/change.txt"), "x").unwrap();
+    eventually(Duration::from_secs(15), "the watch's restart", || {
+        env.status("watched")["restarts"] == 1
+    });
+    tui.row_shows("watched", " 1 ");
+    tui.row_shows("watched", "running");
+    // What a run says it is doing shows in its row.
+    let says = format!("{BIN} progress 'step 1 of 3' && sleep 300");
+    env.run(&["--name", "stepper", &says]);
+    tui.row_shows("stepper", "step 1 of 3 · ");
 
     tui.keys("q");
     eventually(Duration::from_secs(10), "the UI to quit", || !tui.alive());

@@ -235,11 +235,12 @@ impl Supervisor {
                     "{}: not restarted, max_restarts ({max}) reached",
                     row.info.reference()
                 );
-                if let Err(e) =
-                    self.store()
-                        .set_restart_state(&row.info.id, attempts, RestartState::Exhausted)
-                {
-                    tracing::error!("{}: {e}", row.info.reference());
+                let exhausted = self
+                    .store()
+                    .exhaust_restarts(&row.info.id, run_id, attempts);
+                match exhausted {
+                    Ok(e) => self.publish(&[e]),
+                    Err(e) => tracing::error!("{}: {e}", row.info.reference()),
                 }
             }
             RestartDecision::After { attempt, delay_ms } => {
