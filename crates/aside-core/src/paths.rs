@@ -97,6 +97,11 @@ impl StateDir {
         self.root.join("web-token")
     }
 
+    /// The port the last dashboard listened on (0600), tried first by the next `aside web`.
+    pub fn web_port(&self) -> PathBuf {
+        self.root.join("web-port")
+    }
+
     /// The default permission policy file.
     pub fn default_policy(&self) -> PathBuf {
         self.root.join("policy.json")

@@ -871,6 +871,48 @@ impl EventKind {
     }
 }
 
+/// Why a daemon is stopping: the last Server-Sent Event of every `/v1/events` stream
+/// (`event: daemon_stopping`, data `{"reason": "signal", "signal": "SIGTERM"}`). It is not in the
+/// event log and has no id, so a client that reconnects with `Last-Event-ID` misses nothing. A
+/// daemon that dies without stopping (`kill -9`) sends nothing: the stream just breaks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum DaemonStopping {
+    /// Asked to (`aside daemon stop`, `POST /v1/daemon/stop`).
+    Requested,
+    /// A signal (`SIGTERM`, `SIGINT`).
+    Signal {
+        /// Its name, e.g. `SIGTERM`.
+        signal: String,
+    },
+    /// Nothing ran and nobody watched for its idle timeout (`ASIDE_IDLE_TIMEOUT`).
+    Idle {
+        /// The idle timeout, ms.
+        idle_timeout_ms: u64,
+    },
+}
+
+impl DaemonStopping {
+    /// The name of its Server-Sent Event.
+    pub const EVENT: &'static str = "daemon_stopping";
+}
+
+impl fmt::Display for DaemonStopping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DaemonStopping::Requested => {
+                write!(f, "the daemon was asked to stop (aside daemon stop)")
+            }
+            DaemonStopping::Signal { signal } => write!(f, "the daemon stopped on {signal}"),
+            DaemonStopping::Idle { idle_timeout_ms } => write!(
+                f,
+                "the daemon stopped after {} s with nothing running",
+                idle_timeout_ms / 1000
+            ),
+        }
+    }
+}
+
 /// What an event says, by kind: each variant carries what a client needs to update its view
 /// from that event alone — for run events, the process as it stands after the change. On the
 /// wire: `"kind": "run_exited", "data": {…}` beside the [`Event`]'s other fields. A client that

@@ -258,9 +258,13 @@ function openEvents(since) {
   if (S.events) S.events.close();
   const es = new EventSource(since != null ? `/v1/events?since=${enc(since)}` : '/v1/events');
   S.events = es;
-  es.onopen = () => { setConn('live', 'live'); banner(''); };
+  let stopped = null; // why the daemon said it stopped, until a daemon answers again
+  es.onopen = () => { stopped = null; setConn('live', 'live'); banner(''); };
   es.onerror = () => {
-    if (es.readyState === EventSource.CLOSED) {
+    if (stopped && es.readyState !== EventSource.CLOSED) {
+      setConn('lost', 'daemon stopped');
+      banner(stopped);
+    } else if (es.readyState === EventSource.CLOSED) {
       setConn('lost', 'disconnected');
       banner('The daemon refused the event stream (token revoked?). Reload the page, or open the address `aside web` prints.');
     } else {
@@ -280,6 +284,18 @@ function openEvents(since) {
     }
   };
   for (const kind of KNOWN_EVENTS) es.addEventListener(kind, onEvent);
+  // The daemon's last word before it stops: why. The browser keeps trying; a daemon serving
+  // this address again (`aside web`) resumes the stream after the last event seen.
+  es.addEventListener('daemon_stopping', (m) => {
+    let why = {};
+    try { why = JSON.parse(m.data); } catch (_) { console.warn('aside: an unreadable event', m.data); }
+    const reason = why.reason === 'signal' ? `it received ${why.signal}`
+      : why.reason === 'requested' ? 'it was asked to (aside daemon stop)'
+      : why.reason === 'idle' ? 'it was idle' : (why.reason || 'no reason given');
+    stopped = `The daemon stopped: ${reason}. Run \`aside web\` to bring it back; this page reconnects by itself.`;
+    setConn('lost', 'daemon stopped');
+    banner(stopped);
+  });
   // A newer daemon's kinds arrive as plain messages here: said, and the page goes on.
   es.onmessage = (m) => console.warn('aside: an event this page does not know', m.data);
 }

@@ -103,7 +103,8 @@ enum Cmd {
         #[arg(long, env = "ASIDE_OWNER")]
         owner: Option<String>,
     },
-    /// Stream events (run started, exited, results created and read) as they happen.
+    /// Stream events (run started, exited, results created and read) as they happen; across a
+    /// daemon's stop and restart (said on stderr), missing none.
     Events(EventsArgs),
     /// Control the daemon.
     Daemon {
@@ -1569,56 +1570,63 @@ async fn events(a: EventsArgs, state: StateDir) -> Result<i32> {
     if !a.kind.is_empty() {
         q.push(format!("kind={}", enc(&a.kind.join(","))));
     }
-    if let Some(s) = a.since {
-        q.push(format!("since={s}"));
-    }
-    let resp = client
-        .send(Method::GET, &format!("/v1/events?{}", q.join("&")), None)
-        .await?;
     let mut seen = 0usize;
     let mut out = std::io::stdout();
-    crate::client::read_sse(resp, |_, data| {
-        if a.json {
+    let each = |_: &str, data: &str| {
+        let line = if a.json {
             // As the daemon sent it, whether or not this aside knows its kind.
-            let _ = writeln!(out, "{data}");
-            let _ = out.flush();
-            seen += 1;
-            return a.count.is_none_or(|n| seen < n);
-        }
-        let e = match serde_json::from_str::<aside_proto::Event>(data) {
-            Ok(e) => e,
-            Err(err) => {
-                // A newer daemon's event: say so and go on.
-                eprintln!("aside: an event this aside does not know ({err}): {data}");
-                return true;
+            data.to_string()
+        } else {
+            match serde_json::from_str::<aside_proto::Event>(data) {
+                Ok(e) => event_line(&e),
+                Err(err) => {
+                    // A newer daemon's event: say so and go on.
+                    eprintln!("aside: an event this aside does not know ({err}): {data}");
+                    return true;
+                }
             }
         };
-        {
-            let what = e.process().map_or("", |p| p.name.as_str());
-            let status = match (&e.data, e.process()) {
-                (aside_proto::EventData::RunProgress { process }, _) => process
-                    .progress
-                    .as_ref()
-                    .map_or(String::new(), |r| format!("— {}", r.text)),
-                (_, p) => p.map_or(String::new(), |p| p.status.to_string()),
-            };
-            let _ = writeln!(
-                out,
-                "{} {} {:<20} {} {} {}",
-                e.seq,
-                render::time(e.ts),
-                e.kind().as_str(),
-                e.owner.as_deref().unwrap_or("-"),
-                what,
-                status
-            );
+        // A closed stdout (`| head`) ends the follow.
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            return false;
         }
-        let _ = out.flush();
         seen += 1;
         a.count.is_none_or(|n| seen < n)
-    })
-    .await?;
+    };
+    // The stream outlives its daemon: said on stderr, and it goes on with the next one.
+    let connectivity = |c: crate::client::Connectivity| match c {
+        crate::client::Connectivity::Connected => eprintln!("aside: connected to the daemon again"),
+        crate::client::Connectivity::Stopped(why) => eprintln!(
+            "aside: {why}; waiting for it to come back (`aside daemon start`, or any command), Ctrl-C to quit"
+        ),
+        crate::client::Connectivity::Lost(e) => {
+            eprintln!("aside: lost the daemon ({e}); reconnecting")
+        }
+    };
+    let query = q.join("&");
+    crate::client::follow_events(&client, &query, a.since, each, connectivity).await?;
     Ok(0)
+}
+
+/// One event as an `aside events` line: seq, time, kind, owner, process, what changed.
+fn event_line(e: &aside_proto::Event) -> String {
+    let what = e.process().map_or("", |p| p.name.as_str());
+    let status = match (&e.data, e.process()) {
+        (aside_proto::EventData::RunProgress { process }, _) => process
+            .progress
+            .as_ref()
+            .map_or(String::new(), |r| format!("— {}", r.text)),
+        (_, p) => p.map_or(String::new(), |p| p.status.to_string()),
+    };
+    format!(
+        "{} {} {:<20} {} {} {}",
+        e.seq,
+        render::time(e.ts),
+        e.kind().as_str(),
+        e.owner.as_deref().unwrap_or("-"),
+        what,
+        status
+    )
 }
 
 async fn result(a: ResultArgs, state: StateDir) -> Result<i32> {

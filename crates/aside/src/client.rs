@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use aside_core::paths::StateDir;
 use aside_proto::{
-    ErrorBody, ErrorCode, OWNER_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION, TEAM_HEADER,
+    DaemonStopping, ErrorBody, ErrorCode, OWNER_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    TEAM_HEADER,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -133,6 +134,7 @@ fn internal(e: impl std::fmt::Display) -> ClientError {
 }
 
 /// A connection factory for one daemon (one state directory).
+#[derive(Debug, Clone)]
 pub struct Client {
     state: StateDir,
     owner: String,
@@ -149,6 +151,15 @@ impl Client {
             owner,
             team: std::env::var("ASIDE_TEAM").ok().filter(|t| !t.is_empty()),
             autostart,
+        }
+    }
+
+    /// The same client, but one that never starts a daemon: for watchers that retry on their
+    /// own, which must not undo an `aside daemon stop`.
+    pub fn never_starting(&self) -> Client {
+        Client {
+            autostart: false,
+            ..self.clone()
         }
     }
 
@@ -448,6 +459,98 @@ pub async fn read_sse(
         }
     }
     Ok(())
+}
+
+/// A change in a followed event stream's connection (see [`follow_events`]).
+#[derive(Debug)]
+pub enum Connectivity {
+    /// Connected (again): events flow.
+    Connected,
+    /// The daemon said it is stopping, and why. The follower waits for another daemon without
+    /// starting one (a stop was asked for; a watcher must not undo it).
+    Stopped(DaemonStopping),
+    /// The stream broke or no daemon answered (it died, say `kill -9`); the follower connects
+    /// again, starting a daemon as any command would.
+    Lost(String),
+}
+
+/// How long a follower waits between attempts to reach a daemon again.
+const RECONNECT_EVERY: Duration = Duration::from_millis(500);
+
+/// Follows `GET /v1/events?{query}` (`query` without `since`) from event `since` (absent: only
+/// new events) across daemon stops and restarts, resuming after the last event seen so none is
+/// missed or repeated. Each event's kind and JSON go to `each` (false ends the follow);
+/// `connectivity` hears each change of the connection. Errors: only the first connection's
+/// (e.g. a refused `owner`); later failures are reported to `connectivity` and retried.
+pub async fn follow_events(
+    client: &Client,
+    query: &str,
+    since: Option<u64>,
+    mut each: impl FnMut(&str, &str) -> bool,
+    mut connectivity: impl FnMut(Connectivity),
+) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: u64,
+    }
+    let waiting = client.never_starting();
+    let mut last = since;
+    // Stopped: waiting for another daemon; down: the loss was already reported.
+    let mut stopped = false;
+    let mut down = false;
+    let mut first = true;
+    loop {
+        let path = match last {
+            Some(s) if query.is_empty() => format!("/v1/events?since={s}"),
+            Some(s) => format!("/v1/events?{query}&since={s}"),
+            None => format!("/v1/events?{query}"),
+        };
+        let via = if stopped { &waiting } else { client };
+        let resp = match via.send(Method::GET, &path, None).await {
+            Ok(r) => r,
+            Err(e) if first => return Err(e),
+            Err(e) => {
+                if !down {
+                    connectivity(Connectivity::Lost(e.message));
+                    down = true;
+                }
+                tokio::time::sleep(RECONNECT_EVERY).await;
+                continue;
+            }
+        };
+        if !first {
+            connectivity(Connectivity::Connected);
+        }
+        first = false;
+        stopped = false;
+        let mut ended = false;
+        let mut why = None;
+        let read = read_sse(resp, |event, data| {
+            if event == DaemonStopping::EVENT {
+                why = serde_json::from_str::<DaemonStopping>(data).ok();
+                return true;
+            }
+            if let Ok(s) = serde_json::from_str::<Seq>(data) {
+                last = Some(s.seq);
+            }
+            ended = !each(event, data);
+            !ended
+        })
+        .await;
+        if ended {
+            return Ok(());
+        }
+        down = true;
+        match (why, read) {
+            (Some(why), _) => {
+                stopped = true;
+                connectivity(Connectivity::Stopped(why));
+            }
+            (None, Err(e)) => connectivity(Connectivity::Lost(e.message)),
+            (None, Ok(())) => connectivity(Connectivity::Lost("the event stream ended".into())),
+        }
+        tokio::time::sleep(RECONNECT_EVERY).await;
+    }
 }
 
 /// The whole body of an answer. Errors: the connection broke.

@@ -20,9 +20,9 @@ use aside_core::paths::StateDir;
 use aside_core::store::ListFilter;
 use aside_core::supervisor::{Error, Requester, Settings, Supervisor};
 use aside_proto::{
-    AckRequest, ApiError, DaemonStatus, ErrorBody, ErrorCode, HUMAN_OWNER, LogQuery, OWNER_HEADER,
-    PROTOCOL_HEADER, PROTOCOL_VERSION, RunRequest, StopAllRequest, StopRequest, TEAM_HEADER,
-    WaitQuery,
+    AckRequest, ApiError, DaemonStatus, DaemonStopping, ErrorBody, ErrorCode, HUMAN_OWNER,
+    LogQuery, OWNER_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION, RunRequest, StopAllRequest,
+    StopRequest, TEAM_HEADER, WaitQuery,
 };
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
@@ -75,7 +75,8 @@ struct App {
     opts: DaemonOptions,
     last_activity_ms: Arc<AtomicI64>,
     in_flight: Arc<AtomicUsize>,
-    stopping: watch::Sender<bool>,
+    /// Set once, with why, when the daemon starts to stop.
+    stopping: watch::Sender<Option<DaemonStopping>>,
     proxies: crate::proxy::Proxies,
     /// The port of the TCP listener, once it listens.
     web_port: Arc<tokio::sync::Mutex<Option<u16>>>,
@@ -237,7 +238,7 @@ async fn serve(state: StateDir, opts: DaemonOptions) -> i32 {
         tracing::error!("prune failed: {e}");
     }
     sup.start_waker();
-    let (stopping, _) = watch::channel(false);
+    let (stopping, _) = watch::channel(None);
     let app = App {
         sup: sup.clone(),
         state: state.clone(),
@@ -271,12 +272,12 @@ async fn serve(state: StateDir, opts: DaemonOptions) -> i32 {
     let mut stop_rx = app.stopping.subscribe();
     let mut force_rx = app.stopping.subscribe();
     let server = axum::serve(listener, router(app.clone())).with_graceful_shutdown(async move {
-        let _ = stop_rx.wait_for(|s| *s).await;
+        let _ = stop_rx.wait_for(Option::is_some).await;
     });
     tokio::select! {
         r = server => if let Err(e) = r { tracing::error!("server error: {e}") },
         _ = async {
-            let _ = force_rx.wait_for(|s| *s).await;
+            let _ = force_rx.wait_for(Option::is_some).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => {}
     }
@@ -305,7 +306,7 @@ async fn restore_proxies(app: &App) {
     }
 }
 
-async fn watch_signals(stopping: watch::Sender<bool>) {
+async fn watch_signals(stopping: watch::Sender<Option<DaemonStopping>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -314,11 +315,14 @@ async fn watch_signals(stopping: watch::Sender<bool>) {
         tracing::error!("cannot install signal handlers");
         return;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
-    }
-    stopping.send_replace(true);
+    let signal = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!("{signal}: stopping");
+    stopping.send_replace(Some(DaemonStopping::Signal {
+        signal: signal.into(),
+    }));
 }
 
 async fn idle_and_prune(app: App) {
@@ -344,7 +348,9 @@ async fn idle_and_prune(app: App) {
             && quiet_ms >= idle.as_millis() as i64
         {
             tracing::info!("idle for {quiet_ms} ms with nothing running: exiting");
-            app.stopping.send_replace(true);
+            app.stopping.send_replace(Some(DaemonStopping::Idle {
+                idle_timeout_ms: idle.as_millis() as u64,
+            }));
             return;
         }
     }
@@ -666,7 +672,7 @@ async fn daemon_status(State(app): State<App>) -> Json<DaemonStatus> {
 }
 
 async fn daemon_stop(State(app): State<App>) -> Json<serde_json::Value> {
-    app.stopping.send_replace(true);
+    app.stopping.send_replace(Some(DaemonStopping::Requested));
     Json(serde_json::json!({ "stopping": true, "pid": std::process::id() }))
 }
 
@@ -943,10 +949,22 @@ async fn events(
     };
     let events = app.sup.event_stream(since, q.owner);
     let mut stopping = app.stopping.subscribe();
+    let why = app.stopping.subscribe();
     let ended = Box::pin(async move {
-        let _ = stopping.wait_for(|s| *s).await;
+        let _ = stopping.wait_for(Option::is_some).await;
     });
-    // Ends with the daemon (an open stream would hold a graceful shutdown forever).
+    // Ends with the daemon (an open stream would hold a graceful shutdown forever), saying why
+    // as its last event.
+    let last = futures_util::stream::once(async move { why.borrow().clone() }).filter_map(|why| {
+        std::future::ready(why.map(|why| {
+            Ok::<_, std::convert::Infallible>(
+                SseEvent::default()
+                    .event(DaemonStopping::EVENT)
+                    .json_data(&why)
+                    .unwrap_or_default(),
+            )
+        }))
+    });
     let stream = futures_util::StreamExt::take_until(events, ended).filter_map(move |e| {
         let wanted = kinds.as_ref().is_none_or(|k| k.contains(&e.kind())) && access.sees_event(&e);
         let sse = wanted.then(|| {
@@ -960,6 +978,7 @@ async fn events(
         });
         std::future::ready(sse)
     });
+    let stream = futures_util::StreamExt::chain(stream, last);
     Ok(Sse::new(watched(&app, stream))
         .keep_alive(KeepAlive::default())
         .into_response())
@@ -1117,16 +1136,31 @@ async fn web_start(State(app): State<App>, bytes: Bytes) -> ApiResult<Response> 
         (Some(p), _) => p,
         (None, want) => {
             let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
-            let first = web::listen(&app, addr(want.unwrap_or(web::DEFAULT_PORT))).await;
-            let bound = match (first, want) {
-                (Ok(p), _) => Ok(p),
-                // The default port is taken (another daemon's dashboard?): any free one.
-                (Err(_), None) => web::listen(&app, addr(0)).await,
-                (Err(e), Some(_)) => Err(e),
+            let bound = match want {
+                Some(p) => web::listen(&app, addr(p)).await,
+                // The last dashboard's port (an open page reconnects to it), else the default,
+                // else (taken by another daemon's dashboard?) any free one.
+                None => {
+                    let mut bound = Err(String::new());
+                    let tries = [web::last_port(&app), Some(web::DEFAULT_PORT), Some(0)];
+                    for p in tries.into_iter().flatten() {
+                        bound = web::listen(&app, addr(p)).await;
+                        if bound.is_ok() {
+                            break;
+                        }
+                    }
+                    bound
+                }
             };
             bound.map_err(|e| ApiErr::new(ErrorCode::Conflict, e))?
         }
     };
+    if let Err(e) = web::remember_port(&app, bound) {
+        tracing::warn!(
+            "cannot remember the dashboard's port in {}: {e}; the next `aside web` may pick another",
+            app.state.web_port().display()
+        );
+    }
     *port = Some(bound);
     let token = web::web_token(&app).map_err(|e| {
         ApiErr::new(
@@ -1182,7 +1216,7 @@ async fn stats(
             if !first {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
-                    _ = stopping.wait_for(|s| *s) => return None,
+                    _ = stopping.wait_for(Option::is_some) => return None,
                 }
             }
             let stats = match visible_stats(&app, &access) {

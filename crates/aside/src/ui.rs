@@ -24,7 +24,7 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 use tokio::sync::mpsc;
 
 use crate::cli::owner_or_human;
-use crate::client::{Client, ClientError, Result, enc, read_sse};
+use crate::client::{Client, ClientError, Connectivity, Result, enc, read_sse};
 use crate::render;
 
 /// Lines of log kept for the pane.
@@ -318,7 +318,9 @@ pub async fn ui(a: UiArgs, state: StateDir) -> Result<i32> {
             }
         }
     });
-    tokio::spawn(follow_stats(client.clone(), tx.clone()));
+    // Polled again and again: it must not start a daemon that was stopped.
+    let stats = std::sync::Arc::new(client.never_starting());
+    tokio::spawn(follow_stats(stats, tx.clone()));
     let keys = tx.clone();
     std::thread::spawn(move || {
         while let Ok(ev) = event::read() {
@@ -592,52 +594,38 @@ async fn list(client: &Client, all: bool) -> Result<(Vec<ProcessInfo>, Option<St
     Ok((list, seq))
 }
 
-/// Run events → table updates, from `since` on; reconnects (resuming after the last event
-/// seen) when the daemon goes away and comes back.
+/// Run events → table updates, from `since` on, across a daemon's stop and restart (said in
+/// the footer; see [`crate::client::follow_events`]).
 async fn follow_events(
     client: std::sync::Arc<Client>,
     since: Option<String>,
     tx: mpsc::UnboundedSender<Msg>,
 ) {
-    let mut last = since;
-    loop {
-        let path = match &last {
-            Some(s) => format!("/v1/events?since={s}"),
-            None => "/v1/events".into(),
+    let since = since.and_then(|s| s.parse().ok());
+    let each = |_: &str, data: &str| match serde_json::from_str::<aside_proto::Event>(data) {
+        Ok(e) => match e.process() {
+            Some(p) => tx.send(Msg::Process(Box::new(p.clone()))).is_ok(),
+            None => !tx.is_closed(),
+        },
+        Err(err) => {
+            // A newer daemon's event: noted, and the view goes on.
+            let note = format!("an event this aside does not know: {err}");
+            tx.send(Msg::Note(note)).is_ok()
+        }
+    };
+    let connectivity = |c: Connectivity| {
+        let note = match c {
+            Connectivity::Connected => "connected to the daemon again".to_string(),
+            Connectivity::Stopped(why) => {
+                format!("{why}: waiting for it to come back (`aside daemon start`)")
+            }
+            Connectivity::Lost(e) => format!("lost the daemon ({e}): reconnecting"),
         };
-        match client.send(Method::GET, &path, None).await {
-            Ok(resp) => {
-                let _ = tx.send(Msg::Note(String::new()));
-                let r = read_sse(resp, |_, data| {
-                    let e = match serde_json::from_str::<aside_proto::Event>(data) {
-                        Ok(e) => e,
-                        Err(err) => {
-                            // A newer daemon's event: noted, and the view goes on.
-                            let _ = tx.send(Msg::Note(format!(
-                                "an event this aside does not know: {err}"
-                            )));
-                            return !tx.is_closed();
-                        }
-                    };
-                    last = Some(e.seq.to_string());
-                    if let Some(p) = e.process() {
-                        return tx.send(Msg::Process(Box::new(p.clone()))).is_ok();
-                    }
-                    !tx.is_closed()
-                })
-                .await;
-                if let Err(e) = r {
-                    let _ = tx.send(Msg::Note(e.message));
-                }
-            }
-            Err(e) => {
-                let _ = tx.send(Msg::Note(format!("lost the daemon, retrying: {e}")));
-            }
-        }
-        if tx.is_closed() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        // The UI has quit when nobody receives.
+        let _ = tx.send(Msg::Note(note));
+    };
+    if let Err(e) = crate::client::follow_events(&client, "", since, each, connectivity).await {
+        let _ = tx.send(Msg::Note(format!("events: {e}")));
     }
 }
 

@@ -203,6 +203,27 @@ async fn the_dashboard_shows_processes_live_follows_logs_and_stops_with_the_butt
         p["id"].as_str().unwrap()
     );
     until(c, Locator::XPath(&cell), "the row shows the run's progress").await;
+
+    // The daemon stopping says why on the page; the next `aside web` comes back on the same
+    // port and the page reconnects by itself, showing what happened meanwhile.
+    env.aside(&["daemon", "stop"]).ok();
+    until(
+        c,
+        Locator::XPath("//div[@id='banner'][contains(., 'asked to')]"),
+        "the banner says why the daemon stopped",
+    )
+    .await;
+    let again = env.aside(&["web", "--json"]).ok().json();
+    assert_eq!(again["port"], web["port"], "the dashboard's port is kept");
+    let later = env.run(&["--name", "later", "sleep 30"]);
+    until(
+        c,
+        Locator::Css("#conn[data-state='live']"),
+        "the page reconnects",
+    )
+    .await;
+    let row = format!("//tr[@data-id='{}']", later["id"].as_str().unwrap());
+    until(c, Locator::XPath(&row), "the next daemon's news").await;
     b.close().await;
 }
 

@@ -146,29 +146,99 @@ fn last_event_id_replays_exactly_what_follows_even_after_kill_9() {
     assert_eq!(kind, all[3]["kind"].as_str().unwrap());
 }
 
+/// Lines of a child's pipe as they come, read on a thread.
+fn lines_of(pipe: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (20 s at most) for a line that contains `text`, keeping every line read in `seen`.
+fn line_with(rx: &std::sync::mpsc::Receiver<String>, seen: &mut Vec<String>, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let found = line.contains(text);
+                seen.push(line);
+                if found {
+                    return;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    panic!("no line with {text:?}; got {seen:#?}");
+}
+
 #[test]
-fn streams_end_when_the_daemon_stops() {
+fn a_watcher_outlives_its_daemon_says_why_and_misses_nothing() {
     let env = Env::new();
     env.run(&["--name", "e", "true"]);
+    let first_daemon = env.daemon_pid().expect("a daemon");
     let mut child = env
         .command()
         .args(["events", "--since", "0"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The stream is open once it has printed a replayed event; stopping must not hang on it.
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    assert!(first.contains("run_started"), "{first}");
+    let out = lines_of(child.stdout.take().unwrap());
+    let err = lines_of(child.stderr.take().unwrap());
+    let (mut printed, mut said) = (Vec::new(), Vec::new());
+    line_with(&out, &mut printed, "run_started");
+
+    // A stop does not wait on the open stream; the watcher says why and starts no daemon.
     let started = Instant::now();
     env.aside(&["daemon", "stop"]).ok();
-    eventually(Duration::from_secs(10), "the event stream to end", || {
-        matches!(child.try_wait(), Ok(Some(_)))
+    eventually(Duration::from_secs(10), "the daemon to stop", || {
+        !alive(first_daemon)
     });
     assert!(started.elapsed() < Duration::from_secs(10));
-    let mut rest = String::new();
-    let _ = stdout.read_to_string(&mut rest);
+    line_with(&err, &mut said, "asked to stop");
+    let quiet_until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < quiet_until {
+        assert_eq!(
+            env.daemon_pid(),
+            None,
+            "the watcher undid the stop: {said:?}"
+        );
+        assert!(matches!(child.try_wait(), Ok(None)), "the watcher quit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The next daemon (started by any command): the stream picks up after the last event seen.
+    env.run(&["--name", "f", "true"]);
+    line_with(&err, &mut said, "connected to the daemon again");
+    line_with(&out, &mut printed, " f ");
+
+    // A daemon that dies (`kill -9`) says nothing: the watcher notices and starts the next.
+    let second = env.kill_daemon();
+    line_with(&err, &mut said, "lost the daemon");
+    eventually(
+        Duration::from_secs(20),
+        "the watcher to start a daemon",
+        || env.daemon_pid().is_some_and(|p| p != second),
+    );
+    env.run(&["--name", "g", "sleep 0.2"]);
+    line_with(&out, &mut printed, "run_exited           human g");
+
+    // Every event exactly once, in order, across three daemons.
+    let seqs: Vec<u64> = printed
+        .iter()
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "{printed:#?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 #[test]

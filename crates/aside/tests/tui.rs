@@ -1,7 +1,7 @@
 //! `aside ui` in a real terminal (tmux): it lists processes, shows one started later without a
 //! keypress (event-driven), follows the selected log, stops the selected process with `x`,
-//! restarts with `r`, follows restarts by policy and by watch and a run's progress, and quits
-//! with `q`.
+//! restarts with `r`, follows restarts by policy and by watch, a run's progress and its daemon's
+//! stop and restart, and quits with `q`.
 
 mod common;
 
@@ -173,6 +173,13 @@ fn the_tui_lists_follows_stops_restarts_and_quits() {
     let says = format!("{BIN} progress 'step 1 of 3' && sleep 300");
     env.run(&["--name", "stepper", &says]);
     tui.row_shows("stepper", "step 1 of 3 · ");
+
+    // Its daemon stopping is said in the footer; the next daemon's news arrive by themselves.
+    env.aside(&["daemon", "stop"]).ok();
+    tui.shows("asked to stop");
+    env.run(&["--name", "later", "sleep 300"]);
+    tui.shows("connected to the daemon again");
+    tui.row_shows("later", "running");
 
     tui.keys("q");
     eventually(Duration::from_secs(10), "the UI to quit", || !tui.alive());

@@ -42,8 +42,6 @@ pub use aside_core::authz::Access;
 
 /// The dashboard token, made (random, 0600) on first use.
 pub fn web_token(app: &App) -> std::io::Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = app.state.web_token();
     if let Ok(t) = std::fs::read_to_string(&path) {
         let t = t.trim();
@@ -52,6 +50,26 @@ pub fn web_token(app: &App) -> std::io::Result<String> {
         }
     }
     let token = aside_core::supervisor::random_hex(32)?;
+    write_private(&path, token.as_bytes())?;
+    Ok(token)
+}
+
+/// The port the last dashboard listened on (`web-port` in the state directory), tried first by
+/// the next `aside web` so an open page finds its daemon again after a restart.
+pub fn last_port(app: &App) -> Option<u16> {
+    let text = std::fs::read_to_string(app.state.web_port()).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Remembers `port` for [`last_port`]. Errors: the state directory cannot be written.
+pub fn remember_port(app: &App, port: u16) -> std::io::Result<()> {
+    write_private(&app.state.web_port(), port.to_string().as_bytes())
+}
+
+/// Writes `path` atomically (temp file, then rename), 0600 whatever the umask.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -59,9 +77,8 @@ pub fn web_token(app: &App) -> std::io::Result<String> {
         .write(true)
         .mode(0o600)
         .open(&tmp)?;
-    f.write_all(token.as_bytes())?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(token)
+    f.write_all(bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 #[derive(Clone)]
@@ -147,14 +164,14 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 async fn serve_capped(
     listener: tokio::net::TcpListener,
     router: Router,
-    mut stopping: tokio::sync::watch::Receiver<bool>,
+    mut stopping: tokio::sync::watch::Receiver<Option<aside_proto::DaemonStopping>>,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = stopping.wait_for(|s| *s) => return,
+            _ = stopping.wait_for(Option::is_some) => return,
         };
         let (stream, _) = match accepted {
             Ok(c) => c,
@@ -188,11 +205,22 @@ async fn serve_capped(
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             tokio::pin!(conn);
+            let stopped = async move {
+                let _ = stop.wait_for(Option::is_some).await;
+            };
             tokio::select! {
                 r = conn.as_mut() => if let Err(e) = r {
                     tracing::debug!("TCP connection: {e}");
                 },
-                _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+                () = stopped => {
+                    // Finish what is in flight (an event stream's last word: why), not more.
+                    conn.as_mut().graceful_shutdown();
+                    match tokio::time::timeout(Duration::from_secs(2), conn.as_mut()).await {
+                        Ok(Err(e)) => tracing::debug!("TCP connection: {e}"),
+                        Err(_) => tracing::debug!("TCP connection cut short by the stop"),
+                        Ok(Ok(())) => {}
+                    }
+                }
             }
         });
     }
