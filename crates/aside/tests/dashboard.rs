@@ -227,6 +227,43 @@ async fn the_dashboard_shows_processes_live_follows_logs_and_stops_with_the_butt
     b.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_stays_up_while_the_dashboard_is_open_and_leaves_after() {
+    let env = Env::new();
+    env.aside(&["daemon", "start", "--idle-timeout", "2s"]).ok();
+    let pid = env.daemon_pid().expect("a daemon");
+    let web = env.aside(&["web", "--json"]).ok().json();
+    let b = Browser::start().await;
+    let c = &b.client;
+    c.goto(web["url"].as_str().unwrap()).await.expect("open");
+    until(
+        c,
+        Locator::Css("#conn[data-state='live']"),
+        "the page is live",
+    )
+    .await;
+    // Twice the idle timeout with nothing running and the page open: still up.
+    let until_t = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < until_t {
+        assert!(
+            common::alive(pid),
+            "the daemon left while the dashboard was open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The page goes away (its streams close): the daemon leaves once idle.
+    c.goto("about:blank").await.expect("leave the page");
+    let gone = std::time::Instant::now() + Duration::from_secs(15);
+    while common::alive(pid) {
+        assert!(
+            std::time::Instant::now() < gone,
+            "the daemon stayed after the page closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.close().await;
+}
+
 // ---------- benchmarks (run by bench/run: `--ignored`), printing `BENCH key=value` ----------
 
 fn now_ms() -> f64 {
