@@ -18,7 +18,7 @@
 //!    the log), drains the pipes to EOF, and writes `exit.json` atomically — last.
 //!
 //! A full disk never ends the command or loses its exit status: the shim's own diagnostics
-//! ignore write errors ([`note`]), log bytes that cannot be written are dropped and counted
+//! ignore write errors (`note`), log bytes that cannot be written are dropped and counted
 //! (readers see the gap; the log says so once writing works again), and `shim.json` and
 //! `exit.json` are written with the 64 KiB the shim set aside when it started, retried until
 //! they land.

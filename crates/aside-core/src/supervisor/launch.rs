@@ -1,0 +1,473 @@
+//! Starting runs: a request checked and turned into a spec ([`Supervisor::run`]), the name
+//! and limit checks serialized with the insert, the shim spawned and its report awaited, and
+//! the run watched until its shim exits.
+
+use std::fs;
+use std::path::Path;
+use std::process::Stdio;
+
+use aside_proto::{Command, HUMAN_OWNER, ProcessInfo, RunRequest, Spec, Status};
+use jiff::Timestamp;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::watch;
+
+use crate::logs::{self};
+use crate::rundir::{NOTES_FILE, SHIM_LOG};
+use crate::store::NewProcess;
+
+use super::{
+    DEFAULT_GRACE_MS, Error, Live, ORIGINAL_NOFILE, RUN_ID_VAR, RUN_TOKEN_VAR, Requester, Result,
+    SHIM_REPORT_TIMEOUT, Supervisor, Validated, check_owner, files, lock, no_nul, project,
+    strip_trailing_ampersand, valid_name,
+};
+
+impl Supervisor {
+    pub(super) fn validate(&self, req: RunRequest) -> Result<Validated> {
+        let cmd = match req.cmd {
+            Some(Command::Shell(s)) => {
+                let s = strip_trailing_ampersand(&s);
+                if s.trim().is_empty() {
+                    return Err(Error::Invalid(
+                        "the command is empty: give the command to run, e.g. `aside run 'make test'`".into(),
+                    ));
+                }
+                Command::Shell(s.to_string())
+            }
+            Some(Command::Argv(a)) if a.first().is_some_and(|p| !p.is_empty()) => Command::Argv(a),
+            _ => {
+                return Err(Error::Invalid(
+                    "the command is empty: give the command to run, e.g. `aside run 'make test'`"
+                        .into(),
+                ));
+            }
+        };
+        let cwd = req
+            .cwd
+            .ok_or_else(|| Error::Invalid("cwd is required: an absolute directory".into()))?;
+        let cwd_path = Path::new(&cwd);
+        if !cwd_path.is_absolute() {
+            return Err(Error::Invalid(format!(
+                "cwd {cwd:?} is not absolute: pass an absolute directory"
+            )));
+        }
+        match fs::metadata(cwd_path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::Invalid(format!(
+                    "cwd {cwd} is not a directory: pass a directory with --cwd"
+                )));
+            }
+            Err(e) => {
+                return Err(Error::Invalid(format!(
+                    "cwd {cwd} cannot be used: {e}; pass an existing directory with --cwd"
+                )));
+            }
+        }
+        if rustix::fs::access(
+            cwd_path,
+            rustix::fs::Access::EXEC_OK | rustix::fs::Access::READ_OK,
+        )
+        .is_err()
+        {
+            return Err(Error::Invalid(format!(
+                "cwd {cwd} is not readable and searchable by this user: pass another directory with --cwd"
+            )));
+        }
+        if req.timeout_ms == Some(0) {
+            return Err(Error::Invalid(
+                "timeout must be longer than 0: e.g. --timeout 30s".into(),
+            ));
+        }
+        let log_cap_bytes = req
+            .log_cap_bytes
+            .unwrap_or(self.inner.settings.default_log_cap);
+        if log_cap_bytes < logs::MIN_LOG_CAP {
+            return Err(Error::Invalid(format!(
+                "log cap {log_cap_bytes} bytes is below the minimum of {} bytes",
+                logs::MIN_LOG_CAP
+            )));
+        }
+        if let Some(name) = &req.name
+            && !valid_name(name)
+        {
+            return Err(Error::Invalid(format!(
+                "invalid name {name:?}: use 1-64 letters, digits and - _ . : @ (not . or .., not starting with -, not shaped like a process id)"
+            )));
+        }
+        let project = req.project.filter(|p| !p.is_empty());
+        if let Some(p) = &project
+            && !valid_name(p)
+        {
+            return Err(Error::Invalid(format!(
+                "invalid project name {p:?}: use 1-64 letters, digits and - _ . : @"
+            )));
+        }
+        project::validate_probe(req.ready.as_ref())?;
+        if let Some(r) = &req.restart
+            && r.backoff_max_ms.is_some_and(|cap| cap < r.delay_ms)
+        {
+            return Err(Error::Invalid(format!(
+                "the restart backoff cap ({} ms) is shorter than the restart delay ({} ms): raise the cap",
+                r.backoff_max_ms.unwrap_or_default(),
+                r.delay_ms
+            )));
+        }
+        let watch = match req.watch {
+            Some(w) if w.patterns.is_empty() => None,
+            Some(w) => {
+                files::compile(&w)?;
+                if !Path::new(&w.root).is_absolute() {
+                    return Err(Error::Invalid(format!(
+                        "the watch root {:?} is not absolute",
+                        w.root
+                    )));
+                }
+                Some(w)
+            }
+            None => None,
+        };
+        let mut env = if req.env.is_empty() {
+            std::env::vars().collect()
+        } else {
+            req.env
+        };
+        if let Some(port) = req.port {
+            if port == 0 {
+                return Err(Error::Invalid(
+                    "port 0 is not a port: give the port the process listens on".into(),
+                ));
+            }
+            env.entry("PORT".into()).or_insert_with(|| port.to_string());
+            env.entry("HOST".into())
+                .or_insert_with(|| "127.0.0.1".into());
+        }
+        let owner = req
+            .owner
+            .filter(|o| !o.is_empty())
+            .unwrap_or_else(|| HUMAN_OWNER.to_string());
+        check_owner("owner", &owner)?;
+        if let Some(t) = &req.team {
+            check_owner("team", t)?;
+        }
+        match &cmd {
+            Command::Shell(s) => no_nul("the command", s)?,
+            Command::Argv(a) => a.iter().try_for_each(|x| no_nul("an argument", x))?,
+        }
+        no_nul("cwd", &cwd)?;
+        for (k, v) in &env {
+            if k.is_empty() || k.contains('=') {
+                return Err(Error::Invalid(format!(
+                    "invalid environment variable name {k:?}: it must be non-empty and hold no '='"
+                )));
+            }
+            no_nul("an environment variable's name", k)?;
+            no_nul(&format!("environment variable {k}"), v)?;
+        }
+        if let Some(d) = &req.description {
+            no_nul("the description", d)?;
+        }
+        if let Some(k) = &req.idempotency_key
+            && (k.is_empty() || k.len() > 128 || k.chars().any(char::is_control))
+        {
+            return Err(Error::Invalid(
+                "invalid idempotency_key: 1-128 bytes, no control characters".into(),
+            ));
+        }
+        Ok(Validated {
+            name: req.name,
+            idempotency_key: req.idempotency_key,
+            owner,
+            team: req.team.filter(|t| !t.is_empty()),
+            project,
+            description: req.description.filter(|d| !d.trim().is_empty()),
+            spec: Spec {
+                cmd,
+                cwd,
+                env,
+                timeout_ms: req.timeout_ms,
+                grace_ms: req.grace_ms.unwrap_or(DEFAULT_GRACE_MS),
+                log_cap_bytes,
+                interactive: req.interactive,
+                restart: req
+                    .restart
+                    .filter(|r| r.autorestart != aside_proto::Autorestart::Never),
+                ready: req.ready,
+                port: req.port,
+                proxy: req.proxy,
+                watch,
+                depends_on: req.depends_on,
+                digest: req.digest,
+            },
+        })
+    }
+
+    /// Starts a command in the background and answers once it runs (with its pid) or failed
+    /// to start. Errors: invalid request (empty command, bad cwd, bad name), a name in use by a
+    /// live process, or the state directory refusing writes.
+    pub async fn run(&self, req: RunRequest, who: &Requester) -> Result<ProcessInfo> {
+        let explicit_log_cap = req.log_cap_bytes.is_some();
+        let v = self.validate(req)?;
+        self.start_validated(v, explicit_log_cap, who, Vec::new())
+            .await
+    }
+
+    /// Starts a validated process (see [`Supervisor::run`]); `notes` are written to the head of
+    /// its log as `[aside]` annotations.
+    pub(super) async fn start_validated(
+        &self,
+        v: Validated,
+        explicit_log_cap: bool,
+        who: &Requester,
+        notes: Vec<String>,
+    ) -> Result<ProcessInfo> {
+        let Validated {
+            name,
+            idempotency_key,
+            owner,
+            team,
+            project,
+            description,
+            mut spec,
+        } = v;
+        let process_id = uuid::Uuid::now_v7().to_string();
+        let run_id = uuid::Uuid::now_v7().to_string();
+        {
+            let _guard = self.inner.start_lock.lock().await;
+            if let Some(key) = &idempotency_key {
+                let earlier = self.store().process_for_key(&owner, key)?;
+                if let Some(pid) = earlier {
+                    // A retry of a request that was carried out: its process, not a second.
+                    return Ok(self.find(&pid)?.info);
+                }
+            }
+            self.admit(
+                who,
+                &owner,
+                team.as_deref(),
+                &mut spec,
+                explicit_log_cap,
+                false,
+            )?;
+            if spec.proxy && spec.port.is_none() {
+                project::assign_port(&mut spec, self.free_port(project::AUTO_PORTS)?);
+            }
+            let name = {
+                let store = self.store();
+                let pj = project.as_deref();
+                match name {
+                    Some(n) => {
+                        if store.live_name_taken(pj, &n)? {
+                            let r = pj.map_or(n.clone(), |p| format!("{p}/{n}"));
+                            return Err(Error::Conflict(format!(
+                                "the name {n:?} is already used by a running process: choose another --name, or stop it first (`aside stop {r}`)"
+                            )));
+                        }
+                        n
+                    }
+                    None => {
+                        let base = base_name(&spec.cmd);
+                        let taken = store.live_names_like(pj, &base)?;
+                        let mut candidate = base.clone();
+                        let mut i = 2;
+                        while taken.contains(&candidate) {
+                            candidate = format!("{base}-{i}");
+                            i += 1;
+                        }
+                        candidate
+                    }
+                }
+            };
+            let p = NewProcess {
+                id: process_id.clone(),
+                name,
+                owner,
+                team,
+                description,
+                project,
+                spec: spec.clone(),
+                idempotency_key,
+            };
+            self.store().insert_process(&p, &run_id, Timestamp::now())?;
+            self.register_live(&run_id, &process_id);
+        }
+        if let Some(w) = &spec.watch {
+            self.watch_files(&process_id, w);
+        }
+        self.launch(&run_id, &spec, &notes).await;
+        Ok(self.find(&process_id)?.info)
+    }
+
+    pub(super) fn register_live(&self, run_id: &str, process_id: &str) {
+        lock(&self.inner.live).insert(
+            run_id.to_string(),
+            Live {
+                process_id: process_id.to_string(),
+                shim_pid: watch::channel(None).0,
+                done: watch::channel(false).0,
+            },
+        );
+    }
+
+    /// Writes the run directory, starts the shim and waits for its report. Failures become the
+    /// run's result (status `failed`) rather than errors: the run exists either way.
+    pub(super) async fn launch(&self, run_id: &str, spec: &Spec, notes: &[String]) {
+        let rd = self.run_dir(run_id);
+        let record = self.process_record(run_id);
+        // This run's copy of the spec tells the command who it is, so that `aside progress`
+        // from inside it can report (the token proves the report comes from the run).
+        let mut spec = spec.clone();
+        spec.env.insert(RUN_ID_VAR.into(), run_id.to_string());
+        spec.env.insert(RUN_TOKEN_VAR.into(), random_token());
+        let spec = &spec;
+        let prepared = rd
+            .create(spec)
+            .and_then(|()| match &record {
+                Some(r) => rd.write(crate::rundir::PROCESS_FILE, r),
+                None => Ok(()),
+            })
+            .and_then(|()| {
+                if notes.is_empty() {
+                    Ok(())
+                } else {
+                    rd.write(NOTES_FILE, &notes)
+                }
+            })
+            .and_then(|()| {
+                use std::os::unix::fs::DirBuilderExt;
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(rd.log_dir())
+            })
+            .and_then(|()| {
+                use std::os::unix::fs::OpenOptionsExt;
+                fs::OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(rd.path().join(SHIM_LOG))
+            });
+        let shim_log = match prepared {
+            Ok(f) => f,
+            Err(e) => {
+                let msg = format!("could not prepare {}: {e}", rd.path().display());
+                self.finish_without_shim(run_id, Status::Failed, msg);
+                return;
+            }
+        };
+        self.watch_logs(run_id, &rd.log_dir());
+        let shim = &self.inner.settings.shim_command;
+        let Some(program) = shim.first() else {
+            self.finish_without_shim(
+                run_id,
+                Status::Failed,
+                "no shim command is configured".into(),
+            );
+            return;
+        };
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(&shim[1..])
+            .arg(rd.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(shim_log))
+            .kill_on_drop(false);
+        if let Some(lim) = ORIGINAL_NOFILE.get().copied() {
+            // SAFETY: setrlimit is async-signal-safe; `lim` is moved in, nothing is allocated.
+            unsafe {
+                cmd.pre_exec(move || {
+                    rustix::process::setrlimit(rustix::process::Resource::Nofile, lim)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let spawned = cmd.spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!(
+                    "could not start the shim {}: {e}",
+                    program.to_string_lossy()
+                );
+                self.finish_without_shim(run_id, Status::Failed, msg);
+                return;
+            }
+        };
+        let shim_pid = child.id().map(|p| p as i32);
+        let mut report = String::new();
+        if let Some(out) = child.stdout.take() {
+            let mut out = tokio::io::BufReader::new(out);
+            let _ = tokio::time::timeout(SHIM_REPORT_TIMEOUT, out.read_line(&mut report)).await;
+        }
+        let report: serde_json::Value = serde_json::from_str(&report).unwrap_or_default();
+        if let Some(pid) = report.get("pid").and_then(|p| p.as_i64()) {
+            if let Err(e) = self.set_running(run_id, pid as i32, Timestamp::now()) {
+                tracing::error!("run {run_id}: cannot record pid {pid}: {e}");
+            }
+        }
+        // Whatever the report said (or if none came), stop requests may signal the shim from
+        // now on: it is still our unreaped child, so its pid cannot have been reused.
+        if let Some(live) = lock(&self.inner.live).get(run_id) {
+            live.shim_pid.send_replace(shim_pid);
+        }
+        let me = self.clone();
+        let run = run_id.to_string();
+        let mut done = self.done_rx(run_id);
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+            me.finalize(&run);
+        });
+        if let Some(probe) = &spec.ready {
+            self.probe_readiness(run_id, spec, probe.clone());
+        }
+        if report.get("error").is_some()
+            && let Some(done) = done.as_mut()
+        {
+            // The shim wrote its exit record already: answer with the failure.
+            let _ = tokio::time::timeout(SHIM_REPORT_TIMEOUT, done.wait_for(|d| *d)).await;
+        }
+    }
+}
+
+pub(super) fn base_name(cmd: &Command) -> String {
+    let first = match cmd {
+        Command::Shell(s) => s.split_whitespace().next().unwrap_or("proc").to_string(),
+        Command::Argv(a) => a.first().cloned().unwrap_or_else(|| "proc".into()),
+    };
+    let base = first.rsplit('/').next().unwrap_or(&first);
+    let clean: String = base
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(32)
+        .collect();
+    if clean.is_empty() {
+        "proc".into()
+    } else {
+        clean
+    }
+}
+
+/// 128 random bits as hex.
+pub(super) fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    if let Err(e) = rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()) {
+        tracing::warn!("getrandom: {e}; the run's token is weaker");
+        bytes.copy_from_slice(&uuid::Uuid::now_v7().into_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_derived_from_the_program() {
+        assert_eq!(
+            base_name(&Command::Shell("/usr/bin/python3 -m http.server".into())),
+            "python3"
+        );
+        assert_eq!(base_name(&Command::Shell("  ".into())), "proc");
+    }
+}
