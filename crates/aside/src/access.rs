@@ -5,8 +5,9 @@ use aside_proto::{ErrorCode, TokenCreated, TokenInfo, TokenRequest, WebInfo, Web
 use clap::{Args, Subcommand};
 use hyper::Method;
 
-use crate::cli::{owner_or_human, print_json};
+use crate::client::owner_or_human;
 use crate::client::{Client, ClientError, Result, enc, remote};
+use crate::render::print_json;
 use aside_core::paths::StateDir;
 
 /// `aside web`.

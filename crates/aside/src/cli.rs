@@ -9,17 +9,17 @@ use std::time::Duration;
 use aside_core::paths::StateDir;
 use aside_core::units::{parse_bytes, parse_duration_ms};
 use aside_proto::{
-    AckRequest, AckResponse, Autorestart, Command, DaemonStatus, ErrorCode, HUMAN_OWNER,
-    InboxResponse, LogEntry, LogStream, LogsResponse, ProcessInfo, ReadyProbe, RestartPolicy,
-    RunRequest, RunResult, Status, StopAllRequest, StopAllResponse, StopRequest, StreamFilter,
-    WaitOutcome, WaitResponse,
+    AckRequest, AckResponse, Autorestart, Command, DaemonStatus, ErrorCode, InboxResponse,
+    LogEntry, LogStream, LogsResponse, ProcessInfo, ReadyProbe, RestartPolicy, RunRequest,
+    RunResult, Status, StopAllRequest, StopAllResponse, StopRequest, StreamFilter, WaitOutcome,
+    WaitResponse,
 };
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use hyper::Method;
 
-use crate::client::{Client, ClientError, Result, enc, start_daemon};
+use crate::client::{Client, ClientError, Result, enc, env_owner, owner_or_human, start_daemon};
 use crate::daemon::DaemonOptions;
-use crate::render;
+use crate::render::{self, print_json, print_raw, read_ndjson};
 
 /// Set a command aside; get its result back.
 #[derive(Debug, Parser)]
@@ -609,27 +609,6 @@ enum DaemonCmd {
     Run(DaemonFlags),
 }
 
-pub(crate) fn owner_or_human(o: Option<String>) -> String {
-    o.filter(|s| !s.is_empty())
-        .unwrap_or_else(|| HUMAN_OWNER.to_string())
-}
-
-fn env_owner() -> String {
-    owner_or_human(std::env::var("ASIDE_OWNER").ok())
-}
-
-pub(crate) fn print_json(v: &impl serde::Serialize) {
-    let mut buf = serde_json::to_vec_pretty(v).unwrap_or_default();
-    buf.push(b'\n');
-    let _ = std::io::stdout().lock().write_all(&buf);
-}
-
-fn print_raw(bytes: &[u8]) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(bytes);
-    let _ = writeln!(out);
-}
-
 /// Exit code for a child's ending, shell style: its code, 128 + signal, 124 for a timeout.
 fn child_exit_code(p: &ProcessInfo) -> i32 {
     match (p.status, p.exit_code, &p.signal) {
@@ -1148,20 +1127,6 @@ async fn run(mut a: RunArgs, project: Option<String>, state: StateDir) -> Result
 async fn stream_entries(client: &Client, path: &str, each: impl FnMut(&LogEntry)) -> Result<()> {
     let resp = client.send(Method::GET, path, None).await?;
     read_ndjson(resp, each).await
-}
-
-/// Reads an NDJSON response, calling `each` per record, until the daemon ends it.
-pub(crate) async fn read_ndjson<T: serde::de::DeserializeOwned>(
-    resp: hyper::Response<hyper::body::Incoming>,
-    mut each: impl FnMut(&T),
-) -> Result<()> {
-    let mut reader = crate::client::NdjsonReader::new(resp);
-    let mut out = std::io::stdout();
-    while let Some(batch) = reader.next_batch::<T>().await? {
-        batch.iter().for_each(&mut each);
-        let _ = out.flush();
-    }
-    Ok(())
 }
 
 async fn status(a: StatusArgs, project: Option<String>, state: StateDir) -> Result<i32> {

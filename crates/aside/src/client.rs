@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use aside_core::paths::StateDir;
 use aside_proto::{
-    DaemonStopping, ErrorBody, ErrorCode, OWNER_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION,
-    TEAM_HEADER,
+    DaemonStopping, ErrorBody, ErrorCode, HUMAN_OWNER, OWNER_HEADER, PROTOCOL_HEADER,
+    PROTOCOL_VERSION, TEAM_HEADER,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -647,4 +647,15 @@ pub fn enc(s: &str) -> String {
         }
     }
     out
+}
+
+/// The owner a request names: `o` when given and not empty, else the local human.
+pub fn owner_or_human(o: Option<String>) -> String {
+    o.filter(|s| !s.is_empty())
+        .unwrap_or_else(|| HUMAN_OWNER.to_string())
+}
+
+/// The owner from `ASIDE_OWNER`, else the local human.
+pub fn env_owner() -> String {
+    owner_or_human(std::env::var("ASIDE_OWNER").ok())
 }

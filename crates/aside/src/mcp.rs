@@ -117,7 +117,7 @@ pub fn run(opts: McpOptions) -> i32 {
         // team (a member may not read another owner's inbox), and fail before the handshake
         // when the token is refused.
         if let Some(r) = crate::client::remote() {
-            let client = Client::new(state.clone(), crate::cli::owner_or_human(None), false);
+            let client = Client::new(state.clone(), crate::client::owner_or_human(None), false);
             match client.get::<serde_json::Value>("/v1/whoami").await {
                 Ok(who) => {
                     let field = |k: &str| who.get(k).and_then(|v| v.as_str()).map(str::to_string);

@@ -1,4 +1,7 @@
-//! Human-readable renderings of API records for the terminal.
+//! Human-readable renderings of API records for the terminal, and the helpers every front end
+//! prints with.
+
+use std::io::Write;
 
 use aside_proto::{LogEntry, LogStream, Notification, ProcessInfo, RunResult};
 use jiff::Timestamp;
@@ -178,4 +181,40 @@ pub fn bytes(n: u64) -> String {
     } else {
         format!("{v:.1} {unit}")
     }
+}
+
+/// Prints `v` as pretty JSON and a newline on stdout. A closed stdout (`| head`) is not an
+/// error worth reporting: the reader has gone.
+pub fn print_json(v: &impl serde::Serialize) {
+    let mut buf = serde_json::to_vec_pretty(v).unwrap_or_default();
+    buf.push(b'\n');
+    if let Err(e) = std::io::stdout().lock().write_all(&buf) {
+        tracing::debug!("stdout: {e}");
+    }
+}
+
+/// Prints an answer's body as it came, and a newline (a closed stdout: as [`print_json`]).
+pub fn print_raw(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|()| writeln!(out)) {
+        tracing::debug!("stdout: {e}");
+    }
+}
+
+/// Reads an NDJSON answer batch by batch, handing each item to `each` and flushing stdout
+/// after each batch (so a person sees lines as they come). Errors: the stream broke or an item
+/// does not parse as `T`.
+pub async fn read_ndjson<T: serde::de::DeserializeOwned>(
+    resp: hyper::Response<hyper::body::Incoming>,
+    mut each: impl FnMut(&T),
+) -> crate::client::Result<()> {
+    let mut reader = crate::client::NdjsonReader::new(resp);
+    let mut out = std::io::stdout();
+    while let Some(batch) = reader.next_batch::<T>().await? {
+        batch.iter().for_each(&mut each);
+        if let Err(e) = out.flush() {
+            tracing::debug!("stdout: {e}");
+        }
+    }
+    Ok(())
 }

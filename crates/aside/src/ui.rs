@@ -23,8 +23,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 use tokio::sync::mpsc;
 
-use crate::cli::owner_or_human;
-use crate::client::{Client, ClientError, Connectivity, Result, enc, read_sse};
+use crate::client::{Client, ClientError, Connectivity, Result, enc, owner_or_human, read_sse};
 use crate::render;
 
 /// Lines of log kept for the pane.

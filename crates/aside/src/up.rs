@@ -10,9 +10,9 @@ use aside_proto::{ErrorCode, ProjectInfo, StopAllResponse, UpMessage, UpState};
 use clap::{Args, Subcommand};
 use hyper::Method;
 
-use crate::cli::{owner_or_human, print_json, read_ndjson};
-use crate::client::{Client, ClientError, Result, enc};
+use crate::client::{Client, ClientError, Result, enc, owner_or_human};
 use crate::config;
+use crate::render::{print_json, read_ndjson};
 
 /// `aside up`.
 #[derive(Debug, Args)]
