@@ -279,7 +279,10 @@ impl LogWriter {
             let Some((path, n)) = self.closed_tail.pop_front() else {
                 break;
             };
-            let _ = fs::remove_file(&path);
+            if let Err(e) = fs::remove_file(&path) {
+                // The log holds more than its cap until the next rotation tries again.
+                tracing::warn!("cannot drop old log segment {}: {e}", path.display());
+            }
             held -= n;
         }
     }

@@ -114,7 +114,9 @@ impl StateDir {
         if fs::metadata(file).is_ok_and(|m| m.len() > max_bytes) {
             let mut old = file.as_os_str().to_owned();
             old.push(".1");
-            let _ = fs::rename(file, old);
+            if let Err(e) = fs::rename(file, old) {
+                tracing::warn!("cannot rotate {}: {e}; it keeps growing", file.display());
+            }
         }
     }
 
@@ -184,7 +186,10 @@ impl StateDir {
                 ),
             )
         })?;
-        let _ = fs::remove_file(probe);
+        if let Err(e) = fs::remove_file(&probe) {
+            // Harmless: an empty file left in the state directory.
+            tracing::debug!("cannot remove {}: {e}", probe.display());
+        }
         let len = self.socket().as_os_str().len();
         if len > MAX_SOCKET_PATH {
             return Err(io::Error::new(

@@ -217,7 +217,13 @@ impl RunDir {
             match self.write(name, value) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    let _ = fs::remove_file(self.path.join(format!(".{name}.tmp")));
+                    // The half-written temp file, if it was made; the next try replaces it.
+                    let tmp = self.path.join(format!(".{name}.tmp"));
+                    if let Err(e) = fs::remove_file(&tmp)
+                        && e.kind() != io::ErrorKind::NotFound
+                    {
+                        tracing::debug!("cannot remove {}: {e}", tmp.display());
+                    }
                     if tries == 0 {
                         // The first failure uses the space held back for this.
                         self.release_reserve();

@@ -168,12 +168,24 @@ fn build_command(spec: &Spec) -> std::process::Command {
     cmd
 }
 
+/// Writes an `[aside] …` line into the run's log; one that cannot be written (a full disk) is
+/// said in the shim's own log instead.
+fn annotate(log: &mut LogWriter, text: &str) {
+    if let Err(e) = log.annotate(text) {
+        note(format_args!(
+            "cannot write {text:?} into the run's log: {e}"
+        ));
+    }
+}
+
 /// Reports one JSON line to the daemon on stdout, then points stdout at /dev/null so a daemon
 /// that went away can never make a later write fail.
 fn report(line: &serde_json::Value) {
     let mut out = io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        // The daemon went away before it read the report; it learns from the run directory.
+        note(format_args!("cannot report {line} to the daemon: {e}"));
+    }
     if let Ok(null) = File::options().write(true).open("/dev/null") {
         // SAFETY: dup2 onto our own stdout.
         unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
@@ -206,7 +218,7 @@ fn run(rd: &RunDir) -> io::Result<()> {
     let mut log = LogWriter::create(&rd.log_dir(), spec.log_cap_bytes)?;
     if let Ok(Some(notes)) = rd.read::<Vec<String>>(NOTES_FILE) {
         for n in notes {
-            let _ = log.annotate(&n);
+            annotate(&mut log, &n);
         }
     }
     let shim_pid = std::process::id() as i32;
@@ -249,7 +261,7 @@ fn run(rd: &RunDir) -> io::Result<()> {
                 io::ErrorKind::PermissionDenied => Some(126),
                 _ => None,
             };
-            let _ = log.annotate(&msg);
+            annotate(&mut log, &msg);
             report(&serde_json::json!({ "error": msg }));
             let exit = ExitRecord {
                 exit_code,
@@ -360,11 +372,14 @@ fn run(rd: &RunDir) -> io::Result<()> {
                 sup.leftovers_handled = true;
                 if sup.kill_at.is_none() {
                     let n = sup.signal_tree(libc::SIGTERM);
-                    let _ = log.annotate(&format!(
-                        "main process ended ({}); SIGTERM to {n} leftover process{} of its tree",
-                        sup.describe_main(),
-                        if n == 1 { "" } else { "es" }
-                    ));
+                    annotate(
+                        &mut log,
+                        &format!(
+                            "main process ended ({}); SIGTERM to {n} leftover process{} of its tree",
+                            sup.describe_main(),
+                            if n == 1 { "" } else { "es" }
+                        ),
+                    );
                     sup.kill_at = Some(Instant::now() + sup.grace);
                     sup.kill_grace_ms = sup.grace.as_millis() as u64;
                 }
@@ -389,10 +404,13 @@ fn run(rd: &RunDir) -> io::Result<()> {
     };
     if log.dropped_bytes() > 0 {
         // One last try to say it (the head of the log is where a reader looks first).
-        let _ = log.annotate(&format!(
-            "{} bytes of output could not be written to the log (disk full?) and are missing",
-            log.dropped_bytes()
-        ));
+        let dropped = log.dropped_bytes();
+        annotate(
+            &mut log,
+            &format!(
+                "{dropped} bytes of output could not be written to the log (disk full?) and are missing"
+            ),
+        );
     }
     let exit = ExitRecord {
         exit_code,
@@ -545,12 +563,15 @@ impl Supervision {
 
     fn stop(&mut self, ctl: StopControl, log: &mut LogWriter) {
         let n = self.signal_tree(ctl.signal);
-        let _ = log.annotate(&format!(
-            "stop requested by {}: {} to {n} process{}",
-            ctl.requested_by,
-            signal_name(ctl.signal),
-            if n == 1 { "" } else { "es" }
-        ));
+        annotate(
+            log,
+            &format!(
+                "stop requested by {}: {} to {n} process{}",
+                ctl.requested_by,
+                signal_name(ctl.signal),
+                if n == 1 { "" } else { "es" }
+            ),
+        );
         let at = Instant::now() + Duration::from_millis(ctl.grace_ms);
         if self.kill_at.is_none_or(|k| at < k) {
             self.kill_at = Some(at);
@@ -569,11 +590,14 @@ impl Supervision {
             if self.main_status.is_none() {
                 self.timed_out = true;
                 let n = self.signal_tree(libc::SIGTERM);
-                let _ = log.annotate(&format!(
-                    "timed out after {}: SIGTERM to {n} process{}",
-                    human_ms(self.timeout_ms),
-                    if n == 1 { "" } else { "es" }
-                ));
+                annotate(
+                    log,
+                    &format!(
+                        "timed out after {}: SIGTERM to {n} process{}",
+                        human_ms(self.timeout_ms),
+                        if n == 1 { "" } else { "es" }
+                    ),
+                );
                 self.kill_at = Some(now + self.grace);
                 self.kill_grace_ms = self.grace.as_millis() as u64;
             }
@@ -581,11 +605,14 @@ impl Supervision {
         if self.kill_at.is_some_and(|t| now >= t) {
             let n = self.signal_tree(libc::SIGKILL);
             if n > 0 {
-                let _ = log.annotate(&format!(
-                    "grace period of {} over: SIGKILL to {n} process{}",
-                    human_ms(self.kill_grace_ms),
-                    if n == 1 { "" } else { "es" }
-                ));
+                annotate(
+                    log,
+                    &format!(
+                        "grace period of {} over: SIGKILL to {n} process{}",
+                        human_ms(self.kill_grace_ms),
+                        if n == 1 { "" } else { "es" }
+                    ),
+                );
             }
             // Keep killing until the tree is gone: a process may have forked meanwhile.
             self.kill_at = if n > 0 {

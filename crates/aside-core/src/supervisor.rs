@@ -91,7 +91,10 @@ pub fn raise_fd_limit() {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let lim = getrlimit(Resource::Nofile);
     if lim.current < lim.maximum {
-        let _ = ORIGINAL_NOFILE.set(lim);
+        // Set once per process; a second call keeps the first (the original) limit.
+        if ORIGINAL_NOFILE.set(lim).is_err() {
+            return;
+        }
         let raised = rustix::process::Rlimit {
             current: lim.maximum,
             maximum: lim.maximum,
@@ -209,6 +212,16 @@ struct Inner {
 #[derive(Clone)]
 pub struct Supervisor {
     inner: Arc<Inner>,
+}
+
+/// Removes a forgotten or pruned run's directory; one that cannot be removed stays on disk
+/// (said in the daemon log), its record gone already.
+fn remove_run_dir(dir: &Path) {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot remove {}: {e}", dir.display()),
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -350,10 +363,13 @@ impl Supervisor {
                         tx.send_modify(|n| *n += 1);
                     }
                 } else {
-                    let _ = file_tx.send(files::FileEvent {
+                    let sent = file_tx.send(files::FileEvent {
                         path: path.clone(),
                         created: ev.kind.is_create(),
                     });
+                    if sent.is_err() {
+                        tracing::debug!("file watch ended: {} not looked at", path.display());
+                    }
                 }
             }
         })
@@ -400,7 +416,9 @@ impl Supervisor {
     fn publish(&self, events: &[Event]) {
         for e in events {
             // No subscriber is fine: the event log keeps it for replay.
-            let _ = self.inner.events.send(e.clone());
+            if self.inner.events.send(e.clone()).is_err() {
+                tracing::trace!("event {} logged; nobody listening live", e.seq);
+            }
         }
     }
 
@@ -443,7 +461,10 @@ impl Supervisor {
         }
         if let Some(w) = lock(&self.inner.watcher).as_mut() {
             use notify::Watcher;
-            let _ = w.unwatch(dir);
+            // A directory removed with its run is unwatched by the kernel already.
+            if let Err(e) = w.unwatch(dir) {
+                tracing::debug!("unwatch {}: {e}", dir.display());
+            }
         }
     }
 

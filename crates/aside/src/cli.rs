@@ -1237,14 +1237,21 @@ async fn logs(a: LogsArgs, state: StateDir) -> Result<i32> {
     }
     // One write per 64 KiB, not per line (stdout is line-buffered).
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-    for e in &resp.entries {
-        let _ = if a.json {
-            writeln!(out, "{}", serde_json::to_string(e).unwrap_or_default())
-        } else {
-            writeln!(out, "{}", render::entry(e, with_stream))
-        };
+    let written = resp
+        .entries
+        .iter()
+        .try_for_each(|e| {
+            if a.json {
+                writeln!(out, "{}", serde_json::to_string(e).unwrap_or_default())
+            } else {
+                writeln!(out, "{}", render::entry(e, with_stream))
+            }
+        })
+        .and_then(|()| out.flush());
+    // A closed stdout (`| head`) has read what it wanted.
+    if let Err(e) = written {
+        tracing::debug!("stdout: {e}");
     }
-    let _ = out.flush();
     Ok(0)
 }
 

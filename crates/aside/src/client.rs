@@ -74,7 +74,10 @@ static REMOTE: std::sync::OnceLock<Remote> = std::sync::OnceLock::new();
 
 /// Sends every client of this process to `remote` instead of the local socket.
 pub fn set_remote(remote: Remote) {
-    let _ = REMOTE.set(remote);
+    // Set once, from the command line, before any client exists.
+    if REMOTE.set(remote).is_err() {
+        tracing::debug!("--remote given twice; the first stands");
+    }
 }
 
 /// The remote daemon this process talks to, if `--remote` was given.
@@ -330,7 +333,10 @@ impl Client {
             .await
             .map_err(closed)?;
         tokio::spawn(async move {
-            let _ = conn.await;
+            // The request's own future reports a broken connection to its caller.
+            if let Err(e) = conn.await {
+                tracing::debug!("connection to the daemon: {e}");
+            }
         });
         let host = remote().map_or("aside", |r| r.authority.as_str());
         let mut req = Request::builder()
@@ -387,6 +393,8 @@ impl Client {
 pub struct NdjsonReader {
     body: Incoming,
     buf: Vec<u8>,
+    /// The daemon's last line said the stream failed: returned after the records before it.
+    failed: Option<ClientError>,
 }
 
 impl NdjsonReader {
@@ -395,12 +403,17 @@ impl NdjsonReader {
         NdjsonReader {
             body: resp.into_body(),
             buf: Vec::new(),
+            failed: None,
         }
     }
 
     /// The records that arrived with the next read (lines that are not a `T` are skipped);
-    /// `None` once the daemon ended the answer. Errors: the stream broke.
+    /// `None` once the daemon ended the answer. Errors: the stream broke, or its last line is
+    /// an error body (`{"error": …}`: the daemon could not go on).
     pub async fn next_batch<T: DeserializeOwned>(&mut self) -> Result<Option<Vec<T>>> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         loop {
             let Some(frame) = self.body.frame().await else {
                 return Ok(None);
@@ -417,7 +430,15 @@ impl NdjsonReader {
                 let line: Vec<u8> = self.buf.drain(..=nl).collect();
                 if let Ok(record) = serde_json::from_slice::<T>(&line) {
                     batch.push(record);
+                } else if let Ok(e) = serde_json::from_slice::<ErrorBody>(&line) {
+                    self.failed = Some(ClientError::new(e.error.code, e.error.message));
+                    break;
                 }
+            }
+            if batch.is_empty()
+                && let Some(e) = self.failed.take()
+            {
+                return Err(e);
             }
             return Ok(Some(batch));
         }
@@ -613,10 +634,18 @@ pub fn start_daemon(state: &StateDir, extra_args: &[String]) -> Result<Started> 
     // Reaped by a thread so the CLI leaves no zombie if it lives on (e.g. `logs -f`).
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // An unreadable report reads as an empty one, which the caller reports with the log.
         let mut line = String::new();
-        let _ = BufReader::new(out).read_line(&mut line);
-        let _ = tx.send(line);
-        let _ = child.wait();
+        if let Err(e) = BufReader::new(out).read_line(&mut line) {
+            tracing::debug!("the daemon's report: {e}");
+        }
+        // The caller gave up after its timeout: nobody to tell.
+        if tx.send(line).is_err() {
+            tracing::debug!("the daemon reported after the caller stopped waiting");
+        }
+        if let Err(e) = child.wait() {
+            tracing::debug!("reaping the daemon's starter: {e}");
+        }
     });
     let line = rx
         .recv_timeout(DAEMON_START_TIMEOUT)

@@ -82,11 +82,30 @@ struct App {
     web_port: Arc<tokio::sync::Mutex<Option<u16>>>,
 }
 
+/// Returns once the daemon starts to stop. (The sender lives as long as the daemon: an error
+/// would mean it is gone, which is a stop too.)
+pub(crate) async fn until_stopping(rx: &mut watch::Receiver<Option<DaemonStopping>>) {
+    if rx.wait_for(Option::is_some).await.is_err() {
+        tracing::debug!("the stop signal's sender is gone");
+    }
+}
+
+/// Removes the daemon's socket file; it may not be there.
+fn remove_socket(socket: &std::path::Path) {
+    if let Err(e) = std::fs::remove_file(socket)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("cannot remove {}: {e}", socket.display());
+    }
+}
+
 /// Writes one line to the CLI that started us (on stdout), then detaches stdout.
 fn report(line: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        // The CLI that started us went away; it finds the daemon on the socket or its log.
+        tracing::warn!("cannot report {line:?} to the starting CLI: {e}");
+    }
     if let Ok(null) = File::options().write(true).open("/dev/null") {
         // SAFETY: dup2 onto our own stdout.
         unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
@@ -214,7 +233,8 @@ async fn serve(state: StateDir, opts: DaemonOptions) -> i32 {
         }
     };
     let socket = state.socket();
-    let _ = std::fs::remove_file(&socket);
+    // A dead daemon's socket (we hold the lock, so nobody listens on it); binding says the rest.
+    remove_socket(&socket);
     let listener = match tokio::net::UnixListener::bind(&socket) {
         Ok(l) => l,
         Err(e) => {
@@ -272,16 +292,16 @@ async fn serve(state: StateDir, opts: DaemonOptions) -> i32 {
     let mut stop_rx = app.stopping.subscribe();
     let mut force_rx = app.stopping.subscribe();
     let server = axum::serve(listener, router(app.clone())).with_graceful_shutdown(async move {
-        let _ = stop_rx.wait_for(Option::is_some).await;
+        until_stopping(&mut stop_rx).await;
     });
     tokio::select! {
         r = server => if let Err(e) = r { tracing::error!("server error: {e}") },
         _ = async {
-            let _ = force_rx.wait_for(Option::is_some).await;
+            until_stopping(&mut force_rx).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => {}
     }
-    let _ = std::fs::remove_file(&socket);
+    remove_socket(&socket);
     tracing::info!(
         "aside daemon stopped; {} processes keep running under their shims",
         app.sup.live_count()
@@ -297,7 +317,9 @@ async fn restore_proxies(app: &App) {
     for p in projects {
         let Some(port) = p.proxy_port else { continue };
         if p.live == 0 {
-            let _ = app.sup.set_proxy_port(&p.name, None);
+            if let Err(e) = app.sup.set_proxy_port(&p.name, None) {
+                tracing::warn!("project {:?}: cannot forget its proxy port: {e}", p.name);
+            }
             continue;
         }
         if let Err(e) = app.proxies.ensure(&p.name, Some(port)).await {
@@ -857,9 +879,18 @@ async fn logs(
     }
     let (tx, rx) = mpsc::channel(256);
     app.sup.follow(&reference, q, tx).await?;
+    // Entries, one per line; a failure is the last line, an error body (`{"error": …}`).
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        let entry = rx.recv().await?;
-        let mut line = serde_json::to_vec(&entry).unwrap_or_default();
+        let mut line = match rx.recv().await? {
+            Ok(entry) => serde_json::to_vec(&entry).unwrap_or_default(),
+            Err(e) => serde_json::to_vec(&ErrorBody {
+                error: ApiError {
+                    code: e.code(),
+                    message: e.to_string(),
+                },
+            })
+            .unwrap_or_default(),
+        };
         line.push(b'\n');
         Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), rx))
     });
@@ -951,7 +982,7 @@ async fn events(
     let mut stopping = app.stopping.subscribe();
     let why = app.stopping.subscribe();
     let ended = Box::pin(async move {
-        let _ = stopping.wait_for(Option::is_some).await;
+        until_stopping(&mut stopping).await;
     });
     // Ends with the daemon (an open stream would hold a graceful shutdown forever), saying why
     // as its last event.

@@ -30,7 +30,8 @@ fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// Sends `tracing` output to stderr, filtered by `$ASIDE_LOG` (default `default_filter`, e.g.
 /// `info`). For the daemon (stderr is `daemon.log`) and the MCP server (stdout is the protocol).
 fn log_to_stderr(default_filter: &str) {
-    let _ = tracing_subscriber::fmt()
+    // Set once per process; a second call keeps the first.
+    let _already_set = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ASIDE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),

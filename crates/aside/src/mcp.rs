@@ -593,7 +593,10 @@ impl AsideMcp {
             && self.bound_owner.get().is_none()
             && let Some(owner) = self.owner_from_hooks().await
         {
-            let _ = self.bound_owner.set(owner);
+            // Another call may have bound it meanwhile, to the same hook-recorded owner.
+            if self.bound_owner.set(owner).is_err() {
+                tracing::debug!("owner bound by a concurrent call");
+            }
         }
         let owner = self.owner_of(peer, Some(meta));
         let first = |r: &mut HashSet<String>| r.insert(owner.clone());
@@ -1066,12 +1069,16 @@ impl AsideMcp {
                 loop {
                     tick.tick().await;
                     let waited = started.elapsed().as_secs_f64();
-                    let _ = peer
+                    let sent = peer
                         .notify_progress(
                             ProgressNotificationParam::new(token.clone(), waited)
                                 .with_message(format!("waiting for {ids}: {waited:.0} s")),
                         )
                         .await;
+                    // A keep-alive only: a client that went away gets its answer (or not) anyway.
+                    if let Err(e) = sent {
+                        tracing::debug!("progress notification: {e}");
+                    }
                 }
             })
         });
@@ -1398,12 +1405,23 @@ impl AsideMcp {
             enc(id)
         );
         let wait = async {
-            if let Ok(resp) = client.send(hyper::Method::GET, &path, None).await {
-                // The first frame is new output (or the stream's end once the run has ended).
-                let _ = resp.into_body().frame().await;
+            // The first frame is new output (or the stream's end once the run has ended). A
+            // failure only ends the wait early: the caller reads the output as it stands.
+            match client.send(hyper::Method::GET, &path, None).await {
+                Ok(resp) => {
+                    if let Some(Err(e)) = resp.into_body().frame().await {
+                        tracing::debug!("waiting for output of {id}: {e}");
+                    }
+                }
+                Err(e) => tracing::debug!("waiting for output of {id}: {e}"),
             }
         };
-        let _ = tokio::time::timeout(Duration::from_millis(timeout_ms), wait).await;
+        if tokio::time::timeout(Duration::from_millis(timeout_ms), wait)
+            .await
+            .is_err()
+        {
+            tracing::trace!("no new output from {id} within {timeout_ms} ms");
+        }
     }
 }
 

@@ -286,8 +286,12 @@ async fn handle(
             return bad_gateway(sup, project, port, &host, &format!("{name}: {e}"));
         }
     };
+    let upstream = name.to_string();
     tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
+        // The request's own future reports a broken upstream to the client (a 502).
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!("proxy {upstream}: upstream connection: {e}");
+        }
     });
     let wants_upgrade = req.headers().contains_key(hyper::header::UPGRADE);
     let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -307,7 +311,10 @@ async fn handle(
             };
             let mut client = TokioIo::new(client);
             let mut upstream = TokioIo::new(upstream);
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            // Either side hanging up ends the tunnel; nobody to tell but the log.
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!("proxy: upgraded connection: {e}");
+            }
         });
     }
     resp.map(|b| b.boxed())

@@ -305,7 +305,7 @@ pub async fn ui(a: UiArgs, state: StateDir) -> Result<i32> {
     // Fail before taking over the terminal when there is no daemon to show.
     let (snapshot, seq) = list(&client, a.all).await?;
     let (tx, mut rx) = mpsc::channel::<Msg>(1024);
-    let _ = tx.send(Msg::Snapshot(snapshot)).await;
+    tell(&tx, Msg::Snapshot(snapshot)).await;
     // Events are few but must not be dropped: they queue unbounded and are forwarded.
     let (etx, mut erx) = mpsc::unbounded_channel::<Msg>();
     tokio::spawn(follow_events(client.clone(), seq, etx));
@@ -535,7 +535,7 @@ fn key(app: &mut App, k: KeyEvent, client: &std::sync::Arc<Client>, tx: &mpsc::S
                     ),
                     Err(e) => format!("stop all failed: {e}"),
                 };
-                let _ = tx.send(Msg::Note(note)).await;
+                tell(&tx, Msg::Note(note)).await;
             });
         }
         _ => {}
@@ -556,13 +556,27 @@ fn act(
         let note = match r {
             Ok(p) => {
                 let note = format!("{name}: {done} ({})", p.status.as_str());
-                let _ = tx.send(Msg::Process(Box::new(p))).await;
+                tell(&tx, Msg::Process(Box::new(p))).await;
                 note
             }
             Err(e) => format!("{name}: {e}"),
         };
-        let _ = tx.send(Msg::Note(note)).await;
+        tell(&tx, Msg::Note(note)).await;
     });
+}
+
+/// Hands `m` to the UI loop. After `q` nobody receives, and there is nothing left to show.
+async fn tell(tx: &mpsc::Sender<Msg>, m: Msg) {
+    if tx.send(m).await.is_err() {
+        tracing::trace!("the UI has quit");
+    }
+}
+
+/// [`tell`] for the unbounded event channel.
+fn tell_now(tx: &mpsc::UnboundedSender<Msg>, m: Msg) {
+    if tx.send(m).is_err() {
+        tracing::trace!("the UI has quit");
+    }
 }
 
 /// The listing and the event sequence number it is at least as new as.
@@ -620,11 +634,10 @@ async fn follow_events(
             }
             Connectivity::Lost(e) => format!("lost the daemon ({e}): reconnecting"),
         };
-        // The UI has quit when nobody receives.
-        let _ = tx.send(Msg::Note(note));
+        tell_now(&tx, Msg::Note(note));
     };
     if let Err(e) = crate::client::follow_events(&client, "", since, each, connectivity).await {
-        let _ = tx.send(Msg::Note(format!("events: {e}")));
+        tell_now(&tx, Msg::Note(format!("events: {e}")));
     }
 }
 
@@ -634,13 +647,20 @@ async fn follow_stats(client: std::sync::Arc<Client>, tx: mpsc::Sender<Msg>) {
             .send(Method::GET, "/v1/stats?every_ms=2000", None)
             .await
         {
-            let _ = read_sse(resp, |_, data| {
-                if let Ok(s) = serde_json::from_str::<Vec<ProcessStats>>(data) {
-                    let _ = tx.try_send(Msg::Stats(s));
+            let read = read_sse(resp, |_, data| {
+                if let Ok(s) = serde_json::from_str::<Vec<ProcessStats>>(data)
+                    && tx.try_send(Msg::Stats(s)).is_err()
+                {
+                    // A busy UI skips a sample; the next comes in two seconds.
+                    tracing::trace!("stats sample skipped");
                 }
                 !tx.is_closed()
             })
             .await;
+            // A broken stream (the daemon went away) is tried again below.
+            if let Err(e) = read {
+                tracing::debug!("stats: {e}");
+            }
         }
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
@@ -662,7 +682,7 @@ async fn follow_log(
     let resp = match client.send(Method::GET, &path, None).await {
         Ok(r) => r,
         Err(e) => {
-            let _ = tx.send(Msg::Note(format!("log: {e}"))).await;
+            tell(&tx, Msg::Note(format!("log: {e}"))).await;
             return;
         }
     };
@@ -672,5 +692,5 @@ async fn follow_log(
             return;
         }
     }
-    let _ = tx.send(Msg::LogEnded(generation)).await;
+    tell(&tx, Msg::LogEnded(generation)).await;
 }

@@ -179,18 +179,23 @@ impl Progress {
             self.order.push(name.to_string());
         }
         let mut out = std::io::stdout().lock();
-        if self.tty {
+        let written = if self.tty {
+            let mut text = String::new();
             if self.drawn > 0 {
-                let _ = write!(out, "\x1b[{}A", self.drawn);
+                text.push_str(&format!("\x1b[{}A", self.drawn));
             }
             for n in &self.order {
-                let _ = writeln!(out, "\x1b[2K{}", self.line(n));
+                text.push_str(&format!("\x1b[2K{}\n", self.line(n)));
             }
             self.drawn = self.order.len();
+            out.write_all(text.as_bytes())
         } else {
-            let _ = writeln!(out, "{}", self.line(name));
+            writeln!(out, "{}", self.line(name))
+        };
+        // A closed stdout (`| head`): `up` goes on in the daemon; there is nobody to show.
+        if let Err(e) = written.and_then(|()| out.flush()) {
+            tracing::debug!("stdout: {e}");
         }
-        let _ = out.flush();
     }
 }
 

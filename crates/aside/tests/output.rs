@@ -117,3 +117,40 @@ fn a_300_mb_line_without_newline_is_captured_without_stalling() {
         .sum();
     assert!(on_disk < 9 * 1024 * 1024, "{on_disk} bytes on disk");
 }
+
+#[test]
+fn a_follow_that_cannot_read_the_log_says_so_and_fails() {
+    let env = Env::new();
+    let p = env.run(&["--name", "f", "echo first; sleep 300"]);
+    let log_dir = env.run_dir(p["run_id"].as_str().unwrap()).join("log");
+    let mut follow = env
+        .command()
+        .args(["logs", "f", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("logs --follow");
+    let mut out = std::io::BufReader::new(follow.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "first");
+    // The log becomes unreadable under the follow (a file where its directory was).
+    std::fs::rename(&log_dir, log_dir.with_extension("moved")).unwrap();
+    std::fs::write(&log_dir, "not a directory").unwrap();
+    eventually(
+        std::time::Duration::from_secs(15),
+        "the follow to end",
+        || matches!(follow.try_wait(), Ok(Some(_))),
+    );
+    let got: Out = follow.wait_with_output().unwrap().into();
+    assert_ne!(
+        got.code, 0,
+        "it ended as if the process had: {}",
+        got.stderr
+    );
+    assert!(
+        got.stderr.contains("cannot read the log of run"),
+        "{}",
+        got.stderr
+    );
+}

@@ -81,7 +81,10 @@ impl Supervisor {
         // SAFETY: kill(2) to the run's shim, which is live (its monitor has not finished it).
         unsafe { libc::kill(shim_pid, libc::SIGUSR1) };
         self.audit(who, "stop", &row.info.reference(), None);
-        let _ = done.wait_for(|d| *d).await;
+        // Done, or its sender gone with the live entry: either way the run has been finished.
+        if done.wait_for(|d| *d).await.is_err() {
+            tracing::debug!("{}: finished while stopping", row.info.reference());
+        }
         Ok(self.find(&row.info.id)?.info)
     }
 

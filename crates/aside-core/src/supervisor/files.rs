@@ -200,7 +200,10 @@ impl Supervisor {
                 if *n == 0 {
                     state.dirs.remove(&d);
                     if let Some(w) = watcher.as_mut() {
-                        let _ = w.unwatch(&d);
+                        // Gone with the directory already, if it was removed.
+                        if let Err(e) = w.unwatch(&d) {
+                            tracing::debug!("unwatch {}: {e}", d.display());
+                        }
                     }
                 }
             }

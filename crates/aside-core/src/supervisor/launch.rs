@@ -398,7 +398,16 @@ impl Supervisor {
         let mut report = String::new();
         if let Some(out) = child.stdout.take() {
             let mut out = tokio::io::BufReader::new(out);
-            let _ = tokio::time::timeout(SHIM_REPORT_TIMEOUT, out.read_line(&mut report)).await;
+            let read = tokio::time::timeout(SHIM_REPORT_TIMEOUT, out.read_line(&mut report)).await;
+            // No report is survivable: the run is watched through its shim all the same, and
+            // its exit record says how it went.
+            match read {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!("run {run_id}: cannot read the shim's report: {e}"),
+                Err(_) => tracing::warn!(
+                    "run {run_id}: no report from its shim within {SHIM_REPORT_TIMEOUT:?}"
+                ),
+            }
         }
         let report: serde_json::Value = serde_json::from_str(&report).unwrap_or_default();
         if let Some(pid) = report.get("pid").and_then(|p| p.as_i64()) {
@@ -415,7 +424,10 @@ impl Supervisor {
         let run = run_id.to_string();
         let mut done = self.done_rx(run_id);
         tokio::spawn(async move {
-            let _ = child.wait().await;
+            if let Err(e) = child.wait().await {
+                // The exit record, not the wait status, says how the run ended.
+                tracing::warn!("run {run}: waiting for its shim failed: {e}");
+            }
             me.finalize(&run);
         });
         if let Some(probe) = &spec.ready {
@@ -425,7 +437,10 @@ impl Supervisor {
             && let Some(done) = done.as_mut()
         {
             // The shim wrote its exit record already: answer with the failure.
-            let _ = tokio::time::timeout(SHIM_REPORT_TIMEOUT, done.wait_for(|d| *d)).await;
+            let finished = tokio::time::timeout(SHIM_REPORT_TIMEOUT, done.wait_for(|d| *d)).await;
+            if !matches!(finished, Ok(Ok(_))) {
+                tracing::warn!("run {run_id}: its failure is not recorded yet; answering anyway");
+            }
         }
     }
 }

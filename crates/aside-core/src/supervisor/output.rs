@@ -109,12 +109,14 @@ impl Supervisor {
     /// Streams a process's log into `tx` as it grows, across runs: when a run ends its log is
     /// drained, then the next run's follows (a restart by policy or by a file watch), until
     /// the process has ended for good, or the receiver goes away. With `run`, that run only.
-    /// `tail` applies to what exists when it starts.
+    /// `tail` applies to what exists when it starts. A failure along the way (the log cannot be
+    /// read, the database fails) is sent as the last item, so the follow does not end as if the
+    /// process had.
     pub async fn follow(
         &self,
         reference: &str,
         q: LogQuery,
-        tx: mpsc::Sender<LogEntry>,
+        tx: mpsc::Sender<Result<LogEntry>>,
     ) -> Result<()> {
         let row = self.find(reference)?;
         let only = q.run.clone().or_else(|| {
@@ -149,7 +151,11 @@ impl Supervisor {
                         Ok(r) => r,
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), pos),
                         Err(e) => {
-                            tracing::warn!("follow of run {run_id}: cannot read its log: {e}");
+                            let e = format!("cannot read the log of run {run_id}: {e}");
+                            tracing::warn!("follow: {e}");
+                            if tx.send(Err(Error::Io(e))).await.is_err() {
+                                tracing::debug!("follow: the reader left as well");
+                            }
                             return;
                         }
                     };
@@ -167,7 +173,7 @@ impl Supervisor {
                     first = false;
                     for mut e in entries {
                         relabel(&mut e, seq);
-                        if tx.send(e).await.is_err() {
+                        if tx.send(Ok(e)).await.is_err() {
                             return;
                         }
                     }
@@ -186,11 +192,17 @@ impl Supervisor {
                 }
                 // The next run of the process, now or once one starts; none to come: done.
                 loop {
-                    let next = me
-                        .store()
-                        .runs_of(&process_id)
-                        .ok()
-                        .and_then(|runs| runs.into_iter().find(|(s, _)| *s > seq));
+                    let runs = me.store().runs_of(&process_id);
+                    let next = match runs {
+                        Ok(runs) => runs.into_iter().find(|(s, _)| *s > seq),
+                        Err(e) => {
+                            tracing::warn!("follow of {process_id}: {e}");
+                            if tx.send(Err(e.into())).await.is_err() {
+                                tracing::debug!("follow: the reader left as well");
+                            }
+                            return;
+                        }
+                    };
                     if let Some((s, r)) = next {
                         (seq, run_id, pos) = (s, r, 0);
                         break;

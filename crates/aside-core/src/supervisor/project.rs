@@ -21,7 +21,9 @@ use aside_proto::{
 use jiff::Timestamp;
 use tokio::sync::{broadcast, mpsc, watch};
 
-use super::{Error, Requester, Result, Supervisor, Validated, lock, valid_name, wake};
+use super::{
+    Error, Requester, Result, Supervisor, Validated, lock, remove_run_dir, valid_name, wake,
+};
 use crate::store::ProcessRow;
 
 /// Ports given to proxied processes that have none (agent-procs: 4000–4999).
@@ -394,7 +396,10 @@ impl Supervisor {
                 }
             }
             failed.sort();
-            let _ = tx.send(UpMessage::Done { failed });
+            // The client may have gone: `up` is detached from it and simply ends.
+            if tx.send(UpMessage::Done { failed }).is_err() {
+                tracing::debug!("up: done, nobody listening");
+            }
         });
         Ok(rx)
     }
@@ -420,12 +425,16 @@ impl Supervisor {
         mut cancel: watch::Receiver<u64>,
     ) -> UpState {
         let send = |state: UpState, detail: Option<String>, process: Option<ProcessInfo>| {
-            let _ = tx.send(UpMessage::Process {
+            let message = UpMessage::Process {
                 name: name.to_string(),
                 state,
                 detail,
                 process: process.map(Box::new),
-            });
+            };
+            // As for `Done`: a client that left does not stop the orchestration.
+            if tx.send(message).is_err() {
+                tracing::debug!("up: {name} is {state:?}, nobody listening");
+            }
             state
         };
         let deps = v.spec.depends_on.clone();
@@ -624,7 +633,7 @@ impl Supervisor {
             }
             let ids = self.store().forget_project(&p.name)?;
             for id in &ids {
-                let _ = std::fs::remove_dir_all(self.inner.state.run_dir(id));
+                remove_run_dir(&self.inner.state.run_dir(id));
             }
             lock(&self.inner.projects).remove(&p.name);
             cleaned.push(p.name);

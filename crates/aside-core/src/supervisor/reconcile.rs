@@ -2,15 +2,13 @@
 //! re-attached (its shim alive), finished (its exit record on disk) or `abandoned` (neither, with
 //! what is left of its session killed); old ended runs pruned.
 
-use std::fs;
-
 use aside_proto::Status;
 use jiff::Timestamp;
 
 use crate::proc;
 use crate::rundir::RunDir;
 
-use super::{Result, Supervisor, lock, process_exit};
+use super::{Result, Supervisor, lock, process_exit, remove_run_dir};
 
 impl Supervisor {
     /// Accounts for every run not yet terminal after a (re)start: shim alive → re-attach;
@@ -123,7 +121,7 @@ impl Supervisor {
             .unwrap_or(Timestamp::UNIX_EPOCH);
         let ids = self.store().prune(cutoff)?;
         for id in &ids {
-            let _ = fs::remove_dir_all(self.inner.state.run_dir(id));
+            remove_run_dir(&self.inner.state.run_dir(id));
         }
         Ok(ids.len())
     }

@@ -670,8 +670,10 @@ async fn fire(target: &Target, payload: &WakePayload) -> std::result::Result<(),
                 .spawn()
                 .map_err(|e| format!("cannot start {:?}: {e}", argv[0]))?;
             if let Some(mut stdin) = child.stdin.take() {
-                // A command that does not read its stdin is fine.
-                let _ = stdin.write_all(&body).await;
+                // A command that does not read its stdin (a broken pipe) is fine.
+                if let Err(e) = stdin.write_all(&body).await {
+                    tracing::debug!("wake command {:?} did not take its stdin: {e}", argv[0]);
+                }
             }
             let status = child.wait().await.map_err(|e| e.to_string())?;
             if status.success() {

@@ -205,9 +205,7 @@ async fn serve_capped(
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             tokio::pin!(conn);
-            let stopped = async move {
-                let _ = stop.wait_for(Option::is_some).await;
-            };
+            let stopped = async move { super::until_stopping(&mut stop).await };
             tokio::select! {
                 r = conn.as_mut() => if let Err(e) = r {
                     tracing::debug!("TCP connection: {e}");
