@@ -376,9 +376,11 @@ pub struct ProcessRow {
     pub seq: u32,
 }
 
-/// The terminal state of a run, as written by [`Store::finish_run`].
-#[derive(Debug, Clone)]
-pub struct Finish {
+/// How a run ended: the one type for it, built from the shim's exit record
+/// ([`RunEnd::from_exit`]) or, with no shim to ask, from what the supervisor knows
+/// ([`RunEnd::without_shim`]); written by [`Store::finish_run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunEnd {
     /// Terminal status.
     pub status: Status,
     /// Exit code.
@@ -391,6 +393,50 @@ pub struct Finish {
     pub stopped_by: Option<String>,
     /// Spawn error or abandonment reason.
     pub error: Option<String>,
+}
+
+impl RunEnd {
+    /// The end an exit record describes. Its status, first match wins: a spawn error →
+    /// `failed`; a stop request → `stopped` (by its requester); the timeout → `timed_out`;
+    /// exit 0 → `completed`, or `completed_empty` with no output at all; anything else →
+    /// `failed`.
+    pub fn from_exit(exit: &crate::rundir::ExitRecord) -> RunEnd {
+        let (status, stopped_by) = if exit.error.is_some() {
+            (Status::Failed, None)
+        } else if let Some(stop) = &exit.stop {
+            (Status::Stopped, Some(stop.requested_by.clone()))
+        } else if exit.timed_out {
+            (Status::TimedOut, None)
+        } else {
+            match exit.exit_code {
+                Some(0) if exit.stdout_bytes + exit.stderr_bytes == 0 => {
+                    (Status::CompletedEmpty, None)
+                }
+                Some(0) => (Status::Completed, None),
+                _ => (Status::Failed, None),
+            }
+        };
+        RunEnd {
+            status,
+            exit_code: exit.exit_code,
+            signal: exit.signal,
+            ended_at: exit.ended_at,
+            stopped_by,
+            error: exit.error.clone(),
+        }
+    }
+
+    /// An end known without the shim's word (it could not start, or left no record), now.
+    pub fn without_shim(status: Status, error: String) -> RunEnd {
+        RunEnd {
+            status,
+            exit_code: None,
+            signal: None,
+            ended_at: Timestamp::now(),
+            stopped_by: None,
+            error: Some(error),
+        }
+    }
 }
 
 /// The state database. One per state directory; the daemon is its only writer.
@@ -704,7 +750,7 @@ impl Store {
     pub fn finish_run(
         &mut self,
         run_id: &str,
-        f: &Finish,
+        f: &RunEnd,
         result: &RunResult,
         owner: &str,
     ) -> Result<Option<Vec<Event>>> {
@@ -1619,6 +1665,44 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exit_record_ends_a_run_with_one_status() {
+        use crate::rundir::{ExitRecord, StopControl};
+        let exit = |code: Option<i32>, bytes: u64| ExitRecord {
+            exit_code: code,
+            signal: None,
+            ended_at: Timestamp::UNIX_EPOCH,
+            timed_out: false,
+            stop: None,
+            error: None,
+            stdout_bytes: bytes,
+            stderr_bytes: 0,
+        };
+        let status = |e: &ExitRecord| RunEnd::from_exit(e).status;
+        assert_eq!(status(&exit(Some(0), 3)), Status::Completed);
+        assert_eq!(status(&exit(Some(0), 0)), Status::CompletedEmpty);
+        assert_eq!(status(&exit(Some(2), 3)), Status::Failed);
+        assert_eq!(status(&exit(None, 3)), Status::Failed);
+        // A stop outranks the timeout that fired during it; a spawn error outranks both.
+        let mut stopped = exit(None, 0);
+        stopped.timed_out = true;
+        stopped.stop = Some(StopControl {
+            signal: libc::SIGTERM,
+            grace_ms: 5000,
+            requested_by: "agent-a".into(),
+        });
+        let end = RunEnd::from_exit(&stopped);
+        assert_eq!(
+            (end.status, end.stopped_by.as_deref()),
+            (Status::Stopped, Some("agent-a"))
+        );
+        stopped.error = Some("no such file".into());
+        assert_eq!(status(&stopped), Status::Failed);
+        let mut timed_out = exit(None, 0);
+        timed_out.timed_out = true;
+        assert_eq!(status(&timed_out), Status::TimedOut);
+    }
 
     #[test]
     fn a_version_1_database_is_migrated_and_keeps_its_rows() {

@@ -7,12 +7,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use aside_proto::{RunResult, Status};
-use jiff::Timestamp;
 
 use crate::logs::{self, LogReader};
 use crate::proc;
 use crate::rundir::{ExitRecord, RunDir};
-use crate::store::{Finish, ProcessRow};
+use crate::store::{ProcessRow, RunEnd};
 
 use super::{RESULT_HEAD_BYTES, RESULT_TAIL_BYTES, Supervisor, lock};
 
@@ -39,18 +38,7 @@ impl Supervisor {
         error: String,
     ) -> Option<(ProcessRow, RunResult)> {
         tracing::warn!("run {run_id}: {error}");
-        self.record_finish(
-            run_id,
-            Finish {
-                status,
-                exit_code: None,
-                signal: None,
-                ended_at: Timestamp::now(),
-                stopped_by: None,
-                error: Some(error),
-            },
-            None,
-        )
+        self.record_finish(run_id, RunEnd::without_shim(status, error), None)
     }
 
     /// Called once the run's shim is gone: turns its exit record (or its absence) into the
@@ -58,21 +46,7 @@ impl Supervisor {
     pub(super) fn finalize(&self, run_id: &str) {
         let rd = self.run_dir(run_id);
         let recorded = match rd.exit() {
-            Ok(Some(exit)) => {
-                let (status, stopped_by) = classify(&exit);
-                self.record_finish(
-                    run_id,
-                    Finish {
-                        status,
-                        exit_code: exit.exit_code,
-                        signal: exit.signal,
-                        ended_at: exit.ended_at,
-                        stopped_by,
-                        error: exit.error.clone(),
-                    },
-                    Some(&exit),
-                )
-            }
+            Ok(Some(exit)) => self.record_finish(run_id, RunEnd::from_exit(&exit), Some(&exit)),
             other => {
                 let mut why = match other {
                     Err(e) => format!("its exit record is unreadable ({e})"),
@@ -118,7 +92,7 @@ impl Supervisor {
     pub(super) fn record_finish(
         &self,
         run_id: &str,
-        finish: Finish,
+        finish: RunEnd,
         exit: Option<&ExitRecord>,
     ) -> Option<(ProcessRow, RunResult)> {
         let rd = self.run_dir(run_id);
@@ -237,23 +211,6 @@ impl Supervisor {
             live.done.send_replace(true);
         }
         self.unwatch_logs(run_id, &rd.log_dir());
-    }
-}
-
-pub(super) fn classify(exit: &ExitRecord) -> (Status, Option<String>) {
-    if exit.error.is_some() {
-        return (Status::Failed, None);
-    }
-    if let Some(stop) = &exit.stop {
-        return (Status::Stopped, Some(stop.requested_by.clone()));
-    }
-    if exit.timed_out {
-        return (Status::TimedOut, None);
-    }
-    match exit.exit_code {
-        Some(0) if exit.stdout_bytes + exit.stderr_bytes == 0 => (Status::CompletedEmpty, None),
-        Some(0) => (Status::Completed, None),
-        _ => (Status::Failed, None),
     }
 }
 
