@@ -1219,6 +1219,98 @@ pub struct DaemonStatus {
     pub idle_timeout_ms: u64,
 }
 
+/// `GET /v1/processes?all&owner&team&project`: which processes to list (default: the live
+/// ones and the latest run of each ended one the requester may see).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ListQuery {
+    /// Every run kept, not only each process's latest.
+    #[serde(default)]
+    pub all: bool,
+    /// Only this owner's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Only this team's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// Only this project's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+}
+
+/// `GET /v1/events?owner&kind&since`: which events to stream.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct EventsQuery {
+    /// Only this owner's events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Only these kinds, comma-separated (`run_started,run_exited,…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Replay from after this sequence number (`Last-Event-ID` wins); default: only new ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+}
+
+/// `GET /v1/version` answer (also unversioned clients may ask it).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct VersionInfo {
+    /// [`PROTOCOL_VERSION`] of the daemon.
+    pub protocol: u32,
+    /// Daemon version (crate version).
+    pub version: String,
+}
+
+/// `POST /v1/daemon/stop` answer: the daemon stops once it has answered.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DaemonStopAnswer {
+    /// Always true: it is stopping.
+    pub stopping: bool,
+    /// The stopping daemon's pid.
+    pub pid: u32,
+}
+
+/// `DELETE /v1/owners/{owner}/wake` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct WakeCleared {
+    /// The owner.
+    pub owner: String,
+    /// Whether it had a wake action to remove.
+    pub cleared: bool,
+}
+
+/// `POST /v1/owners/{owner}/idle` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct IdleMarked {
+    /// The owner.
+    pub owner: String,
+    /// Always true: it is marked idle (its wake action may fire).
+    pub idle: bool,
+}
+
+/// `POST /v1/runs/{run_id}/progress` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ProgressRecorded {
+    /// The run.
+    pub run_id: String,
+    /// Always true: kept as the run's latest report.
+    pub recorded: bool,
+}
+
+/// `GET /v1/whoami` answer: who the daemon takes the requester for.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Whoami {
+    /// The owner requests act as.
+    pub owner: String,
+    /// Their team, if any.
+    pub team: Option<String>,
+    /// A read-only member token: it changes nothing.
+    pub read_only: bool,
+    /// How the request came: `socket`, `web` (the dashboard token) or `token:ID`.
+    pub via: String,
+    /// Whether a member token authenticated it.
+    pub member: bool,
+}
+
 /// `POST /v1/projects/{project}/up`: start a project's processes in dependency order.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -1,12 +1,11 @@
 //! `aside web` (the dashboard's address) and `aside token` (member tokens for the TCP
 //! listener): both only over the local socket, by the daemon's own user.
 
-use aside_proto::{ErrorCode, TokenCreated, TokenInfo, TokenRequest, WebInfo, WebRequest};
+use aside_proto::{ErrorCode, TokenRequest, WebRequest};
 use clap::{Args, Subcommand};
-use hyper::Method;
 
 use crate::client::owner_or_human;
-use crate::client::{Client, ClientError, Result, enc, remote};
+use crate::client::{Client, ClientError, Result, remote};
 use crate::render::print_json;
 use aside_core::paths::StateDir;
 
@@ -72,7 +71,7 @@ fn local_only(what: &str) -> Result<()> {
 pub async fn web(a: WebArgs, state: StateDir) -> Result<i32> {
     local_only("web")?;
     let client = Client::new(state, owner_or_human(None), true);
-    let info: WebInfo = client.post("/v1/web", &WebRequest { port: a.port }).await?;
+    let info = client.web(&WebRequest { port: a.port }).await?;
     if a.json {
         print_json(&info);
     } else {
@@ -121,15 +120,12 @@ pub async fn token(cmd: TokenCmd, state: StateDir) -> Result<i32> {
             read_only,
             json,
         } => {
-            let made: TokenCreated = client
-                .post(
-                    "/v1/tokens",
-                    &TokenRequest {
-                        owner,
-                        team,
-                        read_only,
-                    },
-                )
+            let made = client
+                .create_token(&TokenRequest {
+                    owner,
+                    team,
+                    read_only,
+                })
                 .await?;
             if json {
                 print_json(&made);
@@ -154,7 +150,7 @@ pub async fn token(cmd: TokenCmd, state: StateDir) -> Result<i32> {
             Ok(0)
         }
         TokenCmd::List { json } => {
-            let tokens: Vec<TokenInfo> = client.get("/v1/tokens").await?;
+            let tokens = client.tokens().await?;
             if json {
                 print_json(&tokens);
             } else if tokens.is_empty() {
@@ -184,13 +180,7 @@ pub async fn token(cmd: TokenCmd, state: StateDir) -> Result<i32> {
             Ok(0)
         }
         TokenCmd::Revoke { id } => {
-            let t: TokenInfo = client
-                .call(
-                    Method::DELETE,
-                    &format!("/v1/tokens/{}", enc(&id)),
-                    None::<&()>,
-                )
-                .await?;
+            let t = client.revoke_token(&id).await?;
             println!("token {} ({}) revoked", t.id, t.owner);
             Ok(0)
         }

@@ -9,15 +9,13 @@ use std::time::Duration;
 use aside_core::paths::StateDir;
 use aside_core::units::{parse_bytes, parse_duration_ms};
 use aside_proto::{
-    AckRequest, AckResponse, Autorestart, Command, DaemonStatus, ErrorCode, InboxResponse,
-    LogEntry, LogStream, LogsResponse, ProcessInfo, ReadyProbe, RestartPolicy, RunRequest,
-    RunResult, Status, StopAllRequest, StopAllResponse, StopRequest, StreamFilter, WaitOutcome,
-    WaitResponse,
+    AckRequest, Autorestart, Command, ErrorCode, LogEntry, LogQuery, LogStream, ProcessInfo,
+    ReadyProbe, RestartPolicy, RunRequest, Status, StopAllRequest, StopRequest, StreamFilter,
+    WaitOutcome, WaitQuery,
 };
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use hyper::Method;
 
-use crate::client::{Client, ClientError, Result, enc, env_owner, owner_or_human, start_daemon};
+use crate::client::{Client, ClientError, Result, env_owner, owner_or_human, start_daemon};
 use crate::daemon::DaemonOptions;
 use crate::render::{self, print_json, print_raw, read_ndjson};
 
@@ -888,11 +886,8 @@ async fn dispatch(cmd: Cmd, project: Option<String>, state: StateDir) -> Result<
             } else {
                 format!("{text}\n")
             };
-            let p: ProcessInfo = client
-                .post(
-                    &format!("/v1/processes/{}/stdin", enc(&reference)),
-                    &aside_proto::StdinRequest { chars },
-                )
+            let p = client
+                .stdin(&reference, &aside_proto::StdinRequest { chars })
                 .await?;
             println!("{}: written", p.name);
             Ok(0)
@@ -923,20 +918,13 @@ async fn dispatch(cmd: Cmd, project: Option<String>, state: StateDir) -> Result<
                 text: text.clone(),
                 data,
             };
-            let _: serde_json::Value = client
-                .post(&format!("/v1/runs/{}/progress", enc(&run)), &req)
-                .await?;
+            client.report_progress(&run, &req).await?;
             Ok(0)
         }
         Cmd::Idle { owner } => {
             let owner = owner_or_human(owner);
             let client = Client::new(state, owner.clone(), true);
-            let _: serde_json::Value = client
-                .post(
-                    &format!("/v1/owners/{}/idle", enc(&owner)),
-                    &serde_json::json!({}),
-                )
-                .await?;
+            client.mark_idle(&owner).await?;
             println!("{owner} is idle: its next result fires its wake action");
             Ok(0)
         }
@@ -1022,7 +1010,7 @@ async fn run(mut a: RunArgs, project: Option<String>, state: StateDir) -> Result
         ..Default::default()
     };
     let client = Client::new(state, owner, true).with_team(req.team.clone());
-    let info: ProcessInfo = client.post_idempotent("/v1/processes", &req).await?;
+    let info = client.run(&req).await?;
     let Some(wait_for) = a.wait else {
         if a.json {
             print_json(&info);
@@ -1058,11 +1046,12 @@ async fn run(mut a: RunArgs, project: Option<String>, state: StateDir) -> Result
         if a.json {
             return Ok(());
         }
-        let path = format!(
-            "/v1/processes/{}/logs?follow=true&stream=all",
-            enc(&info.id)
-        );
-        stream_entries(&client, &path, |e| {
+        let q = LogQuery {
+            stream: StreamFilter::All,
+            ..LogQuery::default()
+        };
+        let resp = client.follow_logs(&info.id, &q).await?;
+        read_ndjson(resp, |e: &LogEntry| {
             let line = render::entry(e, false);
             match e {
                 LogEntry::Line {
@@ -1091,9 +1080,7 @@ async fn run(mut a: RunArgs, project: Option<String>, state: StateDir) -> Result
             return Ok(1);
         }
     }
-    let w: WaitResponse = client
-        .get(&format!("/v1/processes/{}/wait", enc(&info.id)))
-        .await?;
+    let w = client.wait(&info.id, &WaitQuery::default()).await?;
     if a.json {
         print_json(&w.result);
     } else if let Some(r) = &w.result {
@@ -1110,40 +1097,25 @@ async fn run(mut a: RunArgs, project: Option<String>, state: StateDir) -> Result
             ids: vec![r.run_id.clone()],
             all: false,
         };
-        if let Err(e) = client
-            .post::<aside_proto::AckResponse>(
-                &format!("/v1/owners/{}/inbox/ack", enc(&r.owner)),
-                &ack,
-            )
-            .await
-        {
+        if let Err(e) = client.ack(&r.owner, &ack).await {
             eprintln!("aside: the result stays in the inbox of {}: {e}", r.owner);
         }
     }
     Ok(child_exit_code(&w.process))
 }
 
-/// Reads an NDJSON log stream, calling `each` per entry, until the daemon ends it.
-async fn stream_entries(client: &Client, path: &str, each: impl FnMut(&LogEntry)) -> Result<()> {
-    let resp = client.send(Method::GET, path, None).await?;
-    read_ndjson(resp, each).await
-}
-
 async fn status(a: StatusArgs, project: Option<String>, state: StateDir) -> Result<i32> {
     let client = Client::new(state, env_owner(), true);
     if let Some(r) = a.reference {
-        let path = format!("/v1/processes/{}", enc(&r));
         if a.json {
-            print_raw(&client.get_raw(&path).await?);
+            print_raw(&client.process_raw(&r).await?);
             return Ok(0);
         }
-        let p: ProcessInfo = client.get(&path).await?;
+        let p = client.process(&r).await?;
         print!("{}", render::table(std::slice::from_ref(&p)));
         if p.progress.is_some() {
             // What the latest run said along the way, oldest first.
-            let history: Vec<aside_proto::Progress> = client
-                .get(&format!("/v1/runs/{}/progress", enc(&p.run_id)))
-                .await?;
+            let history = client.progress(&p.run_id).await?;
             println!("\nprogress of run {}:", p.run_id);
             for r in history.iter().take(10).rev() {
                 println!("  {}  {}", render::time(r.at), r.text);
@@ -1151,23 +1123,18 @@ async fn status(a: StatusArgs, project: Option<String>, state: StateDir) -> Resu
         }
         return Ok(0);
     }
-    let mut q = vec![format!("all={}", a.all)];
-    if let Some(o) = &a.owner {
-        q.push(format!("owner={}", enc(o)));
-    }
-    if let Some(t) = &a.team {
-        q.push(format!("team={}", enc(t)));
-    }
-    if let Some(p) = &project {
-        q.push(format!("project={}", enc(p)));
-    }
-    let path = format!("/v1/processes?{}", q.join("&"));
+    let q = aside_proto::ListQuery {
+        all: a.all,
+        owner: a.owner,
+        team: a.team,
+        project,
+    };
     if a.json {
         // The daemon's bytes as they are: `status --json` is the hot path of polling agents.
-        print_raw(&client.get_raw(&path).await?);
+        print_raw(&client.processes_raw(&q).await?);
         return Ok(0);
     }
-    let procs: Vec<ProcessInfo> = client.get(&path).await?;
+    let procs = client.processes(&q).await?;
     if procs.is_empty() {
         println!(
             "no processes (`aside status --all` includes finished ones whose result was read)"
@@ -1187,23 +1154,15 @@ async fn logs(a: LogsArgs, state: StateDir) -> Result<i32> {
     } else {
         StreamFilter::Stdout
     };
-    let stream_name = stream.as_str();
-    let mut q = vec![format!("stream={stream_name}")];
-    if let Some(n) = a.tail {
-        q.push(format!("tail={n}"));
-    }
-    if let Some(n) = a.head {
-        q.push(format!("head={n}"));
-    }
-    if let Some(c) = a.since {
-        q.push(format!("since={c}"));
-    }
-    if let Some(g) = &a.grep {
-        q.push(format!("grep={}", enc(g)));
-    }
-    if let Some(r) = &a.run {
-        q.push(format!("run={}", enc(r)));
-    }
+    let q = LogQuery {
+        stream,
+        tail: a.tail,
+        head: a.head,
+        since: a.since,
+        grep: a.grep.clone(),
+        follow: false,
+        run: a.run.clone(),
+    };
     let with_stream = stream == StreamFilter::All;
     let print = |e: &LogEntry| {
         if a.json {
@@ -1213,18 +1172,13 @@ async fn logs(a: LogsArgs, state: StateDir) -> Result<i32> {
         }
     };
     if a.follow && a.head.is_none() {
-        q.push("follow=true".into());
-        let path = format!("/v1/processes/{}/logs?{}", enc(&a.reference), q.join("&"));
-        stream_entries(&client, &path, print).await?;
+        let resp = client.follow_logs(&a.reference, &q).await?;
+        read_ndjson(resp, print).await?;
         return Ok(0);
     }
-    let path = format!("/v1/processes/{}/logs?{}", enc(&a.reference), q.join("&"));
-    let resp: LogsResponse = client.get(&path).await?;
+    let resp = client.logs(&a.reference, &q).await?;
     if resp.entries.is_empty() && resp.cursor == 0 && a.since.is_none() {
-        let p: Option<ProcessInfo> = client
-            .get(&format!("/v1/processes/{}", enc(&a.reference)))
-            .await
-            .ok();
+        let p = client.process(&a.reference).await.ok();
         match p {
             Some(p) if p.status.is_terminal() => eprintln!(
                 "aside: {} {} without writing any output",
@@ -1257,21 +1211,12 @@ async fn logs(a: LogsArgs, state: StateDir) -> Result<i32> {
 
 async fn wait(a: WaitArgs, state: StateDir) -> Result<i32> {
     let client = Client::new(state, env_owner(), true);
-    let mut q = Vec::new();
-    if let Some(p) = &a.until {
-        q.push(format!("until={}", enc(p)));
-        q.push(format!("regex={}", a.regex));
-    }
-    if let Some(ms) = a.timeout {
-        q.push(format!("timeout_ms={ms}"));
-    }
-    let w: WaitResponse = client
-        .get(&format!(
-            "/v1/processes/{}/wait?{}",
-            enc(&a.reference),
-            q.join("&")
-        ))
-        .await?;
+    let q = WaitQuery {
+        until: a.until.clone(),
+        regex: a.regex,
+        timeout_ms: a.timeout,
+    };
+    let w = client.wait(&a.reference, &q).await?;
     if a.json {
         print_json(&w);
     } else {
@@ -1315,9 +1260,7 @@ async fn stop(a: StopArgs, state: StateDir) -> Result<i32> {
         signal: a.signal,
         grace_ms: a.grace,
     };
-    let before: ProcessInfo = client
-        .get(&format!("/v1/processes/{}", enc(&a.reference)))
-        .await?;
+    let before = client.process(&a.reference).await?;
     let ended_before = before.status.is_terminal()
         && before
             .autorestart
@@ -1325,9 +1268,7 @@ async fn stop(a: StopArgs, state: StateDir) -> Result<i32> {
             .is_none_or(|r| r.state != aside_proto::RestartState::Active);
     // Asked even when it has ended: the daemon decides who may stop it, and disables a
     // restart that may be due.
-    let p: ProcessInfo = client
-        .post(&format!("/v1/processes/{}/stop", enc(&a.reference)), &req)
-        .await?;
+    let p = client.stop(&a.reference, &req).await?;
     if a.json {
         print_json(&p);
     } else if ended_before && p.run_id == before.run_id {
@@ -1350,9 +1291,7 @@ async fn stop(a: StopArgs, state: StateDir) -> Result<i32> {
 
 async fn stop_all(a: StopAllArgs, state: StateDir) -> Result<i32> {
     let client = Client::new(state, env_owner(), true);
-    let resp: StopAllResponse = client
-        .post("/v1/stop-all", &StopAllRequest { owner: a.owner })
-        .await?;
+    let resp = client.stop_all(&StopAllRequest { owner: a.owner }).await?;
     if a.json {
         print_json(&resp);
     } else {
@@ -1374,12 +1313,7 @@ async fn stop_all(a: StopAllArgs, state: StateDir) -> Result<i32> {
 
 async fn restart(a: RestartArgs, state: StateDir) -> Result<i32> {
     let client = Client::new(state, owner_or_human(a.owner), true);
-    let p: ProcessInfo = client
-        .post(
-            &format!("/v1/processes/{}/restart", enc(&a.reference)),
-            &serde_json::json!({}),
-        )
-        .await?;
+    let p = client.restart(&a.reference).await?;
     if a.json {
         print_json(&p);
     } else {
@@ -1396,13 +1330,12 @@ async fn restart(a: RestartArgs, state: StateDir) -> Result<i32> {
 async fn inbox(a: InboxArgs, state: StateDir) -> Result<i32> {
     let owner = owner_or_human(a.owner);
     let client = Client::new(state, owner.clone(), true);
-    let path = format!("/v1/owners/{}/inbox", enc(&owner));
     if a.drain || !a.ack.is_empty() {
         let req = AckRequest {
             ids: a.ack.clone(),
             all: a.drain,
         };
-        let resp: AckResponse = client.post(&format!("{path}/ack"), &req).await?;
+        let resp = client.ack(&owner, &req).await?;
         if a.json {
             print_json(&resp);
         } else {
@@ -1431,7 +1364,7 @@ async fn inbox(a: InboxArgs, state: StateDir) -> Result<i32> {
         }
         return Ok(0);
     }
-    let resp: InboxResponse = client.get(&path).await?;
+    let resp = client.inbox(&owner).await?;
     if a.json {
         print_json(&resp);
     } else if resp.notifications.is_empty() {
@@ -1487,22 +1420,14 @@ async fn wake(cmd: WakeCmd, state: StateDir) -> Result<i32> {
                 host,
                 idle_after_ms: idle_after,
             };
-            let set: aside_proto::WakeAction = client
-                .call(
-                    Method::PUT,
-                    &format!("/v1/owners/{}/wake", enc(&owner)),
-                    Some(&action),
-                )
-                .await?;
+            let set = client.set_wake(&owner, &action).await?;
             println!("{owner} is woken by {}", wake_text(&set));
             Ok(0)
         }
         WakeCmd::Show { owner, json } => {
             let owner = owner_or_human(owner);
             let client = Client::new(state, owner.clone(), true);
-            let a: aside_proto::WakeAction = client
-                .get(&format!("/v1/owners/{}/wake", enc(&owner)))
-                .await?;
+            let a = client.wake(&owner).await?;
             if json {
                 print_json(&a);
             } else {
@@ -1513,16 +1438,10 @@ async fn wake(cmd: WakeCmd, state: StateDir) -> Result<i32> {
         WakeCmd::Clear { owner } => {
             let owner = owner_or_human(owner);
             let client = Client::new(state, owner.clone(), true);
-            let v: serde_json::Value = client
-                .call(
-                    Method::DELETE,
-                    &format!("/v1/owners/{}/wake", enc(&owner)),
-                    None::<&()>,
-                )
-                .await?;
+            let v = client.clear_wake(&owner).await?;
             println!(
                 "{owner}: {}",
-                if v["cleared"] == true {
+                if v.cleared {
                     "wake action removed"
                 } else {
                     "had no wake action"
@@ -1535,13 +1454,11 @@ async fn wake(cmd: WakeCmd, state: StateDir) -> Result<i32> {
 
 async fn events(a: EventsArgs, state: StateDir) -> Result<i32> {
     let client = Client::new(state, env_owner(), true);
-    let mut q = Vec::new();
-    if let Some(o) = &a.owner {
-        q.push(format!("owner={}", enc(o)));
-    }
-    if !a.kind.is_empty() {
-        q.push(format!("kind={}", enc(&a.kind.join(","))));
-    }
+    let q = aside_proto::EventsQuery {
+        owner: a.owner.clone(),
+        kind: (!a.kind.is_empty()).then(|| a.kind.join(",")),
+        since: a.since,
+    };
     let mut seen = 0usize;
     let mut out = std::io::stdout();
     let each = |_: &str, data: &str| {
@@ -1575,8 +1492,7 @@ async fn events(a: EventsArgs, state: StateDir) -> Result<i32> {
             eprintln!("aside: lost the daemon ({e}); reconnecting")
         }
     };
-    let query = q.join("&");
-    crate::client::follow_events(&client, &query, a.since, each, connectivity).await?;
+    crate::client::follow_events(&client, q, each, connectivity).await?;
     Ok(0)
 }
 
@@ -1603,9 +1519,7 @@ fn event_line(e: &aside_proto::Event) -> String {
 
 async fn result(a: ResultArgs, state: StateDir) -> Result<i32> {
     let client = Client::new(state, env_owner(), true);
-    let r: RunResult = client
-        .get(&format!("/v1/processes/{}/result", enc(&a.reference)))
-        .await?;
+    let r = client.result(&a.reference).await?;
     if a.json {
         print_json(&r);
     } else {
@@ -1628,22 +1542,20 @@ async fn daemon(cmd: DaemonCmd, state: StateDir) -> Result<i32> {
         DaemonCmd::Start(flags) => {
             start_daemon(&state, &flags.args())?;
             let client = Client::new(state, env_owner(), false);
-            let s: DaemonStatus = client.get("/v1/daemon").await?;
+            let s = client.daemon_status().await?;
             println!("aside daemon running (pid {}, socket {})", s.pid, s.socket);
             Ok(0)
         }
         DaemonCmd::Stop => {
             let client = Client::new(state, env_owner(), false);
-            let s: DaemonStatus = match client.get("/v1/daemon").await {
+            let s = match client.daemon_status().await {
                 Ok(s) => s,
                 Err(_) => {
                     println!("aside daemon is not running");
                     return Ok(0);
                 }
             };
-            let _: serde_json::Value = client
-                .post("/v1/daemon/stop", &serde_json::json!({}))
-                .await?;
+            client.stop_daemon().await?;
             wait_for_exit(s.pid as i32, Duration::from_secs(10));
             println!(
                 "aside daemon stopped (pid {}); running processes keep running",
@@ -1653,7 +1565,7 @@ async fn daemon(cmd: DaemonCmd, state: StateDir) -> Result<i32> {
         }
         DaemonCmd::Status { json } => {
             let client = Client::new(state.clone(), env_owner(), false);
-            match client.get::<DaemonStatus>("/v1/daemon").await {
+            match client.daemon_status().await {
                 Ok(s) if json => {
                     print_json(&s);
                     Ok(0)

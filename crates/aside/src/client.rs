@@ -498,15 +498,14 @@ pub enum Connectivity {
 /// How long a follower waits between attempts to reach a daemon again.
 const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 
-/// Follows `GET /v1/events?{query}` (`query` without `since`) from event `since` (absent: only
-/// new events) across daemon stops and restarts, resuming after the last event seen so none is
-/// missed or repeated. Each event's kind and JSON go to `each` (false ends the follow);
-/// `connectivity` hears each change of the connection. Errors: only the first connection's
-/// (e.g. a refused `owner`); later failures are reported to `connectivity` and retried.
+/// Follows `GET /v1/events` from event `q.since` (absent: only new events) across daemon stops
+/// and restarts, resuming after the last event seen so none is missed or repeated. Each
+/// event's kind and JSON go to `each` (false ends the follow); `connectivity` hears each change
+/// of the connection. Errors: only the first connection's (e.g. a refused `owner`); later
+/// failures are reported to `connectivity` and retried.
 pub async fn follow_events(
     client: &Client,
-    query: &str,
-    since: Option<u64>,
+    mut q: aside_proto::EventsQuery,
     mut each: impl FnMut(&str, &str) -> bool,
     mut connectivity: impl FnMut(Connectivity),
 ) -> Result<()> {
@@ -515,19 +514,15 @@ pub async fn follow_events(
         seq: u64,
     }
     let waiting = client.never_starting();
-    let mut last = since;
+    let mut last = q.since;
     // Stopped: waiting for another daemon; down: the loss was already reported.
     let mut stopped = false;
     let mut down = false;
     let mut first = true;
     loop {
-        let path = match last {
-            Some(s) if query.is_empty() => format!("/v1/events?since={s}"),
-            Some(s) => format!("/v1/events?{query}&since={s}"),
-            None => format!("/v1/events?{query}"),
-        };
+        q.since = last;
         let via = if stopped { &waiting } else { client };
-        let resp = match via.send(Method::GET, &path, None).await {
+        let resp = match via.events(&q).await {
             Ok(r) => r,
             Err(e) if first => return Err(e),
             Err(e) => {

@@ -676,8 +676,11 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
     })
 }
 
-async fn version() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "protocol": PROTOCOL_VERSION, "version": env!("CARGO_PKG_VERSION") }))
+async fn version() -> Json<aside_proto::VersionInfo> {
+    Json(aside_proto::VersionInfo {
+        protocol: PROTOCOL_VERSION,
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
 }
 
 async fn daemon_status(State(app): State<App>) -> Json<DaemonStatus> {
@@ -693,9 +696,12 @@ async fn daemon_status(State(app): State<App>) -> Json<DaemonStatus> {
     })
 }
 
-async fn daemon_stop(State(app): State<App>) -> Json<serde_json::Value> {
+async fn daemon_stop(State(app): State<App>) -> Json<aside_proto::DaemonStopAnswer> {
     app.stopping.send_replace(Some(DaemonStopping::Requested));
-    Json(serde_json::json!({ "stopping": true, "pid": std::process::id() }))
+    Json(aside_proto::DaemonStopAnswer {
+        stopping: true,
+        pid: std::process::id(),
+    })
 }
 
 /// A member's requests start processes as the member, whatever the body says.
@@ -801,19 +807,10 @@ async fn project_down(
     Ok(Json(resp).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct ListQuery {
-    #[serde(default)]
-    all: bool,
-    owner: Option<String>,
-    team: Option<String>,
-    project: Option<String>,
-}
-
 async fn list(
     State(app): State<App>,
     Extension(access): Extension<Access>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    q: Result<Query<aside_proto::ListQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let q = query(q)?;
     let filter = ListFilter {
@@ -933,16 +930,6 @@ async fn result(State(app): State<App>, Path(reference): Path<String>) -> ApiRes
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct EventsQuery {
-    /// Only this owner's events.
-    owner: Option<String>,
-    /// Only these kinds, comma-separated (`run_started,run_exited,…`).
-    kind: Option<String>,
-    /// Replay from after this sequence number (`Last-Event-ID` wins); default: only new ones.
-    since: Option<u64>,
-}
-
 /// `GET /v1/events`: Server-Sent Events from the event log — replay after `Last-Event-ID` (or
 /// `since`), then live (`Supervisor::event_stream`) — until the client goes or the daemon
 /// stops.
@@ -950,7 +937,7 @@ async fn events(
     State(app): State<App>,
     Extension(access): Extension<Access>,
     headers: HeaderMap,
-    q: Result<Query<EventsQuery>, QueryRejection>,
+    q: Result<Query<aside_proto::EventsQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
     use futures_util::StreamExt;
@@ -1041,12 +1028,16 @@ async fn wake_clear(
     Extension(who): Extension<Requester>,
 ) -> ApiResult<Response> {
     let had = app.sup.clear_wake(&who, &owner)?;
-    Ok(Json(serde_json::json!({ "owner": owner, "cleared": had })).into_response())
+    Ok(Json(aside_proto::WakeCleared {
+        owner,
+        cleared: had,
+    })
+    .into_response())
 }
 
-async fn idle(State(app): State<App>, Path(owner): Path<String>) -> Json<serde_json::Value> {
+async fn idle(State(app): State<App>, Path(owner): Path<String>) -> Json<aside_proto::IdleMarked> {
     app.sup.mark_idle(&owner);
-    Json(serde_json::json!({ "owner": owner, "idle": true }))
+    Json(aside_proto::IdleMarked { owner, idle: true })
 }
 
 #[derive(Deserialize, Default)]
@@ -1093,7 +1084,11 @@ async fn progress_report(
     let req: aside_proto::ProgressRequest = required_body(&bytes)?;
     app.sup
         .report_progress(&run_id, &req.token, &req.text, req.data)?;
-    Ok(Json(serde_json::json!({ "run_id": run_id, "recorded": true })).into_response())
+    Ok(Json(aside_proto::ProgressRecorded {
+        run_id,
+        recorded: true,
+    })
+    .into_response())
 }
 
 /// `GET /v1/runs/{run_id}/progress`: the run's reports, newest first (at most 100).

@@ -28,11 +28,11 @@ use std::time::Duration;
 
 use aside_core::hosts;
 use aside_core::paths::StateDir;
-use aside_proto::{AgentHost, HostSession, ProcessInfo, TakeRequest, TakeResponse, WaitResponse};
+use aside_proto::{AgentHost, HostSession, TakeRequest, WaitQuery};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::client::{Client, ClientError, enc};
+use crate::client::{Client, ClientError};
 use aside_core::present::notification_block;
 
 /// Largest hook payload read from stdin (PostToolUse carries the tool's response).
@@ -156,21 +156,18 @@ async fn answer(
         eprintln!("aside hook: cannot record the session of {owner}: {e}");
     }
     // Taken results are acknowledged as they are handed out: they are in this answer only.
-    let take_path = format!("/v1/owners/{}/inbox/take", enc(&owner));
-    let mut taken: TakeResponse = client.post(&take_path, &TakeRequest::default()).await?;
+    let mut taken = client.take(&owner, &TakeRequest::default()).await?;
     if taken.notifications.is_empty()
         && stop
         && let Some(limit) = opts.wait_on_stop
         && wait_for_any_exit(&client, &owner, limit).await?
     {
-        taken = client.post(&take_path, &TakeRequest::default()).await?;
+        taken = client.take(&owner, &TakeRequest::default()).await?;
     }
     if taken.notifications.is_empty() {
         if stop {
             // Going idle: a wake command or webhook may fire for what arrives now.
-            let _: serde_json::Value = client
-                .post(&format!("/v1/owners/{}/idle", enc(&owner)), &json!({}))
-                .await?;
+            client.mark_idle(&owner).await?;
         }
         return Ok(None);
     }
@@ -235,8 +232,11 @@ async fn wait_for_any_exit(
     owner: &str,
     limit: Duration,
 ) -> Result<bool, ClientError> {
-    let procs: Vec<ProcessInfo> = client
-        .get(&format!("/v1/processes?owner={}", enc(owner)))
+    let procs = client
+        .processes(&aside_proto::ListQuery {
+            owner: Some(owner.into()),
+            ..Default::default()
+        })
         .await?;
     let running: Vec<String> = procs
         .into_iter()
@@ -246,11 +246,11 @@ async fn wait_for_any_exit(
     if running.is_empty() {
         return Ok(false);
     }
-    let ms = limit.as_millis();
-    let waits = running.iter().map(|id| {
-        let path = format!("/v1/processes/{}/wait?timeout_ms={ms}", enc(id));
-        Box::pin(async move { client.get::<WaitResponse>(&path).await })
-    });
+    let q = WaitQuery {
+        timeout_ms: Some(limit.as_millis() as u64),
+        ..WaitQuery::default()
+    };
+    let waits = running.iter().map(|id| Box::pin(client.wait(id, &q)));
     let (first, _, _) = futures_util::future::select_all(waits).await;
     first?;
     Ok(true)

@@ -5,6 +5,7 @@
 //! shim is dispatched before anything else is set up so each shim stays small.
 
 mod access;
+mod api;
 mod cli;
 mod client;
 mod config;

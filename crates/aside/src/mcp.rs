@@ -27,9 +27,9 @@ use aside_core::hosts;
 use aside_core::paths::StateDir;
 use aside_core::supervisor::strip_trailing_ampersand;
 use aside_proto::{
-    AgentHost, Command, ErrorCode, HostSession, LogEntry, LogStream, LogsResponse, ProcessInfo,
-    RunRequest, RunResult, Status, StopAllResponse, StopRequest, TakeRequest, TakeResponse,
-    UpMessage, UpState, WaitOutcome, WaitResponse, WakeAction,
+    AgentHost, Command, ErrorCode, HostSession, ListQuery, LogEntry, LogQuery, LogStream,
+    ProcessInfo, RunRequest, RunResult, Status, StopRequest, TakeRequest, TakeResponse, UpMessage,
+    UpState, WaitOutcome, WaitQuery, WakeAction,
 };
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -50,7 +50,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::client::{Client, ClientError, enc};
+use crate::client::{Client, ClientError};
 use crate::render;
 use answer::{Answer, Delivered};
 pub use aside_core::present::{bound_output, fence};
@@ -118,11 +118,10 @@ pub fn run(opts: McpOptions) -> i32 {
         // when the token is refused.
         if let Some(r) = crate::client::remote() {
             let client = Client::new(state.clone(), crate::client::owner_or_human(None), false);
-            match client.get::<serde_json::Value>("/v1/whoami").await {
+            match client.whoami().await {
                 Ok(who) => {
-                    let field = |k: &str| who.get(k).and_then(|v| v.as_str()).map(str::to_string);
-                    opts.owner = field("owner");
-                    opts.team = field("team");
+                    opts.owner = Some(who.owner);
+                    opts.team = who.team;
                 }
                 Err(e) => {
                     eprintln!(
@@ -621,10 +620,7 @@ impl AsideMcp {
     async fn owner_from_hooks(&self) -> Option<String> {
         let (pid, start) = hosts::host_process(std::os::unix::process::parent_id())?;
         let client = self.client(aside_proto::HUMAN_OWNER);
-        match client
-            .get::<HostSession>(&format!("/v1/sessions?pid={pid}&start={start}"))
-            .await
-        {
+        match client.session_of_process(pid, start).await {
             Ok(s) => Some(s.owner),
             Err(e) if e.code == ErrorCode::NotFound => None,
             Err(e) => {
@@ -678,10 +674,7 @@ impl AsideMcp {
         };
         // Taken results are acknowledged by the daemon as they are handed out: they go into
         // this answer, and no other answer.
-        let taken: TakeResponse = match client
-            .post(&format!("/v1/owners/{}/inbox/take", enc(owner)), &take)
-            .await
-        {
+        let taken = match client.take(owner, &take).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!("cannot take the results of {owner}: {e}");
@@ -748,9 +741,7 @@ impl AsideMcp {
         id: &str,
         max: usize,
     ) -> Result<(String, usize), ClientError> {
-        let logs: LogsResponse = client
-            .get(&format!("/v1/processes/{}/logs?stream=all", enc(id)))
-            .await?;
+        let logs = client.logs(id, &all_streams()).await?;
         Ok(bound_output(&entries_text(&logs.entries), max))
     }
 
@@ -781,7 +772,7 @@ impl AsideMcp {
             interactive: a.interactive,
             ..Default::default()
         };
-        let info: ProcessInfo = client.post_idempotent("/v1/processes", &req).await?;
+        let info = client.run(&req).await?;
         let answer = |info: &ProcessInfo,
                       background: bool,
                       result: Option<RunResult>,
@@ -810,12 +801,7 @@ impl AsideMcp {
             .yield_time_ms
             .unwrap_or(DEFAULT_YIELD_MS)
             .min(MAX_YIELD_MS);
-        let w: WaitResponse = client
-            .get(&format!(
-                "/v1/processes/{}/wait?timeout_ms={yield_ms}",
-                enc(&info.id)
-            ))
-            .await?;
+        let w = client.wait(&info.id, &wait_at_most(yield_ms)).await?;
         if w.outcome == WaitOutcome::TimedOut {
             let p = &w.process;
             let (so_far, _) = self.full_output(&client, &p.id, 4096).await?;
@@ -855,18 +841,11 @@ pub async fn register_session(
     wake: bool,
 ) -> Result<(), ClientError> {
     let owner = &session.owner;
-    let _: HostSession = client
-        .call(
-            hyper::Method::PUT,
-            &format!("/v1/owners/{}/session", enc(owner)),
-            Some(session),
-        )
-        .await?;
+    client.set_session(owner, session).await?;
     if !wake {
         return Ok(());
     }
-    let path = format!("/v1/owners/{}/wake", enc(owner));
-    match client.get::<WakeAction>(&path).await {
+    match client.wake(owner).await {
         Ok(_) => Ok(()),
         Err(e) if e.code == ErrorCode::NotFound => {
             let action = WakeAction {
@@ -874,9 +853,7 @@ pub async fn register_session(
                 host: Some(session.host),
                 ..Default::default()
             };
-            let _: WakeAction = client
-                .call(hyper::Method::PUT, &path, Some(&action))
-                .await?;
+            client.set_wake(owner, &action).await?;
             Ok(())
         }
         Err(e) => Err(e),
@@ -917,14 +894,14 @@ impl AsideMcp {
         let owner = self.owner(&peer, &meta).await;
         let client = self.client(&owner);
         let r = async {
-            let mut mine: Vec<ProcessInfo> = client
-                .get(&format!("/v1/processes?owner={}", enc(&owner)))
-                .await?;
-            let mut team: Vec<ProcessInfo> = match (&self.team, a.include_team) {
+            let mut mine = client.processes(&owned_by(&owner)).await?;
+            let mut team = match (&self.team, a.include_team) {
                 (Some(t), true) => {
-                    client
-                        .get(&format!("/v1/processes?team={}", enc(t)))
-                        .await?
+                    let q = ListQuery {
+                        team: Some(t.clone()),
+                        ..ListQuery::default()
+                    };
+                    client.processes(&q).await?
                 }
                 _ => Vec::new(),
             };
@@ -972,31 +949,19 @@ impl AsideMcp {
         let client = self.client(&owner);
         let mut delivered = Vec::new();
         let r = async {
-            let mut q = vec!["stream=all".to_string()];
-            if let Some(c) = a.since_cursor {
-                q.push(format!("since={c}"));
-            }
-            if let Some(g) = &a.grep {
-                q.push(format!("grep={}", enc(g)));
-            }
+            let q = LogQuery {
+                since: a.since_cursor,
+                grep: a.grep.clone(),
+                tail: a.tail_lines,
+                head: a.head_lines,
+                ..all_streams()
+            };
             if a.block {
                 let timeout = a.timeout_ms.unwrap_or(DEFAULT_YIELD_MS).min(MAX_YIELD_MS);
                 self.block_for_output(&client, &a.id, a.since_cursor.unwrap_or(0), timeout)
                     .await;
             }
-            if let Some(n) = a.tail_lines {
-                q.push(format!("tail={n}"));
-            }
-            if let Some(n) = a.head_lines {
-                q.push(format!("head={n}"));
-            }
-            let logs: LogsResponse = client
-                .get(&format!(
-                    "/v1/processes/{}/logs?{}",
-                    enc(&a.id),
-                    q.join("&")
-                ))
-                .await?;
+            let logs = client.logs(&a.id, &q).await?;
             let p = settled(&client, &a.id, logs.complete).await?;
             let (output, omitted) = bound_output(
                 &entries_text(&logs.entries),
@@ -1096,17 +1061,15 @@ impl AsideMcp {
                 ));
             }
             let timeout = a.timeout_ms.unwrap_or(DEFAULT_YIELD_MS).min(MAX_YIELD_MS);
-            let query = match (&a.until, &a.pattern) {
-                (Until::Pattern, Some(p)) => {
-                    format!("until={}&regex=true&timeout_ms={timeout}", enc(p))
-                }
-                _ => format!("timeout_ms={timeout}"),
+            let q = match (&a.until, &a.pattern) {
+                (Until::Pattern, Some(p)) => WaitQuery {
+                    until: Some(p.clone()),
+                    regex: true,
+                    timeout_ms: Some(timeout),
+                },
+                _ => wait_at_most(timeout),
             };
-            let waits = a.ids.iter().map(|id| {
-                let path = format!("/v1/processes/{}/wait?{query}", enc(id));
-                let client = &client;
-                Box::pin(async move { client.get::<WaitResponse>(&path).await })
-            });
+            let waits = a.ids.iter().map(|id| Box::pin(client.wait(id, &q)));
             let (met, line) = match a.until {
                 Until::Exit | Until::All => {
                     let all = futures_util::future::join_all(waits).await;
@@ -1127,11 +1090,7 @@ impl AsideMcp {
             };
             let mut processes = Vec::new();
             for id in &a.ids {
-                processes.push(
-                    client
-                        .get::<ProcessInfo>(&format!("/v1/processes/{}", enc(id)))
-                        .await?,
-                );
+                processes.push(client.process(id).await?);
             }
             let text = format!(
                 "{}{}\n{}",
@@ -1179,9 +1138,7 @@ impl AsideMcp {
                 signal: a.signal,
                 grace_ms: a.grace_ms,
             };
-            let p: ProcessInfo = client
-                .post(&format!("/v1/processes/{}/stop", enc(&a.id)), &req)
-                .await?;
+            let p = client.stop(&a.id, &req).await?;
             let text = format!(
                 "{}: {} after {}",
                 p.name,
@@ -1211,9 +1168,7 @@ impl AsideMcp {
         let n = a.chars.chars().count();
         let r = async {
             let req = aside_proto::StdinRequest { chars: a.chars };
-            let p: ProcessInfo = client
-                .post(&format!("/v1/processes/{}/stdin", enc(&a.id)), &req)
-                .await?;
+            let p = client.stdin(&a.id, &req).await?;
             let text = format!("Wrote {n} characters to the stdin of {}.", p.name);
             Ok(Reply::new(&p, text))
         }
@@ -1255,12 +1210,7 @@ impl AsideMcp {
         let client = self.client(&owner);
         let r = async {
             let project = crate::up::load_from(a.config.map(PathBuf::from), &self.cwd)?;
-            let resp: StopAllResponse = client
-                .post(
-                    &format!("/v1/projects/{}/down", enc(&project.name)),
-                    &serde_json::json!({}),
-                )
-                .await?;
+            let resp = client.down(&project.name).await?;
             let names: Vec<&str> = resp.stopped.iter().map(|p| p.name.as_str()).collect();
             let mut text = if names.is_empty() {
                 format!("Nothing was running in project {}.", project.name)
@@ -1297,16 +1247,8 @@ impl AsideMcp {
         let project = crate::up::load_from(a.config.map(PathBuf::from), &self.cwd)?;
         let env: BTreeMap<String, String> = std::env::vars().collect();
         let req = project.request(&env, owner, self.team.as_deref(), a.only, false);
-        let body = serde_json::to_vec(&req)
-            .map_err(|e| ClientError::new(ErrorCode::Internal, e.to_string()))?;
         let client = self.client(owner);
-        let resp = client
-            .send(
-                hyper::Method::POST,
-                &format!("/v1/projects/{}/up", enc(&project.name)),
-                Some(body),
-            )
-            .await?;
+        let resp = client.up(&project.name, &req).await?;
         let mut reader = crate::client::NdjsonReader::new(resp);
         let mut order: Vec<String> = Vec::new();
         let mut states: HashMap<String, UpProcess> = HashMap::new();
@@ -1400,14 +1342,14 @@ impl AsideMcp {
     /// Waits until the process has output after `since`, has ended, or `timeout_ms` passed.
     async fn block_for_output(&self, client: &Client, id: &str, since: u64, timeout_ms: u64) {
         use http_body_util::BodyExt;
-        let path = format!(
-            "/v1/processes/{}/logs?follow=true&stream=all&since={since}",
-            enc(id)
-        );
+        let q = LogQuery {
+            since: Some(since),
+            ..all_streams()
+        };
         let wait = async {
             // The first frame is new output (or the stream's end once the run has ended). A
             // failure only ends the wait early: the caller reads the output as it stands.
-            match client.send(hyper::Method::GET, &path, None).await {
+            match client.follow_logs(id, &q).await {
                 Ok(resp) => {
                     if let Some(Err(e)) = resp.into_body().frame().await {
                         tracing::debug!("waiting for output of {id}: {e}");
@@ -1429,14 +1371,35 @@ impl AsideMcp {
 /// complete when the shim wrote its exit record, a moment before the daemon records the
 /// result, and an answer must not say "complete" beside "running".
 async fn settled(client: &Client, id: &str, complete: bool) -> Result<ProcessInfo, ClientError> {
-    let p: ProcessInfo = client.get(&format!("/v1/processes/{}", enc(id))).await?;
+    let p = client.process(id).await?;
     if !complete || p.status.is_terminal() {
         return Ok(p);
     }
-    let w: WaitResponse = client
-        .get(&format!("/v1/processes/{}/wait?timeout_ms=5000", enc(id)))
-        .await?;
-    Ok(w.process)
+    Ok(client.wait(id, &wait_at_most(5000)).await?.process)
+}
+
+/// Both streams, interleaved: what every tool shows.
+fn all_streams() -> LogQuery {
+    LogQuery {
+        stream: aside_proto::StreamFilter::All,
+        ..LogQuery::default()
+    }
+}
+
+/// A wait for the end, at most `ms`.
+fn wait_at_most(ms: u64) -> WaitQuery {
+    WaitQuery {
+        timeout_ms: Some(ms),
+        ..WaitQuery::default()
+    }
+}
+
+/// `owner`'s processes.
+fn owned_by(owner: &str) -> ListQuery {
+    ListQuery {
+        owner: Some(owner.into()),
+        ..ListQuery::default()
+    }
 }
 
 /// URI scheme of a process as an MCP resource: `aside://runs/{process id or name}`.
@@ -1444,10 +1407,7 @@ pub const RESOURCE_PREFIX: &str = "aside://runs/";
 
 impl AsideMcp {
     async fn resource_list(&self, owner: &str) -> Result<Vec<Resource>, ClientError> {
-        let procs: Vec<ProcessInfo> = self
-            .client(owner)
-            .get(&format!("/v1/processes?owner={}", enc(owner)))
-            .await?;
+        let procs = self.client(owner).processes(&owned_by(owner)).await?;
         Ok(procs
             .into_iter()
             .map(|p| {
@@ -1461,12 +1421,11 @@ impl AsideMcp {
     async fn resource_read(&self, owner: &str, uri: &str) -> Result<String, ClientError> {
         let id = resource_id(uri)?;
         let client = self.client(owner);
-        let logs: LogsResponse = client
-            .get(&format!(
-                "/v1/processes/{}/logs?stream=all&tail=50",
-                enc(id)
-            ))
-            .await?;
+        let q = LogQuery {
+            tail: Some(50),
+            ..all_streams()
+        };
+        let logs = client.logs(id, &q).await?;
         let p = settled(&client, id, logs.complete).await?;
         let (tail, omitted) = bound_output(&entries_text(&logs.entries), 16 * 1024);
         Ok(serde_json::json!({
@@ -1533,21 +1492,21 @@ impl AsideMcp {
         };
         let client = self.client(owner);
         // Start from the current end of its output: only what happens from now on counts.
-        let Ok(now) = client
-            .get::<LogsResponse>(&format!("/v1/processes/{}/logs?stream=all&tail=0", enc(id)))
-            .await
-        else {
+        let end = LogQuery {
+            tail: Some(0),
+            ..all_streams()
+        };
+        let Ok(now) = client.logs(id, &end).await else {
             return;
         };
         if now.complete {
             return;
         }
-        let path = format!(
-            "/v1/processes/{}/logs?stream=all&follow=true&since={}",
-            enc(id),
-            now.cursor
-        );
-        let Ok(resp) = client.send(hyper::Method::GET, &path, None).await else {
+        let from = LogQuery {
+            since: Some(now.cursor),
+            ..all_streams()
+        };
+        let Ok(resp) = client.follow_logs(id, &from).await else {
             return;
         };
         let mut body = resp.into_body();
@@ -1649,7 +1608,7 @@ impl ServerHandler for AsideMcp {
         // Subscribing to something that does not exist is an error, as for a read.
         let id = resource_id(&uri).map_err(|e| ErrorData::resource_not_found(e.message, None))?;
         self.client(&owner)
-            .get::<ProcessInfo>(&format!("/v1/processes/{}", enc(id)))
+            .process(id)
             .await
             .map_err(|e| match e.code {
                 ErrorCode::NotFound => ErrorData::resource_not_found(e.message, None),

@@ -11,11 +11,10 @@ use std::collections::{HashMap, VecDeque};
 
 use aside_core::paths::StateDir;
 use aside_proto::{
-    LogEntry, LogStream, ProcessInfo, ProcessStats, Status, StopAllRequest, StopAllResponse,
-    StopRequest, StreamFilter,
+    LogEntry, LogStream, ProcessInfo, ProcessStats, Status, StopAllRequest, StopRequest,
+    StreamFilter,
 };
 use clap::Args;
-use hyper::Method;
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
@@ -23,7 +22,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 use tokio::sync::mpsc;
 
-use crate::client::{Client, ClientError, Connectivity, Result, enc, owner_or_human, read_sse};
+use crate::client::{Client, ClientError, Connectivity, Result, owner_or_human, read_sse};
 use crate::render;
 
 /// Lines of log kept for the pane.
@@ -46,6 +45,8 @@ enum Msg {
     Key(KeyEvent),
     Redraw,
     Note(String),
+    /// The daemon went away (why), or came back (empty).
+    Away(String),
 }
 
 struct App {
@@ -62,6 +63,8 @@ struct App {
     log_gen: u64,
     log_ended: bool,
     note: String,
+    /// While the daemon is away: why, shown until it is back (other notes do not hide it).
+    away: String,
     quit: bool,
     loaded: bool,
 }
@@ -238,6 +241,8 @@ impl App {
                     Style::new().fg(Color::DarkGray),
                 ),
                 Span::raw("  "),
+                Span::styled(self.away.as_str(), Style::new().fg(Color::Yellow)),
+                Span::raw(if self.away.is_empty() { "" } else { "  " }),
                 Span::raw(self.note.as_str()),
             ])
         };
@@ -352,6 +357,7 @@ pub async fn ui(a: UiArgs, state: StateDir) -> Result<i32> {
         log_gen: 0,
         log_ended: false,
         note: String::new(),
+        away: String::new(),
         quit: false,
         loaded: false,
     };
@@ -445,6 +451,7 @@ fn handle(app: &mut App, msg: Msg, client: &std::sync::Arc<Client>, tx: &mpsc::S
         Msg::LogEnded(generation) if generation == app.log_gen => app.log_ended = true,
         Msg::Log(..) | Msg::LogEnded(_) | Msg::Redraw => {}
         Msg::Note(n) => app.note = n,
+        Msg::Away(why) => app.away = why,
         Msg::Key(k) => key(app, k, client, tx),
     }
 }
@@ -512,17 +519,14 @@ fn key(app: &mut App, k: KeyEvent, client: &std::sync::Arc<Client>, tx: &mpsc::S
                     ("restart", "restarted")
                 };
                 app.note = format!("{verb}: {name}…");
-                let path = format!("/v1/processes/{}/{verb}", enc(&id));
-                act(client, tx, name, path, done);
+                act(client, tx, name, id, c == 'x', done);
             }
         }
         KeyCode::Char('X') => {
             app.note = "stopping everything you may stop…".into();
             let (client, tx) = (client.clone(), tx.clone());
             tokio::spawn(async move {
-                let r: Result<StopAllResponse> = client
-                    .post("/v1/stop-all", &StopAllRequest::default())
-                    .await;
+                let r = client.stop_all(&StopAllRequest::default()).await;
                 let note = match r {
                     Ok(r) => format!(
                         "stopped {}{}",
@@ -547,12 +551,17 @@ fn act(
     client: &std::sync::Arc<Client>,
     tx: &mpsc::Sender<Msg>,
     name: String,
-    path: String,
+    id: String,
+    stop: bool,
     done: &'static str,
 ) {
     let (client, tx) = (client.clone(), tx.clone());
     tokio::spawn(async move {
-        let r: Result<ProcessInfo> = client.post(&path, &StopRequest::default()).await;
+        let r = if stop {
+            client.stop(&id, &StopRequest::default()).await
+        } else {
+            client.restart(&id).await
+        };
         let note = match r {
             Ok(p) => {
                 let note = format!("{name}: {done} ({})", p.status.as_str());
@@ -581,17 +590,11 @@ fn tell_now(tx: &mpsc::UnboundedSender<Msg>, m: Msg) {
 
 /// The listing and the event sequence number it is at least as new as.
 async fn list(client: &Client, all: bool) -> Result<(Vec<ProcessInfo>, Option<String>)> {
-    let resp = client
-        .send(
-            Method::GET,
-            if all {
-                "/v1/processes?all=true"
-            } else {
-                "/v1/processes"
-            },
-            None,
-        )
-        .await?;
+    let q = aside_proto::ListQuery {
+        all,
+        ..Default::default()
+    };
+    let resp = client.processes_response(&q).await?;
     let seq = resp
         .headers()
         .get("aside-last-event")
@@ -626,27 +629,34 @@ async fn follow_events(
             tx.send(Msg::Note(note)).is_ok()
         }
     };
-    let connectivity = |c: Connectivity| {
-        let note = match c {
-            Connectivity::Connected => "connected to the daemon again".to_string(),
-            Connectivity::Stopped(why) => {
-                format!("{why}: waiting for it to come back (`aside daemon start`)")
-            }
-            Connectivity::Lost(e) => format!("lost the daemon ({e}): reconnecting"),
-        };
-        tell_now(&tx, Msg::Note(note));
+    let connectivity = |c: Connectivity| match c {
+        Connectivity::Connected => {
+            tell_now(&tx, Msg::Away(String::new()));
+            tell_now(&tx, Msg::Note("connected to the daemon again".into()));
+        }
+        Connectivity::Stopped(why) => tell_now(
+            &tx,
+            Msg::Away(format!(
+                "{why}: waiting for it to come back (`aside daemon start`)"
+            )),
+        ),
+        Connectivity::Lost(e) => tell_now(
+            &tx,
+            Msg::Away(format!("lost the daemon ({e}): reconnecting")),
+        ),
     };
-    if let Err(e) = crate::client::follow_events(&client, "", since, each, connectivity).await {
+    let q = aside_proto::EventsQuery {
+        since,
+        ..Default::default()
+    };
+    if let Err(e) = crate::client::follow_events(&client, q, each, connectivity).await {
         tell_now(&tx, Msg::Note(format!("events: {e}")));
     }
 }
 
 async fn follow_stats(client: std::sync::Arc<Client>, tx: mpsc::Sender<Msg>) {
     while !tx.is_closed() {
-        if let Ok(resp) = client
-            .send(Method::GET, "/v1/stats?every_ms=2000", None)
-            .await
-        {
+        if let Ok(resp) = client.stats_stream(2000).await {
             let read = read_sse(resp, |_, data| {
                 if let Ok(s) = serde_json::from_str::<Vec<ProcessStats>>(data)
                     && tx.try_send(Msg::Stats(s)).is_err()
@@ -674,12 +684,12 @@ async fn follow_log(
     generation: u64,
     tx: mpsc::Sender<Msg>,
 ) {
-    let path = format!(
-        "/v1/processes/{}/logs?follow=true&tail=500&stream={}",
-        enc(&id),
-        stream.as_str()
-    );
-    let resp = match client.send(Method::GET, &path, None).await {
+    let q = aside_proto::LogQuery {
+        stream,
+        tail: Some(500),
+        ..Default::default()
+    };
+    let resp = match client.follow_logs(&id, &q).await {
         Ok(r) => r,
         Err(e) => {
             tell(&tx, Msg::Note(format!("log: {e}"))).await;
@@ -687,9 +697,19 @@ async fn follow_log(
         }
     };
     let mut reader = crate::client::NdjsonReader::new(resp);
-    while let Ok(Some(batch)) = reader.next_batch::<LogEntry>().await {
-        if !batch.is_empty() && tx.send(Msg::Log(generation, batch)).await.is_err() {
-            return;
+    loop {
+        match reader.next_batch::<LogEntry>().await {
+            Ok(Some(batch)) => {
+                if !batch.is_empty() && tx.send(Msg::Log(generation, batch)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => break,
+            // Said, not taken for the end of the run.
+            Err(e) => {
+                tell(&tx, Msg::Note(format!("log: {e}"))).await;
+                break;
+            }
         }
     }
     tell(&tx, Msg::LogEnded(generation)).await;

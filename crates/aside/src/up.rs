@@ -6,11 +6,10 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use aside_core::paths::StateDir;
-use aside_proto::{ErrorCode, ProjectInfo, StopAllResponse, UpMessage, UpState};
+use aside_proto::{ErrorCode, UpMessage, UpState};
 use clap::{Args, Subcommand};
-use hyper::Method;
 
-use crate::client::{Client, ClientError, Result, enc, owner_or_human};
+use crate::client::{Client, ClientError, Result, owner_or_human};
 use crate::config;
 use crate::render::{print_json, read_ndjson};
 
@@ -208,15 +207,7 @@ pub async fn up(a: UpArgs, project: Option<String>, state: StateDir) -> Result<i
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let req = loaded.request(&env, &owner, a.team.as_deref(), a.only, a.proxy);
     let client = Client::new(state, owner, true).with_team(a.team);
-    let body = serde_json::to_vec(&req)
-        .map_err(|e| ClientError::new(ErrorCode::Internal, e.to_string()))?;
-    let resp = client
-        .send(
-            Method::POST,
-            &format!("/v1/projects/{}/up", enc(&name)),
-            Some(body),
-        )
-        .await?;
+    let resp = client.up(&name, &req).await?;
     if !a.json {
         println!("{}: project {name}", loaded.path.display());
     }
@@ -301,12 +292,7 @@ pub async fn down(a: DownArgs, project: Option<String>, state: StateDir) -> Resu
         None => load(a.config)?.name,
     };
     let client = Client::new(state, owner_or_human(None), true);
-    let resp: StopAllResponse = client
-        .post(
-            &format!("/v1/projects/{}/down", enc(&name)),
-            &serde_json::json!({}),
-        )
-        .await?;
+    let resp = client.down(&name).await?;
     if a.json {
         print_json(&resp);
     } else if resp.stopped.is_empty() {
@@ -330,7 +316,7 @@ pub async fn session(cmd: SessionCmd, state: StateDir) -> Result<i32> {
     let client = Client::new(state, owner_or_human(None), true);
     match cmd {
         SessionCmd::List { json } => {
-            let projects: Vec<ProjectInfo> = client.get("/v1/projects").await?;
+            let projects = client.projects().await?;
             if json {
                 print_json(&projects);
                 return Ok(0);
@@ -360,9 +346,7 @@ pub async fn session(cmd: SessionCmd, state: StateDir) -> Result<i32> {
             Ok(0)
         }
         SessionCmd::Clean => {
-            let cleaned: Vec<String> = client
-                .post("/v1/projects/clean", &serde_json::json!({}))
-                .await?;
+            let cleaned = client.clean_projects().await?;
             if cleaned.is_empty() {
                 println!("nothing to clean: every project has something running");
             } else {

@@ -423,13 +423,13 @@ pub async fn whoami(
     headers: HeaderMap,
 ) -> Response {
     let who = super::requester(&headers);
-    Json(serde_json::json!({
-        "owner": who.owner,
-        "team": who.team,
-        "read_only": access.member().is_some_and(|m| m.read_only),
-        "via": access.via(),
-        "member": access.member().is_some(),
-    }))
+    Json(aside_proto::Whoami {
+        owner: who.owner,
+        team: who.team,
+        read_only: access.member().is_some_and(|m| m.read_only),
+        via: access.via(),
+        member: access.member().is_some(),
+    })
     .into_response()
 }
 
