@@ -13,8 +13,8 @@ use std::path::Path;
 
 use aside_proto::{
     Autorestart, AutorestartState, Event, EventData, EventKind, HostSession, Notification,
-    ProcessInfo, Progress, ProjectInfo, RestartState, RunResult, Spec, Status, TokenInfo,
-    TokenRequest, WakeAction,
+    ProcessId, ProcessInfo, Progress, ProjectInfo, RestartState, RunId, RunResult, Spec, Status,
+    TokenInfo, TokenRequest, WakeAction,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -270,8 +270,8 @@ fn append_event(
     Ok(Event {
         seq: tx.last_insert_rowid() as u64,
         ts: ts(ms(now)),
-        process_id: process_id.map(str::to_string),
-        run_id: run_id.map(str::to_string),
+        process_id: process_id.map(ProcessId::from),
+        run_id: run_id.map(RunId::from),
         owner: owner.map(str::to_string),
         data,
     })
@@ -497,13 +497,13 @@ fn process_info(row: &Row<'_>) -> rusqlite::Result<ProcessInfo> {
         _ => None,
     };
     Ok(ProcessInfo {
-        id: row.get(0)?,
+        id: row.get::<_, String>(0)?.into(),
         name,
         owner: row.get(2)?,
         team: row.get(3)?,
         command: row.get(4)?,
         cwd: row.get(15)?,
-        run_id: row.get(5)?,
+        run_id: row.get::<_, String>(5)?.into(),
         restarts: row.get(6)?,
         status: Status::parse(&status_s).unwrap_or(Status::Abandoned),
         pid: row.get::<_, Option<i64>>(8)?.map(|p| p as u32),
@@ -793,7 +793,7 @@ impl Store {
             append_event(
                 &tx,
                 EventData::NotificationCreated {
-                    id: run_id.to_string(),
+                    id: run_id.into(),
                     owner: owner.to_string(),
                 },
                 pid,
@@ -844,8 +844,8 @@ impl Store {
             out.push(Event {
                 seq: seq as u64,
                 ts: ts(t),
-                process_id,
-                run_id,
+                process_id: process_id.map(ProcessId::from),
+                run_id: run_id.map(RunId::from),
                 owner,
                 data,
             });
@@ -1339,7 +1339,7 @@ impl Store {
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map([], process_row)?;
         Ok(rows
-            .map(|r| r.map(|p| (p.info.run_id.clone(), p)))
+            .map(|r| r.map(|p| (p.info.run_id.to_string(), p)))
             .collect::<rusqlite::Result<_>>()?)
     }
 
@@ -1441,7 +1441,7 @@ impl Store {
         for row in rows {
             let (id, owner, created, acked, result, delivering) = row?;
             out.push(Notification {
-                id,
+                id: id.into(),
                 owner,
                 created_at: ts(created),
                 acked_at: acked.map(ts),
@@ -1596,16 +1596,19 @@ impl Store {
         let pending = self.inbox(owner)?;
         let chosen: Vec<Notification> = pending
             .into_iter()
-            .filter(|n| all || ids.contains(&n.id))
+            .filter(|n| all || ids.contains(&n.id.0))
             .collect();
         let tx = self.conn.transaction()?;
         let mut events = Vec::new();
         for n in &chosen {
             tx.execute(
                 "UPDATE inbox SET acked_at = ?2, delivering_since = NULL WHERE run_id = ?1 AND acked_at IS NULL",
-                params![n.id, ms(now)],
+                params![n.id.as_str(), ms(now)],
             )?;
-            tx.execute("UPDATE runs SET unread = 0 WHERE id = ?1", params![n.id])?;
+            tx.execute(
+                "UPDATE runs SET unread = 0 WHERE id = ?1",
+                params![n.id.as_str()],
+            )?;
             // The process as it stands, when its run is still the process's latest.
             let process = info_of_run(&tx, &n.id).ok().filter(|p| p.run_id == n.id);
             events.push(append_event(

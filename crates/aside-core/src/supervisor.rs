@@ -496,7 +496,9 @@ impl Supervisor {
                 "no process named or with id {reference:?} (nor a run with that id): `aside status --all` lists them"
             ))
         })?;
-        row.info.unrecorded = lock(&self.inner.unrecorded).get(&row.info.run_id).cloned();
+        row.info.unrecorded = lock(&self.inner.unrecorded)
+            .get(row.info.run_id.as_str())
+            .cloned();
         if row.info.id != reference
             && !reference.contains('/')
             && row.info.project.is_some()
@@ -524,7 +526,7 @@ impl Supervisor {
         let unrecorded = lock(&self.inner.unrecorded);
         if !unrecorded.is_empty() {
             for p in &mut list {
-                p.unrecorded = unrecorded.get(&p.run_id).cloned();
+                p.unrecorded = unrecorded.get(p.run_id.as_str()).cloned();
             }
         }
         Ok(list)

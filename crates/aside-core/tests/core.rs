@@ -179,7 +179,7 @@ fn restarts_follow_the_policy_until_exhausted() {
         let state = exhausted.autorestart.expect("its policy").state;
         assert_eq!(state, RestartState::Exhausted);
         // Three runs, each ended once.
-        let runs: Vec<String> = sup
+        let runs: Vec<aside_proto::RunId> = sup
             .history(&p.id, 10)
             .unwrap()
             .into_iter()
@@ -217,7 +217,7 @@ fn a_new_supervisor_takes_over_what_the_old_one_started() {
     let exit_record = home
         .path()
         .join("runs")
-        .join(&brief.run_id)
+        .join(brief.run_id.as_str())
         .join("exit.json");
     let deadline = std::time::Instant::now() + DEADLINE;
     while !exit_record.exists() {

@@ -429,11 +429,116 @@ pub struct Spec {
     pub digest: Option<String>,
 }
 
+/// Declares a string id type: the same JSON as a string (`#[serde(transparent)]`), but a
+/// type of its own, so a run id cannot be passed where a process id is meant.
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        /// A plain string in every schema (inlined: hosts read the schemas, not the types).
+        impl JsonSchema for $name {
+            fn inline_schema() -> bool {
+                true
+            }
+
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                String::json_schema(generator)
+            }
+        }
+
+        impl $name {
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> $name {
+                $name(s)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> $name {
+                $name(s.to_string())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A process's id (UUIDv7): the same through all its runs.
+    ProcessId
+);
+string_id!(
+    /// A run's id (UUIDv7): one execution of a process; also its result's and notification's id.
+    RunId
+);
+
 /// One process as `status` shows it: identity plus the state of its latest run.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ProcessInfo {
     /// Process id (UUIDv7).
-    pub id: String,
+    pub id: ProcessId,
     /// Process name, unique among live processes.
     pub name: String,
     /// Who started it.
@@ -445,7 +550,7 @@ pub struct ProcessInfo {
     /// Working directory.
     pub cwd: String,
     /// Id of the latest run (UUIDv7).
-    pub run_id: String,
+    pub run_id: RunId,
     /// How many times the process was restarted (runs − 1).
     pub restarts: u32,
     /// Status of the latest run.
@@ -596,9 +701,9 @@ pub struct OutputSummary {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct RunResult {
     /// Run id.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Process id.
-    pub process_id: String,
+    pub process_id: ProcessId,
     /// Process name.
     pub name: String,
     /// Owner.
@@ -635,7 +740,7 @@ pub struct RunResult {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Notification {
     /// Notification id (equal to the run id).
-    pub id: String,
+    pub id: RunId,
     /// Addressee.
     pub owner: String,
     /// When the run's result was recorded.
@@ -771,7 +876,7 @@ pub enum LogEntry {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct LogsResponse {
     /// The run read.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Entries, oldest first.
     pub entries: Vec<LogEntry>,
     /// Cursor to pass as `since` to read only what comes next.
@@ -954,14 +1059,14 @@ pub enum EventData {
     /// A result entered its owner's inbox.
     NotificationCreated {
         /// The notification (run) id.
-        id: String,
+        id: RunId,
         /// Its owner.
         owner: String,
     },
     /// A result was read (acknowledged).
     NotificationAcked {
         /// The notification (run) id.
-        id: String,
+        id: RunId,
         /// Its owner.
         owner: String,
         /// The process after the change (a listing of unread results no longer holds it),
@@ -1007,9 +1112,9 @@ pub struct Event {
     /// When it happened.
     pub ts: Timestamp,
     /// The process concerned.
-    pub process_id: Option<String>,
+    pub process_id: Option<ProcessId>,
     /// The run concerned.
-    pub run_id: Option<String>,
+    pub run_id: Option<RunId>,
     /// The owner concerned.
     pub owner: Option<String>,
     /// What happened (`kind` and `data`).
@@ -1291,7 +1396,7 @@ pub struct IdleMarked {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ProgressRecorded {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Always true: kept as the run's latest report.
     pub recorded: bool,
 }

@@ -1094,7 +1094,7 @@ async fn run(mut a: RunArgs, project: Option<String>, state: StateDir) -> Result
     if let Some(r) = &w.result {
         // Shown here in the foreground: delivered, so it does not wait in the inbox as well.
         let ack = aside_proto::AckRequest {
-            ids: vec![r.run_id.clone()],
+            ids: vec![r.run_id.to_string()],
             all: false,
         };
         if let Err(e) = client.ack(&r.owner, &ack).await {

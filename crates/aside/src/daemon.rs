@@ -1085,7 +1085,7 @@ async fn progress_report(
     app.sup
         .report_progress(&run_id, &req.token, &req.text, req.data)?;
     Ok(Json(aside_proto::ProgressRecorded {
-        run_id,
+        run_id: run_id.into(),
         recorded: true,
     })
     .into_response())

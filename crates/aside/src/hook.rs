@@ -241,7 +241,7 @@ async fn wait_for_any_exit(
     let running: Vec<String> = procs
         .into_iter()
         .filter(|p| !p.status.is_terminal())
-        .map(|p| p.id)
+        .map(|p| p.id.0)
         .collect();
     if running.is_empty() {
         return Ok(false);

@@ -777,7 +777,7 @@ impl AsideMcp {
                       background: bool,
                       result: Option<RunResult>,
                       output: Option<String>| RunAnswer {
-            id: info.id.clone(),
+            id: info.id.to_string(),
             name: info.name.clone(),
             status: info.status,
             pid: info.pid,
@@ -828,7 +828,7 @@ impl AsideMcp {
         );
         // The result is in this answer: it is delivered, not piggybacked again.
         let mut reply = Reply::new(&answer(p, false, w.result.clone(), Some(output)), text);
-        reply.delivered.push(p.run_id.clone());
+        reply.delivered.push(p.run_id.to_string());
         Ok(reply)
     }
 }
@@ -947,7 +947,7 @@ impl AsideMcp {
     ) -> Result<CallToolResult, ErrorData> {
         let owner = self.owner(&peer, &meta).await;
         let client = self.client(&owner);
-        let mut delivered = Vec::new();
+        let mut delivered: Vec<String> = Vec::new();
         let r = async {
             let q = LogQuery {
                 since: a.since_cursor,
@@ -970,7 +970,7 @@ impl AsideMcp {
             if logs.complete && p.owner == owner {
                 // Reading a finished run's output delivers its result (acknowledged with the
                 // answer, not shown again).
-                delivered.push(p.run_id.clone());
+                delivered.push(p.run_id.to_string());
             }
             let said = p
                 .progress
@@ -990,7 +990,7 @@ impl AsideMcp {
             );
             Ok(Reply::new(
                 &OutputAnswer {
-                    id: p.id.clone(),
+                    id: p.id.to_string(),
                     status: p.status,
                     output,
                     omitted_bytes: omitted,
@@ -1290,7 +1290,7 @@ impl AsideMcp {
                                 name,
                                 state,
                                 detail,
-                                id: process.as_ref().map(|p| p.id.clone()),
+                                id: process.as_ref().map(|p| p.id.to_string()),
                                 url: process.and_then(|p| p.url),
                             },
                         );

@@ -35,7 +35,7 @@ pub fn table(procs: &[ProcessInfo]) -> String {
         .iter()
         .map(|p| {
             [
-                p.id.clone(),
+                p.id.to_string(),
                 p.reference(),
                 match &p.team {
                     Some(t) => format!("{}@{t}", p.owner),

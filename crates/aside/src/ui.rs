@@ -108,7 +108,7 @@ impl App {
 
     /// Moves the selection by `delta` rows; returns whether it changed.
     fn step(&mut self, delta: isize) -> bool {
-        let ids: Vec<String> = self.visible().iter().map(|p| p.id.clone()).collect();
+        let ids: Vec<String> = self.visible().iter().map(|p| p.id.to_string()).collect();
         if ids.is_empty() {
             return false;
         }
@@ -156,7 +156,7 @@ impl App {
             } else {
                 p.duration_ms
             };
-            let st = self.stats.get(&p.id).filter(|_| live);
+            let st = self.stats.get(p.id.as_str()).filter(|_| live);
             let mut cmd = match &p.url {
                 Some(u) => format!("{}  → {u}", p.command),
                 None => p.command.clone(),
@@ -392,7 +392,7 @@ pub async fn ui(a: UiArgs, state: StateDir) -> Result<i32> {
         // (Re)start the log follow when the selection, its run or the stream changed.
         let want = app
             .selected_info()
-            .map(|p| (p.id.clone(), p.run_id.clone(), app.stream));
+            .map(|p| (p.id.to_string(), p.run_id.to_string(), app.stream));
         if want != following {
             if let Some(t) = log_task.take() {
                 t.abort();
@@ -418,7 +418,7 @@ fn handle(app: &mut App, msg: Msg, client: &std::sync::Arc<Client>, tx: &mpsc::S
     match msg {
         Msg::Snapshot(list) => {
             for p in list {
-                app.procs.insert(p.id.clone(), p);
+                app.procs.insert(p.id.to_string(), p);
             }
             app.loaded = true;
             if app.selected.is_none() {
@@ -426,7 +426,7 @@ fn handle(app: &mut App, msg: Msg, client: &std::sync::Arc<Client>, tx: &mpsc::S
             }
         }
         Msg::Process(p) => {
-            app.procs.insert(p.id.clone(), *p);
+            app.procs.insert(p.id.to_string(), *p);
             if app.selected.is_none() {
                 app.step(0);
             }
@@ -480,14 +480,16 @@ fn key(app: &mut App, k: KeyEvent, client: &std::sync::Arc<Client>, tx: &mpsc::S
         if !app
             .visible()
             .iter()
-            .any(|p| Some(&p.id) == app.selected.as_ref())
+            .any(|p| app.selected.as_deref() == Some(p.id.as_str()))
         {
             app.selected = None;
             app.step(0);
         }
         return;
     }
-    let selected = app.selected_info().map(|p| (p.id.clone(), p.reference()));
+    let selected = app
+        .selected_info()
+        .map(|p| (p.id.to_string(), p.reference()));
     match k.code {
         KeyCode::Char('q') => app.quit = true,
         KeyCode::Char('j') | KeyCode::Down => {

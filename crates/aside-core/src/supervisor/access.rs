@@ -127,7 +127,7 @@ impl Supervisor {
         let mut out = Vec::with_capacity(live.len());
         for (pid, p) in live {
             let Some(u) = usage.get(&pid) else { continue };
-            let cpu_seconds = match samples.0.get(&p.run_id) {
+            let cpu_seconds = match samples.0.get(p.run_id.as_str()) {
                 Some(&(ticks, at)) => {
                     let elapsed = now.duration_since(at).as_secs_f64();
                     (elapsed > 0.0)
@@ -140,9 +140,9 @@ impl Supervisor {
             };
             let cpu_percent =
                 cpu_seconds.map_or(0.0, |(cpu, wall)| (cpu / wall * 1000.0).round() / 10.0);
-            next.insert(p.run_id.clone(), (u.cpu_ticks, now));
+            next.insert(p.run_id.to_string(), (u.cpu_ticks, now));
             out.push(ProcessStats {
-                id: p.id,
+                id: p.id.0,
                 cpu_percent,
                 memory_bytes: u.rss_bytes,
                 tasks: u.tasks,

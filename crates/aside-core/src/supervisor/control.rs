@@ -54,7 +54,7 @@ impl Supervisor {
         let run_id = row.info.run_id.clone();
         let grace_ms = grace_ms.unwrap_or(row.spec.grace_ms);
         let Some((mut shim_rx, mut done)) = lock(&self.inner.live)
-            .get(&run_id)
+            .get(run_id.as_str())
             .map(|l| (l.shim_pid.subscribe(), l.done.subscribe()))
         else {
             // Ended meanwhile.

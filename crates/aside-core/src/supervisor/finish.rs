@@ -127,7 +127,7 @@ impl Supervisor {
         }
         let started_at = row.info.started_at;
         let result = RunResult {
-            run_id: run_id.to_string(),
+            run_id: run_id.into(),
             process_id: row.info.id.clone(),
             name: row.info.name.clone(),
             owner: row.info.owner.clone(),

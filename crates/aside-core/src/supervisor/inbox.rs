@@ -40,7 +40,7 @@ impl Supervisor {
         let offered: Vec<Notification> = store
             .deliverable(owner)?
             .into_iter()
-            .filter(|n| !also_ack.contains(&n.id))
+            .filter(|n| !also_ack.contains(&n.id.0))
             .collect();
         let offered_count = offered.len();
         let mut used = 0usize;
@@ -54,14 +54,14 @@ impl Supervisor {
             taken.push(n);
         }
         let more = offered_count - taken.len();
-        let mut ids: Vec<String> = taken.iter().map(|n| n.id.clone()).collect();
+        let mut ids: Vec<String> = taken.iter().map(|n| n.id.to_string()).collect();
         ids.extend(also_ack.iter().cloned());
         let (acked, events) = store.ack(owner, &ids, false, Timestamp::now())?;
         drop(store);
         self.publish(&events);
         let notifications = acked
             .into_iter()
-            .filter(|n| !also_ack.contains(&n.id))
+            .filter(|n| !also_ack.contains(&n.id.0))
             .collect();
         Ok(TakeResponse {
             notifications,

@@ -25,7 +25,7 @@ impl Supervisor {
         let all = self.store().runs_of(&row.info.id)?;
         match run {
             None => Ok(all),
-            Some("latest") => Ok(vec![(row.seq, row.info.run_id.clone())]),
+            Some("latest") => Ok(vec![(row.seq, row.info.run_id.to_string())]),
             Some(r) => all
                 .into_iter()
                 .find(|(_, id)| id == r)
@@ -38,7 +38,7 @@ impl Supervisor {
 
     /// Whether `reference` is the id of one of `row`'s runs (rather than the process's).
     pub(super) fn is_run_of(&self, row: &ProcessRow, reference: &str) -> bool {
-        reference != row.info.id
+        row.info.id != *reference
             && self
                 .store()
                 .runs_of(&row.info.id)
@@ -73,7 +73,7 @@ impl Supervisor {
         let (since_seq, since_pos) = split_cursor(q.since.unwrap_or(0));
         let mut entries = Vec::new();
         let mut cursor = q.since.unwrap_or(0);
-        let mut last_run = row.info.run_id.clone();
+        let mut last_run = row.info.run_id.to_string();
         for (seq, run_id) in runs.iter().filter(|(seq, _)| *seq >= since_seq) {
             let rd = self.run_dir(run_id);
             let from = if *seq == since_seq { since_pos } else { 0 };
@@ -96,10 +96,10 @@ impl Supervisor {
         let complete = if q.run.is_some() || run.is_some() {
             last_done
         } else {
-            last_done && last_run == row.info.run_id && !self.may_run_again(&row.info.id)
+            last_done && row.info.run_id == last_run && !self.may_run_again(&row.info.id)
         };
         Ok(LogsResponse {
-            run_id: last_run,
+            run_id: last_run.into(),
             entries,
             cursor,
             complete,

@@ -373,7 +373,7 @@ impl Supervisor {
         session: &HostSession,
         pending: Vec<Notification>,
     ) -> std::result::Result<(), String> {
-        let ids: Vec<String> = pending.iter().map(|n| n.id.clone()).collect();
+        let ids: Vec<String> = pending.iter().map(|n| n.id.to_string()).collect();
         let held = {
             let held = self
                 .store()
@@ -382,7 +382,7 @@ impl Supervisor {
         };
         let carried: Vec<Notification> = pending
             .into_iter()
-            .filter(|n| held.contains(&n.id))
+            .filter(|n| held.contains(&n.id.0))
             .collect();
         if carried.is_empty() {
             return Ok(());

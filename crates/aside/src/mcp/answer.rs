@@ -44,8 +44,8 @@ impl BackgroundResult {
     pub fn of(n: &Notification) -> BackgroundResult {
         let r = &n.result;
         BackgroundResult {
-            id: r.process_id.clone(),
-            run_id: r.run_id.clone(),
+            id: r.process_id.to_string(),
+            run_id: r.run_id.to_string(),
             name: r.name.clone(),
             status: r.status,
             exit_code: r.exit_code,
