@@ -13,8 +13,8 @@ use std::path::Path;
 
 use aside_proto::{
     Autorestart, AutorestartState, Event, EventData, EventKind, HostSession, Notification,
-    ProcessId, ProcessInfo, Progress, ProjectInfo, RestartState, RunId, RunResult, Spec, Status,
-    TokenInfo, TokenRequest, WakeAction,
+    ProcessId, ProcessInfo, ProcessState, Progress, ProjectInfo, RestartState, RunId, RunResult,
+    Spec, Status, TokenInfo, TokenRequest, WakeAction,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -161,6 +161,13 @@ CREATE TABLE progress (
     report  TEXT NOT NULL
 );
 CREATE INDEX progress_run ON progress(run_id, ts);
+"#,
+    // 10: whether a process is restarted by a file watch (agent-procs' `watched` in listings),
+    // kept beside the spec so a listing need not read specs.
+    r#"
+ALTER TABLE processes ADD COLUMN watched INTEGER NOT NULL DEFAULT 0;
+UPDATE processes SET watched = 1 WHERE id IN
+    (SELECT process_id FROM specs WHERE json_extract(spec, '$.watch') IS NOT NULL);
 "#,
 ];
 
@@ -448,15 +455,15 @@ pub struct Store {
 const INFO_COLUMNS: &str = "p.id, p.name, p.owner, p.team, p.command, r.id, r.seq, r.status, r.pid, \
      r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd, p.description, \
      p.project, p.port, p.proxied, j.proxy_port, p.autorestart, p.max_restarts, p.restart_attempts, \
-     p.restart_state, r.progress";
+     p.restart_state, r.progress, p.watched";
 /// Index of the spec column in [`PROCESS_COLUMNS`].
-const SPEC_COLUMN: usize = 26;
+const SPEC_COLUMN: usize = 27;
 /// [`INFO_COLUMNS`] plus the spec, which holds the whole environment: read only where it is
 /// needed, so listing stays cheap.
 const PROCESS_COLUMNS: &str = "p.id, p.name, p.owner, p.team, p.command, r.id, r.seq, r.status, r.pid, \
      r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd, p.description, \
      p.project, p.port, p.proxied, j.proxy_port, p.autorestart, p.max_restarts, p.restart_attempts, \
-     p.restart_state, r.progress, s.spec";
+     p.restart_state, r.progress, p.watched, s.spec";
 /// The tables behind [`INFO_COLUMNS`].
 const INFO_FROM: &str = "processes p JOIN runs r ON r.process_id = p.id \
      LEFT JOIN projects j ON j.name = coalesce(p.project, '')";
@@ -496,7 +503,23 @@ fn process_info(row: &Row<'_>) -> rusqlite::Result<ProcessInfo> {
         }),
         _ => None,
     };
+    let status = Status::parse(&status_s).unwrap_or(Status::Abandoned);
+    let watched: bool = row.get(26)?;
+    // agent-procs' fields, from the same columns (its `status --json` rows).
+    let state = match (&autorestart, status.is_terminal()) {
+        (_, false) => ProcessState::Running,
+        (Some(a), true) if a.state == RestartState::Exhausted => ProcessState::Failed,
+        (_, true) => ProcessState::Exited,
+    };
+    let uptime_secs = (!status.is_terminal()).then_some(duration_ms / 1000);
+    let restarts: u32 = row.get(6)?;
     Ok(ProcessInfo {
+        state,
+        uptime_secs,
+        restart_count: autorestart.as_ref().map(|_| restarts),
+        max_restarts: autorestart.as_ref().and_then(|a| a.max_restarts),
+        restart_policy: autorestart.as_ref().map(|a| a.mode.as_str().to_string()),
+        watched: watched.then_some(true),
         id: row.get::<_, String>(0)?.into(),
         name,
         owner: row.get(2)?,
@@ -504,8 +527,8 @@ fn process_info(row: &Row<'_>) -> rusqlite::Result<ProcessInfo> {
         command: row.get(4)?,
         cwd: row.get(15)?,
         run_id: row.get::<_, String>(5)?.into(),
-        restarts: row.get(6)?,
-        status: Status::parse(&status_s).unwrap_or(Status::Abandoned),
+        restarts,
+        status,
         pid: row.get::<_, Option<i64>>(8)?.map(|p| p as u32),
         exit_code: row.get(9)?,
         signal: signal.map(signal_name),
@@ -653,8 +676,8 @@ impl Store {
         let max = p.spec.restart.as_ref().and_then(|r| r.max_restarts);
         tx.execute(
             "INSERT INTO processes (id, name, owner, team, command, cwd, created_at, description,
-                 project, port, proxied, autorestart, max_restarts)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 project, port, proxied, autorestart, max_restarts, watched)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 p.id,
                 p.name,
@@ -668,7 +691,8 @@ impl Store {
                 p.spec.port,
                 p.spec.proxy,
                 mode,
-                max
+                max,
+                p.spec.watch.is_some()
             ],
         )?;
         tx.execute(
@@ -678,6 +702,16 @@ impl Store {
         tx.execute(
             "INSERT INTO runs (id, process_id, seq, status, started_at) VALUES (?1, ?2, 0, 'starting', ?3)",
             params![run_id, p.id, ms(now)],
+        )?;
+        // A name names one process: an ended one of the same name (and project) leaves the
+        // listing (its result stays in the inbox, its history under `status --all`).
+        tx.execute(
+            &format!(
+                "UPDATE runs AS r SET unread = 0 WHERE r.latest = 1 AND NOT ({LIVE}) AND r.process_id IN
+                 (SELECT id FROM processes WHERE name = ?1 AND coalesce(project, '') = coalesce(?2, '')
+                  AND id != ?3)"
+            ),
+            params![p.name, p.project, p.id],
         )?;
         if let Some(key) = &p.idempotency_key {
             tx.execute(
@@ -1014,9 +1048,21 @@ impl Store {
         let max = spec.restart.as_ref().and_then(|r| r.max_restarts);
         tx.execute(
             "UPDATE processes SET command = ?2, cwd = ?3, port = ?4, proxied = ?5, autorestart = ?6,
-                 max_restarts = ?7, restart_attempts = 0, restart_state = NULL, owner = ?8, team = ?9
+                 max_restarts = ?7, restart_attempts = 0, restart_state = NULL, owner = ?8, team = ?9,
+                 watched = ?10
              WHERE id = ?1",
-            params![process_id, spec.cmd.display(), spec.cwd, spec.port, spec.proxy, mode, max, owner, team],
+            params![
+                process_id,
+                spec.cmd.display(),
+                spec.cwd,
+                spec.port,
+                spec.proxy,
+                mode,
+                max,
+                owner,
+                team,
+                spec.watch.is_some()
+            ],
         )?;
         tx.execute(
             "UPDATE specs SET spec = ?2 WHERE process_id = ?1",
@@ -1320,7 +1366,7 @@ impl Store {
                AND (?2 IS NULL OR p.owner = ?2)
                AND (?3 IS NULL OR p.team = ?3)
                AND (?4 IS NULL OR p.project = ?4)
-             ORDER BY p.id"
+             ORDER BY p.name, p.id"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(

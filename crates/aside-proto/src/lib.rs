@@ -594,6 +594,25 @@ pub struct ProcessInfo {
     /// What its latest run last said it is doing (`aside progress` from inside the run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// agent-procs' state: `running` (not ended), `failed` (its restart policy gave up), or
+    /// `exited` (ended otherwise, whatever its exit code); `status` says more.
+    #[serde(default)]
+    pub state: ProcessState,
+    /// agent-procs' uptime: whole seconds running (absent once ended).
+    #[serde(default)]
+    pub uptime_secs: Option<u64>,
+    /// agent-procs' restart count (`restarts`), present with a restart policy.
+    #[serde(default)]
+    pub restart_count: Option<u32>,
+    /// agent-procs' restart limit, present with a restart policy that has one.
+    #[serde(default)]
+    pub max_restarts: Option<u32>,
+    /// agent-procs' restart policy (`always`, `on-failure`), present with one.
+    #[serde(default)]
+    pub restart_policy: Option<String>,
+    /// agent-procs' `watched`: true when a file watch restarts it, else absent (`null`).
+    #[serde(default)]
+    pub watched: Option<bool>,
 }
 
 /// What a running command says it is doing now (protoCLI's progress emitter, Claude Code's task
@@ -670,6 +689,19 @@ impl RestartState {
         .into_iter()
         .find(|r| r.as_str() == s)
     }
+}
+
+/// agent-procs' three states of a process (its `status --json` `state`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessState {
+    /// Not ended.
+    #[default]
+    Running,
+    /// Ended (any exit code, a signal, a stop).
+    Exited,
+    /// Ended and its restart policy gave up (agent-procs' `FAILED`).
+    Failed,
 }
 
 impl ProcessInfo {

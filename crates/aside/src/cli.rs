@@ -273,10 +273,13 @@ struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("streams").multiple(false)))]
+#[command(
+    after_help = "`--all` is agent-procs' (every process, each line prefixed `[name] `); \
+both streams of one process, aside's earlier `--all`, is now `--streams both`."
+)]
 struct LogsArgs {
-    /// Process name or id.
-    reference: String,
+    /// Process name or id; omitted (or with `--all`): every process, interleaved.
+    reference: Option<String>,
     /// Last N lines.
     #[arg(long)]
     tail: Option<usize>,
@@ -286,22 +289,32 @@ struct LogsArgs {
     /// Only what comes after this cursor (from `--json` output).
     #[arg(long)]
     since: Option<u64>,
-    /// Keep printing new output until the process ends.
+    /// Keep printing new output (until the process ends for good, `--lines` or `--timeout`).
     #[arg(long, short)]
     follow: bool,
+    /// With `--follow`: stop after this long, exit 0 (a bare number is seconds; default 30s, as
+    /// agent-procs; `0`: until the process ends).
+    #[arg(long, value_parser = parse_duration_ms, value_name = "DUR")]
+    timeout: Option<u64>,
+    /// With `--follow`: stop after this many new lines (agent-procs' `--lines`).
+    #[arg(long)]
+    lines: Option<usize>,
     /// Standard output (the default).
-    #[arg(long, group = "streams")]
+    #[arg(long, group = "one_stream")]
     stdout: bool,
     /// Standard error.
-    #[arg(long, group = "streams")]
+    #[arg(long, group = "one_stream")]
     stderr: bool,
-    /// Both streams, interleaved in arrival order.
-    #[arg(long, group = "streams")]
+    /// Which streams: stdout (default), stderr, or both interleaved in arrival order.
+    #[arg(long, value_parser = parse_streams, conflicts_with = "one_stream")]
+    streams: Option<StreamFilter>,
+    /// Every process, interleaved in time order, each line prefixed `[name] ` (agent-procs).
+    #[arg(long)]
     all: bool,
     /// Only lines matching this regex.
     #[arg(long)]
     grep: Option<String>,
-    /// A specific run (default: the latest).
+    /// A specific run (default: every run of the process, in order).
     #[arg(long)]
     run: Option<String>,
     /// One JSON record per line (stream, ts, cursor, text).
@@ -309,12 +322,24 @@ struct LogsArgs {
     json: bool,
 }
 
+/// Default `logs --follow --timeout`, as agent-procs': 30 s.
+const FOLLOW_TIMEOUT_MS: u64 = 30_000;
+
+fn parse_streams(s: &str) -> std::result::Result<StreamFilter, String> {
+    match s {
+        "stdout" => Ok(StreamFilter::Stdout),
+        "stderr" => Ok(StreamFilter::Stderr),
+        "both" | "all" => Ok(StreamFilter::All),
+        _ => Err(format!("{s:?}: use stdout, stderr or both")),
+    }
+}
+
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("until_or_exit").required(true).multiple(false)))]
+#[command(group(clap::ArgGroup::new("until_or_exit").multiple(false)))]
 struct WaitArgs {
     /// Process name or id.
     reference: String,
-    /// Wait for the process to exit (with its output fully captured).
+    /// Wait for the process to exit, with its output fully captured (the default).
     #[arg(long, group = "until_or_exit")]
     exit: bool,
     /// Wait for this text in the output (before or after the call, either stream).
@@ -607,6 +632,20 @@ enum DaemonCmd {
     Run(DaemonFlags),
 }
 
+/// agent-procs' one-line answer of `run` and `restart`: `NAME (id: ID, pid: PID[, URL])`.
+fn id_line(p: &ProcessInfo) -> String {
+    let pid = p.pid.map_or("-".into(), |v| v.to_string());
+    match &p.url {
+        Some(url) => format!("{} (id: {}, pid: {pid}, {url})", p.reference(), p.id),
+        None => format!("{} (id: {}, pid: {pid})", p.reference(), p.id),
+    }
+}
+
+/// The port of a proxied process's URL (`http://api.localhost:9090` → 9090).
+fn proxy_port_of(url: &str) -> Option<u16> {
+    url.rsplit_once(':')?.1.trim_end_matches('/').parse().ok()
+}
+
 /// Exit code for a child's ending, shell style: its code, 128 + signal, 124 for a timeout.
 fn child_exit_code(p: &ProcessInfo) -> i32 {
     match (p.status, p.exit_code, &p.signal) {
@@ -846,8 +885,10 @@ fn scope(cmd: &mut Cmd, project: &str) {
         Cmd::Status(StatusArgs {
             reference: Some(r), ..
         }) => r,
-        Cmd::Logs(LogsArgs { reference, .. })
-        | Cmd::Wait(WaitArgs { reference, .. })
+        Cmd::Logs(LogsArgs {
+            reference: Some(r), ..
+        }) => r,
+        Cmd::Wait(WaitArgs { reference, .. })
         | Cmd::Stop(StopArgs { reference, .. })
         | Cmd::Restart(RestartArgs { reference, .. })
         | Cmd::Result(ResultArgs { reference, .. })
@@ -866,7 +907,7 @@ async fn dispatch(cmd: Cmd, project: Option<String>, state: StateDir) -> Result<
         Cmd::Down(a) => crate::up::down(a, project, state).await,
         Cmd::Session { cmd } => crate::up::session(cmd, state).await,
         Cmd::Status(a) => status(a, project, state).await,
-        Cmd::Logs(a) => logs(a, state).await,
+        Cmd::Logs(a) => logs(a, project, state).await,
         Cmd::Wait(a) => wait(a, state).await,
         Cmd::Stop(a) => stop(a, state).await,
         Cmd::StopAll(a) => stop_all(a, state).await,
@@ -1021,15 +1062,11 @@ async fn run(mut a: RunArgs, project: Option<String>, state: StateDir) -> Result
                 info.error.as_deref().unwrap_or("unknown error")
             );
         } else {
-            println!(
-                "{} started (pid {}, id {}){}",
-                info.reference(),
-                info.pid.map_or("-".into(), |p| p.to_string()),
-                info.id,
-                info.url
-                    .as_ref()
-                    .map_or(String::new(), |u| format!(" → {u}"))
-            );
+            println!("{}", id_line(&info));
+            // How agent-procs' users find the proxy's port.
+            if let Some(port) = info.url.as_deref().and_then(proxy_port_of) {
+                eprintln!("Proxy listening on http://localhost:{port}");
+            }
         }
         return Ok(if info.status == Status::Failed { 1 } else { 0 });
     };
@@ -1145,14 +1182,12 @@ async fn status(a: StatusArgs, project: Option<String>, state: StateDir) -> Resu
     Ok(0)
 }
 
-async fn logs(a: LogsArgs, state: StateDir) -> Result<i32> {
+async fn logs(a: LogsArgs, project: Option<String>, state: StateDir) -> Result<i32> {
     let client = Client::new(state, env_owner(), true);
-    let stream = if a.all {
-        StreamFilter::All
-    } else if a.stderr {
-        StreamFilter::Stderr
-    } else {
-        StreamFilter::Stdout
+    let stream = match (a.streams, a.stderr) {
+        (Some(s), _) => s,
+        (None, true) => StreamFilter::Stderr,
+        (None, false) => StreamFilter::Stdout,
     };
     let q = LogQuery {
         stream,
@@ -1164,49 +1199,193 @@ async fn logs(a: LogsArgs, state: StateDir) -> Result<i32> {
         run: a.run.clone(),
     };
     let with_stream = stream == StreamFilter::All;
-    let print = |e: &LogEntry| {
-        if a.json {
-            println!("{}", serde_json::to_string(e).unwrap_or_default());
+    let line = |e: &LogEntry, name: Option<&str>| {
+        let text = if a.json {
+            serde_json::to_string(e).unwrap_or_default()
         } else {
-            println!("{}", render::entry(e, with_stream));
+            render::entry(e, with_stream)
+        };
+        match name {
+            Some(n) if !a.json => format!("[{n}] {text}"),
+            _ => text,
         }
     };
+    let reference = match (&a.reference, a.all) {
+        (Some(r), false) => r.clone(),
+        _ => return logs_of_all(&client, &a, project, &q, line).await,
+    };
     if a.follow && a.head.is_none() {
-        let resp = client.follow_logs(&a.reference, &q).await?;
-        read_ndjson(resp, print).await?;
+        // What is there now, then what comes, for as long as asked.
+        let now = client.logs(&reference, &q).await?;
+        print_lines(now.entries.iter().map(|e| line(e, None)));
+        let from = LogQuery {
+            since: Some(now.cursor),
+            tail: None,
+            ..q.clone()
+        };
+        let resp = client.follow_logs(&reference, &from).await?;
+        follow_for(&a, vec![(None, resp)], line).await?;
         return Ok(0);
     }
-    let resp = client.logs(&a.reference, &q).await?;
+    let resp = client.logs(&reference, &q).await?;
     if resp.entries.is_empty() && resp.cursor == 0 && a.since.is_none() {
-        let p = client.process(&a.reference).await.ok();
-        match p {
-            Some(p) if p.status.is_terminal() => eprintln!(
-                "aside: {} {} without writing any output",
+        // Nothing to show is not an error (agent-procs exits 0 too); said on stderr.
+        let p = client.process(&reference).await?;
+        if p.status.is_terminal() {
+            eprintln!(
+                "aside: {} {} without writing any {}",
                 p.name,
-                render::process_outcome(&p)
-            ),
-            _ => eprintln!("aside: no output from {} yet", a.reference),
+                render::process_outcome(&p),
+                stream_words(stream)
+            );
+        } else {
+            eprintln!("aside: no {} from {} yet", stream_words(stream), p.name);
         }
-        return Ok(2);
+        return Ok(0);
     }
-    // One write per 64 KiB, not per line (stdout is line-buffered).
+    print_lines(resp.entries.iter().map(|e| line(e, None)));
+    Ok(0)
+}
+
+/// What a stream filter reads, in words: `output`, `stdout`, `stderr`.
+fn stream_words(s: StreamFilter) -> &'static str {
+    match s {
+        StreamFilter::All => "output",
+        StreamFilter::Stdout => "stdout",
+        StreamFilter::Stderr => "stderr",
+    }
+}
+
+/// Prints lines in 64 KiB writes, not one per line (stdout is line-buffered). A closed stdout
+/// (`| head`) has read what it wanted.
+fn print_lines(mut lines: impl Iterator<Item = String>) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-    let written = resp
-        .entries
-        .iter()
-        .try_for_each(|e| {
-            if a.json {
-                writeln!(out, "{}", serde_json::to_string(e).unwrap_or_default())
-            } else {
-                writeln!(out, "{}", render::entry(e, with_stream))
-            }
-        })
+    let written = lines
+        .try_for_each(|l| writeln!(out, "{l}"))
         .and_then(|()| out.flush());
-    // A closed stdout (`| head`) has read what it wanted.
     if let Err(e) = written {
         tracing::debug!("stdout: {e}");
     }
+}
+
+/// `logs --all` (or no name): every listed process's output, interleaved in time order, each
+/// line prefixed `[name] ` (agent-procs' `logs --all`); with `--follow`, then new lines of
+/// any of them as they come.
+async fn logs_of_all(
+    client: &Client,
+    a: &LogsArgs,
+    project: Option<String>,
+    q: &LogQuery,
+    line: impl Fn(&LogEntry, Option<&str>) -> String,
+) -> Result<i32> {
+    let listing = aside_proto::ListQuery {
+        project,
+        ..Default::default()
+    };
+    let procs = client.processes(&listing).await?;
+    let mut merged: Vec<(jiff::Timestamp, usize, &str, LogEntry)> = Vec::new();
+    let mut open = Vec::new();
+    for p in &procs {
+        let got = client.logs(&p.id, q).await?;
+        for (i, e) in got.entries.into_iter().enumerate() {
+            let ts = match &e {
+                LogEntry::Line { ts, .. } => *ts,
+                LogEntry::Elided { .. } => p.started_at,
+            };
+            merged.push((ts, i, p.name.as_str(), e));
+        }
+        if !got.complete {
+            open.push((p, got.cursor));
+        }
+    }
+    merged.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.cmp(&y.1)));
+    print_lines(merged.iter().map(|(_, _, name, e)| line(e, Some(name))));
+    if !a.follow {
+        return Ok(0);
+    }
+    let mut streams = Vec::new();
+    for (p, cursor) in open {
+        let from = LogQuery {
+            since: Some(cursor),
+            tail: None,
+            ..q.clone()
+        };
+        streams.push((
+            Some(p.name.clone()),
+            client.follow_logs(&p.id, &from).await?,
+        ));
+    }
+    follow_for(a, streams, line).await?;
     Ok(0)
+}
+
+/// A followed log stream, with the process name its lines are prefixed with (if any).
+type Followed = (Option<String>, hyper::Response<hyper::body::Incoming>);
+
+/// Prints followed entries until every stream ends, `--lines` new lines were printed, or
+/// `--timeout` (default 30 s) passed: agent-procs' `logs --follow`, which exits 0 when its time
+/// runs out. Errors: a stream that broke or failed (said, not taken for the process's end).
+async fn follow_for(
+    a: &LogsArgs,
+    streams: Vec<Followed>,
+    line: impl Fn(&LogEntry, Option<&str>) -> String,
+) -> Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(Option<String>, LogEntry)>>(256);
+    for (name, resp) in streams {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut reader = crate::client::NdjsonReader::new(resp);
+            loop {
+                let batch = match reader.next_batch::<LogEntry>().await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return,
+                    Err(e) => {
+                        // When nobody receives, the follow below has ended already.
+                        if tx.send(Err(e)).await.is_err() {
+                            tracing::debug!("follow ended before its stream failed");
+                        }
+                        return;
+                    }
+                };
+                for e in batch {
+                    if tx.send(Ok((name.clone(), e))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    drop(tx);
+    let limit = match a.timeout.unwrap_or(FOLLOW_TIMEOUT_MS) {
+        0 => None,
+        ms => Some(tokio::time::Instant::now() + Duration::from_millis(ms)),
+    };
+    let mut printed = 0usize;
+    let mut out = std::io::stdout();
+    loop {
+        if a.lines.is_some_and(|n| printed >= n) {
+            return Ok(());
+        }
+        let next = match limit {
+            Some(at) => match tokio::time::timeout_at(at, rx.recv()).await {
+                Ok(n) => n,
+                Err(_) => return Ok(()),
+            },
+            None => rx.recv().await,
+        };
+        let Some(item) = next else { return Ok(()) };
+        let (name, e) = item?;
+        // A closed stdout (`| head`) ends the follow.
+        if writeln!(out, "{}", line(&e, name.as_deref()))
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            return Ok(());
+        }
+        if matches!(e, LogEntry::Line { .. }) {
+            printed += 1;
+        }
+    }
 }
 
 async fn wait(a: WaitArgs, state: StateDir) -> Result<i32> {
@@ -1222,22 +1401,20 @@ async fn wait(a: WaitArgs, state: StateDir) -> Result<i32> {
     } else {
         let p = &w.process;
         let ended = render::process_outcome(p);
+        // agent-procs' lines: the matched line alone; `exited with code N`.
         match w.outcome {
-            WaitOutcome::Matched => {
-                println!("{}: matched: {}", p.name, w.line.as_deref().unwrap_or(""))
-            }
-            WaitOutcome::Exited => println!(
-                "{}: {ended} after {}",
-                p.name,
-                render::duration(p.duration_ms)
-            ),
+            WaitOutcome::Matched => println!("{}", w.line.as_deref().unwrap_or("")),
+            WaitOutcome::Exited => match p.exit_code {
+                Some(code) => println!("exited with code {code}"),
+                None => println!("exited by signal"),
+            },
             WaitOutcome::ExitedWithoutMatch => eprintln!(
                 "aside: {} ended ({ended}) without printing {:?}",
                 p.name,
                 a.until.as_deref().unwrap_or("")
             ),
             WaitOutcome::TimedOut => eprintln!(
-                "aside: timed out after {} waiting for {}; it is {}",
+                "timeout\naside: timed out after {} waiting for {}; it is {}",
                 render::duration(a.timeout.unwrap_or(0)),
                 p.name,
                 p.status
@@ -1271,20 +1448,24 @@ async fn stop(a: StopArgs, state: StateDir) -> Result<i32> {
     let p = client.stop(&a.reference, &req).await?;
     if a.json {
         print_json(&p);
-    } else if ended_before && p.run_id == before.run_id {
-        // Nothing ran: say so rather than report a fresh stop.
-        println!(
-            "{}: already ended ({}); nothing to stop",
-            p.name,
-            render::process_outcome(&p)
-        );
     } else {
-        println!(
-            "{}: {} after {}",
-            p.name,
-            render::process_outcome(&p),
-            render::duration(p.duration_ms)
-        );
+        // agent-procs' line on stdout, how it went on stderr.
+        println!("stopped {}", p.reference());
+        if ended_before && p.run_id == before.run_id {
+            // Nothing ran: say so rather than report a fresh stop.
+            eprintln!(
+                "aside: {} had already ended ({}); nothing to stop",
+                p.name,
+                render::process_outcome(&p)
+            );
+        } else {
+            eprintln!(
+                "aside: {} {} after {}",
+                p.name,
+                render::process_outcome(&p),
+                render::duration(p.duration_ms)
+            );
+        }
     }
     Ok(0)
 }
@@ -1295,11 +1476,13 @@ async fn stop_all(a: StopAllArgs, state: StateDir) -> Result<i32> {
     if a.json {
         print_json(&resp);
     } else {
+        // agent-procs' line, then which ones.
+        println!("all processes stopped");
         for p in &resp.stopped {
             println!("{}: {}", p.name, render::process_outcome(p));
         }
         if resp.stopped.is_empty() {
-            println!("nothing to stop");
+            eprintln!("aside: nothing was running");
         }
         if !resp.refused.is_empty() {
             eprintln!(
@@ -1317,12 +1500,7 @@ async fn restart(a: RestartArgs, state: StateDir) -> Result<i32> {
     if a.json {
         print_json(&p);
     } else {
-        println!(
-            "{} restarted (pid {}, restart {})",
-            p.name,
-            p.pid.map_or("-".into(), |v| v.to_string()),
-            p.restarts
-        );
+        println!("restarted {}", id_line(&p));
     }
     Ok(if p.status == Status::Failed { 1 } else { 0 })
 }

@@ -3,7 +3,8 @@
 //!
 //! Requests and responses stream through frame by frame (server-sent events, chunked
 //! downloads); an `Upgrade` (WebSocket) is passed to the process and, once it answers 101, the
-//! two connections are spliced. An unknown or stopped name gets a 502 page listing the routes.
+//! two connections are spliced. An unknown or stopped name gets a 502 in agent-procs' plain-text
+//! words, listing the routes; the proxy's own address (`http://localhost:PORT`) lists them.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -172,21 +173,9 @@ fn full(status: StatusCode, content_type: &str, text: String) -> Response<ProxyB
     resp
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// The 502 page: what was asked for, and the routes there are.
-fn bad_gateway(
-    sup: &Supervisor,
-    project: &str,
-    port: u16,
-    asked: &str,
-    why: &str,
-) -> Response<ProxyBody> {
+/// The proxy's routes as plain text, as agent-procs lists them: a header line, then
+/// `  http://NAME.localhost:PORT -> 127.0.0.1:UPSTREAM [status]` per process with a port.
+fn routes_text(sup: &Supervisor, project: &str, port: u16) -> String {
     let procs = sup
         .list(&ListFilter {
             all: true,
@@ -194,36 +183,38 @@ fn bad_gateway(
             ..Default::default()
         })
         .unwrap_or_default();
-    let mut rows = String::new();
+    let mut text = if project.is_empty() {
+        format!("aside proxy on port {port}\n\nRoutes:\n")
+    } else {
+        format!("aside proxy of project {project} on port {port}\n\nRoutes:\n")
+    };
+    let mut any = false;
     for p in procs.iter().filter(|p| p.port.is_some()) {
         if project.is_empty() && p.project.is_some() {
             continue;
         }
-        let url = format!("http://{}.localhost:{port}", p.name);
-        rows.push_str(&format!(
-            "<tr><td><a href=\"{u}\">{u}</a></td><td>{s}</td><td>127.0.0.1:{pp}</td></tr>\n",
-            u = escape(&url),
-            s = p.status,
-            pp = p.port.unwrap_or_default()
+        any = true;
+        text.push_str(&format!(
+            "  http://{}.localhost:{port} -> 127.0.0.1:{} [{}]\n",
+            p.name,
+            p.port.unwrap_or_default(),
+            p.status
         ));
     }
-    if rows.is_empty() {
-        rows.push_str("<tr><td colspan=3>no process of this project has a port</td></tr>");
+    if !any {
+        text.push_str("  (no process of this project has a port)\n");
     }
-    let title = if project.is_empty() {
-        "aside proxy".to_string()
-    } else {
-        format!("aside proxy of project {}", escape(project))
-    };
+    text
+}
+
+/// The 502 answer, plain text as agent-procs': `502 Bad Gateway: WHY. Visit
+/// http://localhost:PORT to see available routes.`, then the routes.
+fn bad_gateway(sup: &Supervisor, project: &str, port: u16, why: &str) -> Response<ProxyBody> {
     let body = format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>502 {title}</title></head><body>\n\
-         <h1>502 Bad Gateway</h1>\n<p>{} — {}</p>\n<h2>Routes of {title}</h2>\n\
-         <table border=1 cellpadding=4><tr><th>URL</th><th>status</th><th>upstream</th></tr>\n{rows}</table>\n\
-         </body></html>\n",
-        escape(asked),
-        escape(why)
+        "502 Bad Gateway: {why}. Visit http://localhost:{port} to see available routes.\n\n{}",
+        routes_text(sup, project, port)
     );
-    full(StatusCode::BAD_GATEWAY, "text/html; charset=utf-8", body)
+    full(StatusCode::BAD_GATEWAY, "text/plain; charset=utf-8", body)
 }
 
 /// `api.localhost:9090` → `api`; anything that is not `NAME.localhost` → `None`.
@@ -249,12 +240,11 @@ async fn handle(
         .unwrap_or_default()
         .to_string();
     let Some(name) = route_name(&host) else {
-        return bad_gateway(
-            sup,
-            project,
-            port,
-            &host,
-            "address a process as http://NAME.localhost:PORT",
+        // The proxy itself (`http://localhost:PORT`): its routes.
+        return full(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            routes_text(sup, project, port),
         );
     };
     let Some(upstream) = sup.route(project, name) else {
@@ -262,8 +252,7 @@ async fn handle(
             sup,
             project,
             port,
-            &host,
-            &format!("no running process named {name:?} with a port in this project"),
+            &format!("no running process named '{name}' with a port"),
         );
     };
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, upstream));
@@ -274,8 +263,7 @@ async fn handle(
                 sup,
                 project,
                 port,
-                &host,
-                &format!("{name} does not accept connections on {addr}: {e}"),
+                &format!("{name} does not accept connections on {addr} ({e})"),
             );
         }
     };
@@ -283,7 +271,7 @@ async fn handle(
     {
         Ok(x) => x,
         Err(e) => {
-            return bad_gateway(sup, project, port, &host, &format!("{name}: {e}"));
+            return bad_gateway(sup, project, port, &format!("{name}: {e}"));
         }
     };
     let upstream = name.to_string();
@@ -298,7 +286,7 @@ async fn handle(
     let mut resp = match sender.send_request(req).await {
         Ok(r) => r,
         Err(e) => {
-            return bad_gateway(sup, project, port, &host, &format!("{name}: {e}"));
+            return bad_gateway(sup, project, port, &format!("{name}: {e}"));
         }
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS

@@ -149,7 +149,7 @@ pub fn result(r: &RunResult) -> String {
     let shown = &lines[lines.len().saturating_sub(10)..];
     if r.output.elided_bytes > 0 || lines.len() > shown.len() {
         out.push_str(&format!(
-            "  … ({} bytes of output; `aside logs {} --all` shows more)\n",
+            "  … ({} bytes of output; `aside logs {} --streams both` shows more)\n",
             r.output.stdout_bytes + r.output.stderr_bytes,
             r.name
         ));

@@ -258,6 +258,8 @@ pub async fn up(a: UpArgs, project: Option<String>, state: StateDir) -> Result<i
     };
     if !a.json {
         if let Some(port) = proxy_port {
+            // agent-procs' line, where its users look for the port.
+            eprintln!("Proxy listening on http://localhost:{port}");
             println!("proxy: 127.0.0.1:{port}");
             for (n, u) in &urls {
                 println!("  {n:<16} {u}");
@@ -278,7 +280,7 @@ pub async fn up(a: UpArgs, project: Option<String>, state: StateDir) -> Result<i
         })
         .collect();
     eprintln!(
-        "aside: project {name}: {} did not come up: {}; see `aside logs --all PROCESS --project {name}`",
+        "aside: project {name}: {} did not come up: {}; see `aside logs PROCESS --streams both --project {name}`",
         failed.len(),
         list.join(", ")
     );
@@ -348,13 +350,16 @@ pub async fn session(cmd: SessionCmd, state: StateDir) -> Result<i32> {
         SessionCmd::Clean => {
             let cleaned = client.clean_projects().await?;
             if cleaned.is_empty() {
-                println!("nothing to clean: every project has something running");
-            } else {
-                let names: Vec<String> = cleaned
-                    .into_iter()
-                    .map(|n| if n.is_empty() { "(default)".into() } else { n })
-                    .collect();
-                println!("forgot {}", names.join(", "));
+                eprintln!("aside: nothing to clean: every project has something running");
+            }
+            // agent-procs' line, one per project forgotten.
+            for name in cleaned {
+                let name = if name.is_empty() {
+                    "(default)".to_string()
+                } else {
+                    name
+                };
+                println!("cleaned stale session: {name}");
             }
             Ok(0)
         }

@@ -101,9 +101,16 @@ fn a_full_disk_neither_kills_a_command_nor_loses_its_exit_status() {
         Duration::from_secs(30),
         "the log to say bytes are missing",
         || {
-            env.aside(&["logs", "chatty", "--all", "--grep", "could not be written"])
-                .stdout
-                .contains("bytes of output could not be written to the log")
+            env.aside(&[
+                "logs",
+                "chatty",
+                "--streams",
+                "both",
+                "--grep",
+                "could not be written",
+            ])
+            .stdout
+            .contains("bytes of output could not be written to the log")
         },
     );
 

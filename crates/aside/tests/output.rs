@@ -19,7 +19,7 @@ fn log_cap_keeps_the_exact_head_and_tail_and_reports_the_elided_bytes() {
     env.run(&["--name", "big", "--log-cap", "64KiB", "seq 100000 199999"]);
     env.wait_exit("big");
     let expected: Vec<String> = (100_000..200_000).map(|n| n.to_string()).collect();
-    let got = entries(&env, &["big", "--all"]);
+    let got = entries(&env, &["big", "--streams", "both"]);
     let gap_at = got
         .iter()
         .position(|e| e["type"] == "elided")

@@ -270,7 +270,10 @@ fn restart_on_failure_stops_at_the_limit_and_annotates_each_run() {
     assert_eq!(s["restarts"], 2);
     assert_eq!(s["status"], "failed");
     assert_eq!(s["exit_code"], 7);
-    let log = env.aside(&["logs", "flaky", "--all"]).ok().stdout;
+    let log = env
+        .aside(&["logs", "flaky", "--streams", "both"])
+        .ok()
+        .stdout;
     assert!(
         log.contains("[aside] restarted (exit 7, attempt 2/2)"),
         "{log}"
@@ -349,7 +352,10 @@ fn watch_test(with_cwd: bool) {
     });
     let now = env.status("w/dev");
     assert_ne!(now["run_id"], first["run_id"]);
-    let log = env.aside(&["logs", "w/dev", "--all"]).ok().stdout;
+    let log = env
+        .aside(&["logs", "w/dev", "--streams", "both"])
+        .ok()
+        .stdout;
     assert!(
         log.contains("[aside] restarted: src/deep/new/main.rs changed"),
         "{log}"

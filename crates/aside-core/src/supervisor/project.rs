@@ -838,6 +838,12 @@ mod tests {
             }),
             unrecorded: None,
             progress: None,
+            state: aside_proto::ProcessState::Exited,
+            uptime_secs: None,
+            restart_count: Some(attempts),
+            max_restarts: Some(3),
+            restart_policy: Some("on-failure".into()),
+            watched: None,
         }
     }
 

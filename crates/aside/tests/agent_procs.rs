@@ -1,0 +1,269 @@
+//! agent-procs 0.6 compatibility: its documented workflows run against `aside`, checking what
+//! a script reads — `status --json` fields and values, `logs --all` prefixes, `logs --follow
+//! --lines`/`--timeout`, the one-line answers of `run`, `restart`, `stop`, `wait`, `session
+//! clean`, and the proxy's stderr line and 502 text. The expected values were taken from
+//! agent-procs 0.6.3 itself (`cargo install agent-procs`), run side by side.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// `status --json` as agent-procs' scripts read it: its rows by name.
+fn rows(env: &Env) -> Vec<Value> {
+    env.aside(&["status", "--json"])
+        .ok()
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap()
+}
+
+fn row(env: &Env, name: &str) -> Value {
+    rows(env)
+        .into_iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no row named {name}"))
+}
+
+#[test]
+fn status_json_has_agent_procs_fields_and_values_beside_asides() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.work.join("src")).unwrap();
+    env.run(&["--name", "web", "sleep 300"]);
+    env.run(&["--name", "done", "echo bye"]);
+    env.run(&[
+        "--name",
+        "flaky",
+        "--autorestart",
+        "on-failure",
+        "--max-restarts",
+        "2",
+        "--restart-delay",
+        "100",
+        "exit 1",
+    ]);
+    env.run(&["--name", "watched", "--watch", "src/*.txt", "sleep 300"]);
+    env.wait_exit("done");
+    eventually(Duration::from_secs(20), "flaky to give up", || {
+        row(&env, "flaky")["state"] == "failed"
+    });
+    let all = rows(&env);
+    // Sorted by name, as agent-procs lists them.
+    let names: Vec<&str> = all.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["done", "flaky", "watched", "web"]);
+    for r in &all {
+        for key in [
+            "name",
+            "id",
+            "pid",
+            "state",
+            "exit_code",
+            "uptime_secs",
+            "command",
+            "port",
+            "url",
+            "restart_count",
+            "max_restarts",
+            "restart_policy",
+            "watched",
+        ] {
+            assert!(r.get(key).is_some(), "{} has no {key}: {r}", r["name"]);
+        }
+        // aside's own fields stay beside them.
+        assert!(r["status"].is_string() && r["restarts"].is_u64(), "{r}");
+    }
+    let web = row(&env, "web");
+    assert_eq!(web["state"], "running");
+    assert!(web["uptime_secs"].is_u64());
+    assert_eq!(web["restart_count"], Value::Null);
+    assert_eq!(web["watched"], Value::Null);
+    let done = row(&env, "done");
+    assert_eq!(
+        (done["state"].clone(), done["exit_code"].clone()),
+        ("exited".into(), 0.into())
+    );
+    assert_eq!(done["uptime_secs"], Value::Null);
+    let flaky = row(&env, "flaky");
+    assert_eq!(flaky["exit_code"], 1);
+    assert_eq!(flaky["restart_count"], 2);
+    assert_eq!(flaky["max_restarts"], 2);
+    assert_eq!(flaky["restart_policy"], "on-failure");
+    assert_eq!(flaky["status"], "failed");
+    assert_eq!(row(&env, "watched")["watched"], true);
+}
+
+#[test]
+fn a_name_names_one_process() {
+    let env = Env::new();
+    env.run(&["--name", "f", "echo first"]);
+    env.wait_exit("f");
+    env.run(&["--name", "f", "echo second"]);
+    env.wait_exit("f");
+    let fs: Vec<Value> = rows(&env)
+        .into_iter()
+        .filter(|r| r["name"] == "f")
+        .collect();
+    assert_eq!(fs.len(), 1, "{fs:?}");
+    assert_eq!(fs[0]["command"], "echo second");
+    // The first stays in the history and in the inbox.
+    let every = env.aside(&["status", "--all", "--json"]).ok().json();
+    let both = every
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["name"] == "f")
+        .count();
+    assert_eq!(both, 2);
+    let inbox = env.aside(&["inbox", "--json"]).ok().json();
+    assert_eq!(inbox["notifications"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn the_one_line_answers_are_agent_procs_lines() {
+    let env = Env::new();
+    let out = env
+        .aside(&["run", "--name", "web", "echo hello; sleep 300"])
+        .ok();
+    let p = env.status("web");
+    assert_eq!(
+        out.stdout.trim(),
+        format!("web (id: {}, pid: {})", p["id"].as_str().unwrap(), p["pid"])
+    );
+    let w = env
+        .aside(&["wait", "web", "--until", "hel+o", "--regex"])
+        .ok();
+    assert_eq!(w.stdout, "hello\n", "the matched line alone");
+    let out = env.aside(&["restart", "web"]).ok();
+    let p = env.status("web");
+    assert_eq!(
+        out.stdout.trim(),
+        format!(
+            "restarted web (id: {}, pid: {})",
+            p["id"].as_str().unwrap(),
+            p["pid"]
+        )
+    );
+    assert_eq!(env.aside(&["stop", "web"]).ok().stdout, "stopped web\n");
+    env.run(&["--name", "bad", "exit 3"]);
+    let w = env.aside(&["wait", "bad", "--exit"]).ok();
+    assert_eq!(w.stdout, "exited with code 3\n");
+    // Neither --until nor --exit: the exit, as agent-procs.
+    assert_eq!(
+        env.aside(&["wait", "bad"]).ok().stdout,
+        "exited with code 3\n"
+    );
+    env.run(&["--name", "long", "sleep 300"]);
+    let t = env.aside(&["wait", "long", "--until", "never", "--timeout", "1"]);
+    assert_eq!(t.code, 1);
+    assert_eq!(t.stderr.lines().next(), Some("timeout"), "{}", t.stderr);
+    assert_eq!(
+        env.aside(&["stop-all"]).ok().stdout.lines().next(),
+        Some("all processes stopped")
+    );
+}
+
+#[test]
+fn logs_all_interleaves_every_process_with_name_prefixes() {
+    let env = Env::new();
+    env.run(&["--name", "a", "echo a1; sleep 0.3; echo a2"]);
+    env.run(&["--name", "b", "sleep 0.15; echo b1; echo oops >&2"]);
+    env.run(&["--name", "c", "sleep 0.45; echo c1"]);
+    for n in ["a", "b", "c"] {
+        env.wait_exit(n);
+    }
+    let expected = "[a] a1\n[b] b1\n[a] a2\n[c] c1\n";
+    assert_eq!(env.aside(&["logs", "--all"]).ok().stdout, expected);
+    // No name means the same; a name with --all too (agent-procs ignores it).
+    assert_eq!(env.aside(&["logs"]).ok().stdout, expected);
+    assert_eq!(env.aside(&["logs", "a", "--all"]).ok().stdout, expected);
+    // aside's both-streams view of one process moved to --streams both.
+    let both = env.aside(&["logs", "b", "--streams", "both"]).ok().stdout;
+    assert_eq!(both, "b1\n[stderr] oops\n");
+    // A process that printed nothing on stdout: nothing, exit 0 (said on stderr).
+    env.run(&["--name", "quiet", "echo only-err >&2"]);
+    env.wait_exit("quiet");
+    let quiet = env.aside(&["logs", "quiet"]);
+    assert_eq!((quiet.code, quiet.stdout.as_str()), (0, ""));
+    assert_eq!(env.aside(&["logs", "nosuch"]).code, 2);
+}
+
+#[test]
+fn logs_follow_stops_after_lines_or_its_timeout() {
+    let env = Env::new();
+    env.run(&[
+        "--name",
+        "tick",
+        "i=0; while :; do i=$((i+1)); echo tick-$i; sleep 0.1; done",
+    ]);
+    env.aside(&["wait", "tick", "--until", "tick-3"]).ok();
+    // What is there, then two new lines, then the end (exit 0).
+    let out = env
+        .aside(&["logs", "tick", "--follow", "--tail", "1", "--lines", "2"])
+        .ok();
+    let got: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+    let n = |l: &str| l.trim_start_matches("tick-").parse::<u32>().unwrap();
+    assert_eq!((n(got[1]), n(got[2])), (n(got[0]) + 1, n(got[0]) + 2));
+    // --timeout: ends by itself while the process goes on, exit 0.
+    let started = Instant::now();
+    let out = env
+        .aside(&["logs", "tick", "--follow", "--timeout", "1"])
+        .ok();
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(out.stdout.lines().count() > 3, "{}", out.stdout);
+    assert_eq!(env.status("tick")["status"], "running");
+}
+
+#[test]
+fn the_proxy_says_where_it_listens_and_answers_unknown_names_in_plain_text() {
+    let env = Env::new();
+    let out = env
+        .aside(&["run", "--name", "api", "--proxy", "sleep 300"])
+        .ok();
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("Proxy listening on http://localhost:"))
+        .unwrap_or_else(|| panic!("no proxy line on stderr: {}", out.stderr));
+    let port: u16 = line.rsplit(':').next().unwrap().parse().unwrap();
+    let url = env.status("api")["url"].as_str().unwrap().to_string();
+    assert!(
+        out.stdout.trim().ends_with(&format!(", {url})")),
+        "{}",
+        out.stdout
+    );
+    let (code, body) = http(port, "GET / HTTP/1.1\r\nHost: web.localhost", "");
+    assert_eq!(code, 502);
+    assert!(
+        body.contains(&format!(
+            "502 Bad Gateway: no running process named 'web' with a port. Visit http://localhost:{port} to see available routes."
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("http://api.localhost:{port} -> 127.0.0.1:")),
+        "{body}"
+    );
+}
+
+#[test]
+fn session_clean_says_what_it_cleaned() {
+    let env = Env::new();
+    let dir = env.work.join("p");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("agent-procs.yaml"),
+        "session: demo\nprocesses:\n  one:\n    cmd: echo one\n",
+    )
+    .unwrap();
+    let mut up = env.command();
+    up.current_dir(&dir).args(["up"]);
+    let o: Out = up.output().unwrap().into();
+    o.ok();
+    env.wait_exit("demo/one");
+    let out = env.aside(&["session", "clean"]).ok();
+    assert_eq!(out.stdout, "cleaned stale session: demo\n");
+}
