@@ -632,15 +632,6 @@ enum DaemonCmd {
     Run(DaemonFlags),
 }
 
-/// agent-procs' one-line answer of `run` and `restart`: `NAME (id: ID, pid: PID[, URL])`.
-fn id_line(p: &ProcessInfo) -> String {
-    let pid = p.pid.map_or("-".into(), |v| v.to_string());
-    match &p.url {
-        Some(url) => format!("{} (id: {}, pid: {pid}, {url})", p.reference(), p.id),
-        None => format!("{} (id: {}, pid: {pid})", p.reference(), p.id),
-    }
-}
-
 /// The port of a proxied process's URL (`http://api.localhost:9090` → 9090).
 fn proxy_port_of(url: &str) -> Option<u16> {
     url.rsplit_once(':')?.1.trim_end_matches('/').parse().ok()
@@ -1062,7 +1053,7 @@ async fn run(mut a: RunArgs, project: Option<String>, state: StateDir) -> Result
                 info.error.as_deref().unwrap_or("unknown error")
             );
         } else {
-            println!("{}", id_line(&info));
+            println!("{}", render::id_line(&info));
             // How agent-procs' users find the proxy's port.
             if let Some(port) = info.url.as_deref().and_then(proxy_port_of) {
                 eprintln!("Proxy listening on http://localhost:{port}");
@@ -1450,7 +1441,7 @@ async fn stop(a: StopArgs, state: StateDir) -> Result<i32> {
         print_json(&p);
     } else {
         // agent-procs' line on stdout, how it went on stderr.
-        println!("stopped {}", p.reference());
+        println!("stopped {}", p.name);
         if ended_before && p.run_id == before.run_id {
             // Nothing ran: say so rather than report a fresh stop.
             eprintln!(
@@ -1500,7 +1491,7 @@ async fn restart(a: RestartArgs, state: StateDir) -> Result<i32> {
     if a.json {
         print_json(&p);
     } else {
-        println!("restarted {}", id_line(&p));
+        println!("restarted {}", render::id_line(&p));
     }
     Ok(if p.status == Status::Failed { 1 } else { 0 })
 }

@@ -106,6 +106,16 @@ fn command_cell(p: &ProcessInfo) -> String {
     cell
 }
 
+/// agent-procs' one-line answer of `run`, `restart` and `up`: `NAME (id: ID, pid: PID[, URL])`
+/// (the bare name, as agent-procs within its session; `status` shows `project/name`).
+pub fn id_line(p: &ProcessInfo) -> String {
+    let pid = p.pid.map_or("-".into(), |v| v.to_string());
+    match &p.url {
+        Some(url) => format!("{} (id: {}, pid: {pid}, {url})", p.name, p.id),
+        None => format!("{} (id: {}, pid: {pid})", p.name, p.id),
+    }
+}
+
 /// One log entry as a terminal line (without the newline).
 pub fn entry(e: &LogEntry, with_stream: bool) -> String {
     match e {

@@ -6,12 +6,12 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use aside_core::paths::StateDir;
-use aside_proto::{ErrorCode, UpMessage, UpState};
+use aside_proto::{ErrorCode, ProcessInfo, UpMessage, UpState};
 use clap::{Args, Subcommand};
 
 use crate::client::{Client, ClientError, Result, owner_or_human};
 use crate::config;
-use crate::render::{print_json, read_ndjson};
+use crate::render::{self, print_json, read_ndjson};
 
 /// `aside up`.
 #[derive(Debug, Args)]
@@ -142,6 +142,8 @@ struct Progress {
     states: BTreeMap<String, (UpState, String)>,
     tty: bool,
     drawn: usize,
+    /// Processes whose start was said (agent-procs' `started NAME (id: …, pid: …)`).
+    started: std::collections::BTreeSet<String>,
 }
 
 impl Progress {
@@ -169,7 +171,28 @@ impl Progress {
         }
     }
 
-    fn update(&mut self, name: &str, state: UpState, detail: String) {
+    /// Without a terminal, a line per change: agent-procs' `started NAME (id: …, pid: …)` and
+    /// `NAME is ready` where it has one, aside's `NAME: STATE` otherwise.
+    fn plain(&mut self, name: &str, state: UpState, process: Option<&ProcessInfo>) -> String {
+        match (state, process) {
+            (UpState::Starting | UpState::Running, Some(p))
+                if p.pid.is_some() && self.started.insert(name.to_string()) =>
+            {
+                format!("started {}", render::id_line(p))
+            }
+            (UpState::Starting | UpState::Running, Some(p)) if p.pid.is_some() => self.line(name),
+            (UpState::Ready, _) => format!("{name} is ready"),
+            _ => self.line(name),
+        }
+    }
+
+    fn update(
+        &mut self,
+        name: &str,
+        state: UpState,
+        detail: String,
+        process: Option<&ProcessInfo>,
+    ) {
         if self
             .states
             .insert(name.to_string(), (state, detail))
@@ -189,7 +212,8 @@ impl Progress {
             self.drawn = self.order.len();
             out.write_all(text.as_bytes())
         } else {
-            writeln!(out, "{}", self.line(name))
+            let line = self.plain(name, state, process);
+            writeln!(out, "{line}")
         };
         // A closed stdout (`| head`): `up` goes on in the daemon; there is nobody to show.
         if let Err(e) = written.and_then(|()| out.flush()) {
@@ -216,6 +240,7 @@ pub async fn up(a: UpArgs, project: Option<String>, state: StateDir) -> Result<i
         states: BTreeMap::new(),
         tty: std::io::stdout().is_terminal() && !a.json,
         drawn: 0,
+        started: Default::default(),
     };
     let mut failed: Option<Vec<String>> = None;
     let mut details: BTreeMap<String, String> = BTreeMap::new();
@@ -243,7 +268,7 @@ pub async fn up(a: UpArgs, project: Option<String>, state: StateDir) -> Result<i
                     details.insert(name.clone(), detail.clone());
                 }
                 if !a.json {
-                    progress.update(name, *state, detail);
+                    progress.update(name, *state, detail, process.as_deref());
                 }
             }
             UpMessage::Done { failed: f } => failed = Some(f.clone()),
@@ -266,6 +291,8 @@ pub async fn up(a: UpArgs, project: Option<String>, state: StateDir) -> Result<i
             }
         }
         if failed.is_empty() {
+            // agent-procs' line, then aside's.
+            println!("all processes started");
             println!("project {name} is up");
         }
     }
@@ -298,9 +325,12 @@ pub async fn down(a: DownArgs, project: Option<String>, state: StateDir) -> Resu
     if a.json {
         print_json(&resp);
     } else if resp.stopped.is_empty() {
-        println!("nothing was running in project {name}");
+        println!("all processes stopped");
+        eprintln!("aside: nothing was running in project {name}");
     } else {
+        // agent-procs' line, then which ones.
         let names: Vec<&str> = resp.stopped.iter().map(|p| p.name.as_str()).collect();
+        println!("all processes stopped");
         println!("project {name}: stopped {}", names.join(", "));
     }
     if !resp.refused.is_empty() {

@@ -267,3 +267,253 @@ fn session_clean_says_what_it_cleaned() {
     let out = env.aside(&["session", "clean"]).ok();
     assert_eq!(out.stdout, "cleaned stale session: demo\n");
 }
+
+#[test]
+fn up_and_down_print_agent_procs_lines() {
+    let env = Env::new();
+    let dir = env.work.join("p");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("agent-procs.yaml"),
+        "session: demo\nprocesses:\n  db:\n    cmd: \"echo db ready; sleep 300\"\n    ready: \"db ready\"\n  api:\n    cmd: \"echo listening; sleep 300\"\n    ready: listening\n    depends_on: [db]\n",
+    )
+    .unwrap();
+    let in_dir = |args: &[&str]| -> Out {
+        let mut c = env.command();
+        c.current_dir(&dir).args(args);
+        c.output().unwrap().into()
+    };
+    let up = in_dir(&["up"]).ok();
+    let lines: Vec<&str> = up.stdout.lines().collect();
+    let at = |l: &str| {
+        lines
+            .iter()
+            .position(|x| x.starts_with(l))
+            .unwrap_or_else(|| panic!("no {l:?} in {lines:?}"))
+    };
+    let db = env.status("demo/db");
+    let started_db = format!(
+        "started db (id: {}, pid: {})",
+        db["id"].as_str().unwrap(),
+        db["pid"]
+    );
+    assert!(lines.contains(&started_db.as_str()), "{lines:?}");
+    // In dependency order, as agent-procs: db started and ready before api starts.
+    assert!(at("started db") < at("db is ready"));
+    assert!(at("db is ready") < at("started api"));
+    assert!(at("started api") < at("api is ready"));
+    assert!(at("api is ready") < at("all processes started"));
+    let down = in_dir(&["down"]).ok();
+    assert_eq!(down.stdout.lines().next(), Some("all processes stopped"));
+}
+
+// ---------- side by side with agent-procs itself ----------
+
+/// The pinned agent-procs, for the side-by-side test (`.ci/run` reads the same file).
+const AGENT_PROCS_VERSION: &str = include_str!("agent-procs.version").trim_ascii();
+
+/// agent-procs' binary: installed with `cargo install` into `$ASIDE_TEST_PEERS` (which
+/// `.ci/run` points at a cache directory) or else under the target directory, once, under a lock.
+fn agent_procs() -> std::path::PathBuf {
+    let root = std::env::var_os("ASIDE_TEST_PEERS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("peers"));
+    let dir = root.join(format!("agent-procs-{AGENT_PROCS_VERSION}"));
+    std::fs::create_dir_all(&root).expect("peers directory");
+    let lock = std::fs::File::create(root.join(".lock")).expect("peers lock file");
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("peers lock");
+    let bin = dir.join("bin/agent-procs");
+    if !bin.exists() {
+        let out = std::process::Command::new("cargo")
+            .args(["install", "--locked", "--quiet", "agent-procs", "--version"])
+            .arg(AGENT_PROCS_VERSION)
+            .arg("--root")
+            .arg(&dir)
+            .output()
+            .expect("cargo install agent-procs");
+        assert!(
+            out.status.success(),
+            "cannot install agent-procs {AGENT_PROCS_VERSION}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    bin
+}
+
+/// One CLI with a state of its own: agent-procs (its daemon under a private HOME and runtime
+/// directory) or aside (its own `ASIDE_HOME`).
+struct Side {
+    name: &'static str,
+    bin: std::path::PathBuf,
+    /// Leading arguments: agent-procs' `--session` (its daemons are told apart by session only).
+    args: Vec<String>,
+    env: Vec<(String, std::path::PathBuf)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Side {
+    fn agent_procs() -> Side {
+        let dir = tempfile::tempdir().unwrap();
+        let (home, run) = (dir.path().join("home"), dir.path().join("run"));
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(&run).unwrap();
+        let session = format!(
+            "aside-compat-{}-{}",
+            std::process::id(),
+            dir.path().file_name().unwrap().to_string_lossy()
+        );
+        Side {
+            name: "agent-procs",
+            bin: agent_procs(),
+            args: vec!["--session".into(), session],
+            env: vec![
+                ("HOME".into(), home.clone()),
+                ("XDG_STATE_HOME".into(), home.join("state")),
+                ("XDG_RUNTIME_DIR".into(), run),
+            ],
+            _dir: dir,
+        }
+    }
+
+    fn aside() -> Side {
+        let dir = tempfile::tempdir().unwrap();
+        Side {
+            name: "aside",
+            bin: BIN.into(),
+            args: Vec::new(),
+            env: vec![("ASIDE_HOME".into(), dir.path().join("home"))],
+            _dir: dir,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Out {
+        let mut c = std::process::Command::new(&self.bin);
+        c.args(&self.args)
+            .args(args)
+            .current_dir(self._dir.path())
+            .env("ASIDE_IDLE_TIMEOUT", "60s")
+            .env_remove("ASIDE_OWNER");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c.output().expect("the CLI").into()
+    }
+
+    fn row(&self, name: &str) -> Value {
+        let rows: Value = serde_json::from_str(&self.cli(&["status", "--json"]).stdout).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+}
+
+impl Drop for Side {
+    fn drop(&mut self) {
+        self.cli(&["stop-all"]);
+        if self.name == "aside" {
+            self.cli(&["daemon", "stop"]);
+            return;
+        }
+        // agent-procs has no daemon stop: its pid file says whom to end.
+        let uid = rustix::process::getuid().as_raw();
+        let pid_file = format!("/tmp/agent-procs-{uid}/{}.pid", self.args[1]);
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
+}
+
+/// What a script would compare: the exit code, and stdout with ids and pids masked.
+fn seen(o: &Out) -> (i32, String) {
+    let mask = |line: &str| -> String {
+        let (Some(at), Some(pid)) = (line.find("(id: "), line.find(", pid: ")) else {
+            return line.to_string();
+        };
+        let digits = line[pid + 7..]
+            .find(|c: char| !c.is_ascii_digit())
+            .map_or(line.len(), |n| pid + 7 + n);
+        format!("{}(id: ID, pid: PID{}", &line[..at], &line[digits..])
+    };
+    let masked: Vec<String> = o.stdout.lines().map(mask).collect();
+    (o.code, masked.join("\n"))
+}
+
+#[test]
+fn the_same_workflow_reads_the_same_from_agent_procs_and_aside() {
+    let sides = [Side::agent_procs(), Side::aside()];
+    let both = |args: &[&str]| -> Vec<(i32, String)> {
+        sides.iter().map(|s| seen(&s.cli(args))).collect()
+    };
+    let same = |args: &[&str]| {
+        let got = both(args);
+        assert_eq!(
+            got[0],
+            got[1],
+            "`{}`: agent-procs, then aside",
+            args.join(" ")
+        );
+        got
+    };
+    same(&["run", "--name", "web", "echo hello; sleep 300"]);
+    same(&["run", "--name", "bad", "echo oops >&2; exit 3"]);
+    same(&[
+        "run",
+        "--name",
+        "flaky",
+        "--autorestart",
+        "on-failure",
+        "--max-restarts",
+        "2",
+        "--restart-delay",
+        "100",
+        "echo try; exit 1",
+    ]);
+    same(&["wait", "web", "--until", "hello", "--timeout", "10"]);
+    same(&["wait", "bad", "--exit", "--timeout", "10"]);
+    for s in &sides {
+        eventually(Duration::from_secs(20), "flaky to give up", || {
+            s.row("flaky")["state"] == "failed"
+        });
+    }
+    // status --json: the same fields with the same values (ids, pids and times aside).
+    for name in ["web", "bad", "flaky"] {
+        let (theirs, ours) = (sides[0].row(name), sides[1].row(name));
+        for (key, value) in theirs.as_object().unwrap() {
+            if ["id", "pid", "uptime_secs"].contains(&key.as_str()) {
+                assert_eq!(value.is_null(), ours[key].is_null(), "{name}.{key}");
+                continue;
+            }
+            assert_eq!(&ours[key], value, "{name}.{key}: {ours}");
+        }
+    }
+    same(&["logs", "web"]);
+    same(&["logs", "bad"]);
+    same(&["logs", "bad", "--stderr"]);
+    same(&["logs", "web", "--follow", "--timeout", "1"]);
+    assert_eq!(
+        both(&["logs", "nosuch"])
+            .iter()
+            .map(|x| x.0)
+            .collect::<Vec<_>>(),
+        [2, 2]
+    );
+    let timed_out: Vec<(i32, Option<String>)> = sides
+        .iter()
+        .map(|s| {
+            let o = s.cli(&["wait", "web", "--until", "never", "--timeout", "1"]);
+            (o.code, o.stderr.lines().next().map(str::to_string))
+        })
+        .collect();
+    assert_eq!(timed_out[0], timed_out[1]);
+    same(&["restart", "web"]);
+    same(&["stop", "web"]);
+    let stop_all = both(&["stop-all"]);
+    let first = |x: &(i32, String)| (x.0, x.1.lines().next().map(str::to_string));
+    assert_eq!(first(&stop_all[0]), first(&stop_all[1]));
+}
