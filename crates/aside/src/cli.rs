@@ -275,16 +275,18 @@ struct StatusArgs {
 #[derive(Debug, Args)]
 #[command(
     after_help = "`--all` is agent-procs' (every process, each line prefixed `[name] `); \
-both streams of one process, aside's earlier `--all`, is now `--streams both`."
+both streams of one process, aside's earlier `--all`, is now `--streams both`. Text shows the \
+last 100 lines by default, as agent-procs; `--tail all` shows every line."
 )]
 struct LogsArgs {
     /// Process name or id; omitted (or with `--all`): every process, interleaved.
     reference: Option<String>,
-    /// Last N lines.
-    #[arg(long)]
-    tail: Option<usize>,
+    /// Last N lines, or `all` (default for text: 100, as agent-procs; with `--json`, `--head`
+    /// or `--since`: all).
+    #[arg(long, value_parser = parse_tail, value_name = "N|all")]
+    tail: Option<Tail>,
     /// First N lines.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tail")]
     head: Option<usize>,
     /// Only what comes after this cursor (from `--json` output).
     #[arg(long)]
@@ -320,6 +322,40 @@ struct LogsArgs {
     /// One JSON record per line (stream, ts, cursor, text).
     #[arg(long)]
     json: bool,
+}
+
+/// `logs --tail`: a line count, or every line.
+#[derive(Debug, Clone, Copy)]
+enum Tail {
+    Last(usize),
+    All,
+}
+
+/// Lines `logs` shows by default when asked for text of no particular range: agent-procs'
+/// `--tail` default.
+const DEFAULT_TAIL_LINES: usize = 100;
+
+fn parse_tail(s: &str) -> std::result::Result<Tail, String> {
+    match s {
+        "all" => Ok(Tail::All),
+        n => n
+            .parse()
+            .map(Tail::Last)
+            .map_err(|_| format!("`{n}` is neither a line count nor `all`")),
+    }
+}
+
+impl LogsArgs {
+    /// How many of the last lines to read: `--tail`, else agent-procs' 100 for text of no
+    /// particular range, else every line.
+    fn tail_lines(&self) -> Option<usize> {
+        match self.tail {
+            Some(Tail::Last(n)) => Some(n),
+            Some(Tail::All) => None,
+            None if self.json || self.head.is_some() || self.since.is_some() => None,
+            None => Some(DEFAULT_TAIL_LINES),
+        }
+    }
 }
 
 /// Default `logs --follow --timeout`, as agent-procs': 30 s.
@@ -1182,7 +1218,7 @@ async fn logs(a: LogsArgs, project: Option<String>, state: StateDir) -> Result<i
     };
     let q = LogQuery {
         stream,
-        tail: a.tail,
+        tail: a.tail_lines(),
         head: a.head,
         since: a.since,
         grep: a.grep.clone(),

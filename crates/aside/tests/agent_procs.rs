@@ -191,6 +191,35 @@ fn logs_all_interleaves_every_process_with_name_prefixes() {
 }
 
 #[test]
+fn logs_shows_the_last_hundred_lines_unless_asked_for_more() {
+    let env = Env::new();
+    env.run(&["--name", "long", "seq 150"]);
+    env.wait_exit("long");
+    let numbers = |args: &[&str]| -> Vec<u32> {
+        let o = env.aside(args).ok();
+        o.stdout.lines().map(|l| l.parse().unwrap()).collect()
+    };
+    // agent-procs' default: the last 100.
+    assert_eq!(numbers(&["logs", "long"]), (51..=150).collect::<Vec<_>>());
+    assert_eq!(numbers(&["logs", "long", "--tail", "3"]), [148, 149, 150]);
+    assert_eq!(numbers(&["logs", "long", "--tail", "all"]).len(), 150);
+    assert_eq!(numbers(&["logs", "long", "--head", "2"]), [1, 2]);
+    // --all: the last 100 of each process, as agent-procs.
+    let all = env.aside(&["logs", "--all"]).ok().stdout;
+    assert_eq!(all.lines().count(), 100);
+    assert_eq!(all.lines().next(), Some("[long] 51"));
+    // Machine-read JSON is whole unless a range is asked for.
+    assert_eq!(env.json_lines(&["logs", "long", "--json"]).len(), 150);
+    let bad = env.aside(&["logs", "long", "--tail", "many"]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("neither a line count nor `all`"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
 fn logs_follow_stops_after_lines_or_its_timeout() {
     let env = Env::new();
     env.run(&[
@@ -476,6 +505,8 @@ fn the_same_workflow_reads_the_same_from_agent_procs_and_aside() {
     ]);
     same(&["wait", "web", "--until", "hello", "--timeout", "10"]);
     same(&["wait", "bad", "--exit", "--timeout", "10"]);
+    same(&["run", "--name", "long", "seq 150"]);
+    same(&["wait", "long", "--exit", "--timeout", "10"]);
     for s in &sides {
         eventually(Duration::from_secs(20), "flaky to give up", || {
             s.row("flaky")["state"] == "failed"
@@ -495,6 +526,8 @@ fn the_same_workflow_reads_the_same_from_agent_procs_and_aside() {
     same(&["logs", "web"]);
     same(&["logs", "bad"]);
     same(&["logs", "bad", "--stderr"]);
+    same(&["logs", "long"]);
+    same(&["logs", "long", "--tail", "7"]);
     same(&["logs", "web", "--follow", "--timeout", "1"]);
     assert_eq!(
         both(&["logs", "nosuch"])

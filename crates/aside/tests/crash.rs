@@ -93,7 +93,7 @@ fn kill_9_of_the_daemon_loses_no_process_output_exit_status_or_result() {
     assert_eq!(downtime_logs, "before\nafter\n");
     // The flood's output is whole: every number, in order, across the crash.
     assert_eq!(env.status("flood")["status"], "completed");
-    let flood = env.aside(&["logs", "flood"]).ok().stdout;
+    let flood = env.aside(&["logs", "flood", "--tail", "all"]).ok().stdout;
     let mut expected = 1u64;
     let mut lines = flood.lines();
     for line in lines.by_ref() {

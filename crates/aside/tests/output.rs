@@ -57,7 +57,7 @@ fn log_cap_keeps_the_exact_head_and_tail_and_reports_the_elided_bytes() {
         "nothing lost silently"
     );
     // The human rendering says so in place of the gap.
-    let text = env.aside(&["logs", "big"]).ok().stdout;
+    let text = env.aside(&["logs", "big", "--tail", "all"]).ok().stdout;
     assert!(text.contains(&format!("[aside] … {elided} bytes elided by the log cap …")));
     // The result counts every byte written.
     let r = env.aside(&["result", "big", "--json"]).ok().json();
