@@ -142,11 +142,39 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
+/// The shell builtins and reserved words of POSIX `sh` (and dash's extras): a command string
+/// starting with one of these must run in the shell itself, never be `exec`ed.
+const SHELL_OWN_WORDS: &[&str] = &[
+    ".", ":", "[", "alias", "bg", "break", "case", "cd", "command", "continue", "do", "done",
+    "echo", "elif", "else", "esac", "eval", "exec", "exit", "export", "false", "fc", "fg", "fi",
+    "for", "function", "getopts", "hash", "if", "in", "jobs", "kill", "local", "printf", "pwd",
+    "read", "readonly", "return", "select", "set", "shift", "test", "then", "time", "times",
+    "trap", "true", "type", "ulimit", "umask", "unalias", "unset", "until", "wait", "while",
+];
+
+/// The script `/bin/sh -c` is given for a shell command: a simple command (one program and its
+/// plain words: no quoting, expansion, redirection, operators or assignments) is prefixed with
+/// `exec`, so the program replaces the shell instead of running under it (dash forks even for
+/// its last command). It saves one `sh` per running process and makes the reported pid the
+/// program's own; anything else runs as written.
+pub fn shell_script(command: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || " -_./=:,+@%".contains(c);
+    let first = command.split(' ').find(|w| !w.is_empty()).unwrap_or("");
+    if first.is_empty()
+        || !command.chars().all(plain)
+        || first.contains('=')
+        || SHELL_OWN_WORDS.contains(&first)
+    {
+        return command.into();
+    }
+    format!("exec {command}").into()
+}
+
 fn build_command(spec: &Spec) -> std::process::Command {
     let mut cmd = match &spec.cmd {
         Command::Shell(s) => {
             let mut c = std::process::Command::new("/bin/sh");
-            c.arg("-c").arg(s);
+            c.arg("-c").arg(shell_script(s).as_ref());
             c
         }
         Command::Argv(argv) => {
@@ -632,5 +660,45 @@ pub fn human_ms(ms: u64) -> String {
         format!("{}s", ms / 1000)
     } else {
         format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_script;
+
+    #[test]
+    fn only_a_simple_command_is_execed() {
+        for simple in [
+            "sleep 600",
+            "python3 -m http.server 8000",
+            "cargo test --workspace",
+            "./run.sh a=b",
+        ] {
+            assert_eq!(shell_script(simple), format!("exec {simple}"), "{simple}");
+        }
+        for shell in [
+            "sleep 1; echo done",
+            "a && b",
+            "seq 10 | wc -l",
+            "echo hi",
+            "exit 3",
+            "cd dir",
+            "FOO=1 env",
+            "ls *.rs",
+            "echo $HOME",
+            "cat <in",
+            "printf 'x'",
+            "sleep 5 &",
+            "(sleep 1)",
+            "run\nmore",
+            "a\nb",
+            "ls ~",
+            "sleep 1\nsleep 2",
+            "",
+            "   ",
+        ] {
+            assert_eq!(shell_script(shell), shell, "{shell:?}");
+        }
     }
 }
