@@ -3,7 +3,8 @@
 //! The daemon starts one shim per run (`aside __shim <run_dir>`, the same binary re-executed, in
 //! the style of containerd-shim and conmon) and then only talks to it through files in the run
 //! directory and signals, so the shim, the command and its logs keep going while the daemon is
-//! down. The shim:
+//! down. (Ahead of each run the daemon keeps the next run's shim prestarted, waiting for `go`
+//! on stdin: see [`shim_main`].) The shim:
 //!
 //! 1. leaves the daemon's session (`setsid`) and becomes a child subreaper, so descendants that
 //!    `setsid`, double-fork or `nohup … &` are re-parented to it instead of to init;
@@ -60,8 +61,40 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// How often a record that cannot be written (a full disk) is tried again.
 const RECORD_RETRY: Duration = Duration::from_secs(1);
 
-/// Entry point of `aside __shim <run_dir>`; returns the shim's exit code.
-pub fn shim_main(run_dir: &Path) -> i32 {
+/// The argument that makes a shim a spare: started ahead of its run, it waits for [`GO`] on
+/// stdin before it touches the run directory (see [`shim_main`]).
+pub const SPARE_FLAG: &str = "--prestarted";
+/// What the daemon writes to a spare shim's stdin once the run directory is ready.
+pub const GO: &[u8] = b"go\n";
+
+/// Entry point of `aside-shim [--prestarted] <run_dir>` (and `aside __shim …`), given the
+/// arguments after the program (or after `__shim`); returns the shim's exit code.
+///
+/// A spare (`--prestarted`) is started by the daemon before its run exists, so that `run` does not
+/// wait for a program to be loaded: it leaves the daemon's session, then waits for `go\n` on
+/// stdin; it then points its stderr at the run's `shim.log` and goes on as any shim. EOF
+/// first (the daemon went away or dropped it) ends it at once, having done nothing.
+pub fn shim_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    let mut args = args.into_iter().peekable();
+    let spare = args.next_if(|a| a == SPARE_FLAG).is_some();
+    let Some(dir) = args.next() else {
+        eprintln!(
+            "usage: aside-shim [--prestarted] <run_dir> (started by the aside daemon, not by hand)"
+        );
+        return 2;
+    };
+    let run_dir = Path::new(&dir);
+    leave_the_daemon();
+    if spare {
+        match await_go(run_dir) {
+            Ok(true) => {}
+            Ok(false) => return 0,
+            Err(e) => {
+                note(format_args!("aside shim {}: {e}", run_dir.display()));
+                return 1;
+            }
+        }
+    }
     match run(&RunDir::new(run_dir)) {
         Ok(()) => 0,
         Err(e) => {
@@ -69,6 +102,44 @@ pub fn shim_main(run_dir: &Path) -> i32 {
             1
         }
     }
+}
+
+/// A new session, and the subreaper of whatever the command leaves behind.
+fn leave_the_daemon() {
+    // SAFETY: plain syscalls without pointers.
+    unsafe {
+        libc::setsid();
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+/// A spare's wait for its run: `true` once `go` came (stderr is then the run's `shim.log`,
+/// stdin `/dev/null`), `false` on EOF or anything else.
+fn await_go(run_dir: &Path) -> io::Result<bool> {
+    let mut got = Vec::with_capacity(GO.len());
+    let mut byte = [0u8; 1];
+    let mut stdin = io::stdin().lock();
+    while got.len() < GO.len() {
+        match stdin.read(&mut byte) {
+            Ok(0) => return Ok(false),
+            Ok(_) => got.push(byte[0]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if got != GO {
+        return Ok(false);
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    let log = File::options()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(run_dir.join(crate::rundir::SHIM_LOG))?;
+    rustix::stdio::dup2_stderr(&log)?;
+    let null = File::open("/dev/null")?;
+    rustix::stdio::dup2_stdin(&null)?;
+    Ok(true)
 }
 
 /// Writes one line of the shim's own diagnostics to its stderr (`shim.log`). A write that
@@ -226,11 +297,6 @@ struct Stream {
 }
 
 fn run(rd: &RunDir) -> io::Result<()> {
-    // SAFETY: plain syscalls without pointers.
-    unsafe {
-        libc::setsid();
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    }
     let spec = rd
         .spec()?
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "spec.json is missing"))?;

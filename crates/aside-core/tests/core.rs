@@ -22,8 +22,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "__shim") {
-        let dir = args.get(2).expect("__shim RUN_DIR");
-        std::process::exit(aside_core::shim::shim_main(Path::new(dir)));
+        std::process::exit(aside_core::shim::shim_main(args.iter().skip(2).cloned()));
     }
     let filter = args
         .get(1)

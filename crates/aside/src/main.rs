@@ -43,16 +43,8 @@ fn log_to_stderr(default_filter: &str) {
 }
 
 fn main() {
-    let mut args = std::env::args_os();
-    if args.nth(1).is_some_and(|a| a == "__shim") {
-        let code = match args.next() {
-            Some(dir) => aside_core::shim::shim_main(std::path::Path::new(&dir)),
-            None => {
-                eprintln!("aside __shim: missing run directory");
-                2
-            }
-        };
-        std::process::exit(code);
+    if std::env::args_os().nth(1).is_some_and(|a| a == "__shim") {
+        std::process::exit(aside_core::shim::shim_main(std::env::args_os().skip(2)));
     }
     let cli = cli::Cli::parse();
     std::process::exit(cli::main(cli));

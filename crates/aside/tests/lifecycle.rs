@@ -875,3 +875,62 @@ fn events_until(env: &Env, last: impl Fn(&Value) -> bool) -> Vec<Value> {
     child.wait().ok();
     out
 }
+
+/// The daemon's waiting prestarted shims: their run directory does not exist yet.
+fn prestarted_shims(env: &Env) -> Vec<i32> {
+    pids_with_cmdline("--prestarted")
+        .into_iter()
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            args.last().is_some_and(|dir| {
+                dir.starts_with(env.home.to_str().unwrap()) && !std::path::Path::new(dir).exists()
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_prestarted_shim_that_died_costs_only_speed_and_none_outlives_the_daemon() {
+    let env = Env::new();
+    env.run(&["--name", "first", "sleep 300"]);
+    // After a run, the next run's shim waits, already started (and is no process of anyone's).
+    eventually(Duration::from_secs(10), "a prestarted shim", || {
+        prestarted_shims(&env).len() == 1
+    });
+    assert_eq!(env.status_all().len(), 1);
+    let spare = prestarted_shims(&env)[0];
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(spare, libc::SIGKILL) };
+    eventually(
+        Duration::from_secs(10),
+        "the prestarted shim to die",
+        || !alive(spare),
+    );
+    // The next run starts a shim of its own, and runs as any other.
+    let p = env.run(&["--name", "second", "echo after; sleep 300"]);
+    assert_eq!(env.status("second")["status"], "running");
+    let pid = p["pid"].as_i64().unwrap() as i32;
+    assert!(alive(pid), "its pid is its command's: {p}");
+    let w = env.aside(&["wait", "second", "--until", "after", "--timeout", "10"]);
+    assert_eq!(w.code, 0, "{}", w.stderr);
+    // And one that goes on the fast path again works the same.
+    eventually(Duration::from_secs(10), "another prestarted shim", || {
+        prestarted_shims(&env).len() == 1
+    });
+    env.run(&["--name", "third", "echo third"]);
+    assert_eq!(env.wait_exit("third")["process"]["status"], "completed");
+    assert_eq!(env.aside(&["logs", "third"]).ok().stdout, "third\n");
+    // A stopped daemon leaves no waiting shim behind; the runs' shims keep going.
+    let waiting = prestarted_shims(&env);
+    env.aside(&["daemon", "stop"]).ok();
+    eventually(Duration::from_secs(10), "the waiting shim to end", || {
+        waiting.iter().all(|p| !alive(*p))
+    });
+    assert!(alive(pid), "a run's command outlives its daemon");
+    env.aside(&["stop-all"]).ok();
+}

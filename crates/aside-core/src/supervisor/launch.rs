@@ -230,7 +230,7 @@ impl Supervisor {
             mut spec,
         } = v;
         let process_id = uuid::Uuid::now_v7().to_string();
-        let run_id = uuid::Uuid::now_v7().to_string();
+        let (run_id, spare) = self.claim_run_id();
         {
             let _guard = self.inner.start_lock.lock().await;
             if let Some(key) = &idempotency_key {
@@ -293,8 +293,93 @@ impl Supervisor {
         if let Some(w) = &spec.watch {
             self.watch_files(&process_id, w);
         }
-        self.launch(&run_id, &spec, &notes).await;
+        self.launch(&run_id, spare, &spec, &notes).await;
         Ok(self.find(&process_id)?.info)
+    }
+
+    /// A run id for a new run, with the spare shim started for it if there is one (the next
+    /// run that claims one starts another).
+    pub(super) fn claim_run_id(&self) -> (String, Option<Spare>) {
+        match lock(&self.inner.spare).take() {
+            Some(spare) => (spare.run_id.clone(), Some(spare)),
+            None => (uuid::Uuid::now_v7().to_string(), None),
+        }
+    }
+
+    /// Starts a spare shim for the next run, unless one waits already. Failing to is only
+    /// slower: the next run starts its shim itself.
+    fn prepare_spare(&self) {
+        if lock(&self.inner.spare).is_some() {
+            return;
+        }
+        let run_id = uuid::Uuid::now_v7().to_string();
+        let mut cmd = match self.shim_process(&self.run_dir(&run_id), true) {
+            Some(c) => c,
+            None => return,
+        };
+        cmd.stdin(Stdio::piped()).stderr(Stdio::null());
+        match cmd.spawn() {
+            Ok(child) => {
+                let old = lock(&self.inner.spare).replace(Spare { run_id, child });
+                if old.is_some() {
+                    // Another run prepared one meanwhile: this one ends on its stdin's EOF.
+                    tracing::debug!("a second spare shim was started; the first is dropped");
+                }
+            }
+            Err(e) => tracing::debug!("cannot start a spare shim: {e}"),
+        }
+    }
+
+    /// The command that starts a shim for `rd` (`--prestarted`: one that waits for `go` first), its
+    /// stdout piped for the report and its file limit the daemon's original one; `None` when no
+    /// shim command is configured.
+    fn shim_process(
+        &self,
+        rd: &crate::rundir::RunDir,
+        spare: bool,
+    ) -> Option<tokio::process::Command> {
+        let shim = &self.inner.settings.shim_command;
+        let program = shim.first()?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(&shim[1..]);
+        if spare {
+            cmd.arg(crate::shim::SPARE_FLAG);
+        }
+        cmd.arg(rd.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(false);
+        if let Some(lim) = ORIGINAL_NOFILE.get().copied() {
+            // SAFETY: setrlimit is async-signal-safe; `lim` is moved in, nothing is allocated.
+            unsafe {
+                cmd.pre_exec(move || {
+                    rustix::process::setrlimit(rustix::process::Resource::Nofile, lim)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        Some(cmd)
+    }
+
+    /// The spare's shim for this run, told to go; `None` when it cannot be (it died, its stdin
+    /// is gone), so that the run starts a shim of its own.
+    async fn start_spare(&self, spare: Spare) -> Option<tokio::process::Child> {
+        use tokio::io::AsyncWriteExt;
+        let Spare { run_id, mut child } = spare;
+        if !matches!(child.try_wait(), Ok(None)) {
+            tracing::warn!("run {run_id}: its spare shim is gone; starting one");
+            return None;
+        }
+        let mut stdin = child.stdin.take()?;
+        match stdin.write_all(crate::shim::GO).await {
+            Ok(()) => Some(child),
+            Err(e) => {
+                tracing::warn!(
+                    "run {run_id}: cannot tell its spare shim to go ({e}); starting one"
+                );
+                None
+            }
+        }
     }
 
     pub(super) fn register_live(&self, run_id: &str, process_id: &str) {
@@ -310,7 +395,13 @@ impl Supervisor {
 
     /// Writes the run directory, starts the shim and waits for its report. Failures become the
     /// run's result (status `failed`) rather than errors: the run exists either way.
-    pub(super) async fn launch(&self, run_id: &str, spec: &Spec, notes: &[String]) {
+    pub(super) async fn launch(
+        &self,
+        run_id: &str,
+        spare: Option<Spare>,
+        spec: &Spec,
+        notes: &[String],
+    ) {
         let rd = self.run_dir(run_id);
         let record = self.process_record(run_id);
         // This run's copy of the spec tells the command who it is, so that `aside progress`
@@ -357,41 +448,31 @@ impl Supervisor {
             }
         };
         self.watch_logs(run_id, &rd.log_dir());
-        let shim = &self.inner.settings.shim_command;
-        let Some(program) = shim.first() else {
-            self.finish_without_shim(
-                run_id,
-                Status::Failed,
-                "no shim command is configured".into(),
-            );
-            return;
+        // A spare opens the log made here itself (`go` tells it the run directory is ready).
+        let warm = match spare {
+            Some(spare) => self.start_spare(spare).await,
+            None => None,
         };
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(&shim[1..])
-            .arg(rd.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(shim_log))
-            .kill_on_drop(false);
-        if let Some(lim) = ORIGINAL_NOFILE.get().copied() {
-            // SAFETY: setrlimit is async-signal-safe; `lim` is moved in, nothing is allocated.
-            unsafe {
-                cmd.pre_exec(move || {
-                    rustix::process::setrlimit(rustix::process::Resource::Nofile, lim)
-                        .map_err(std::io::Error::from)
-                });
-            }
-        }
-        let spawned = cmd.spawn();
-        let mut child = match spawned {
-            Ok(c) => c,
-            Err(e) => {
-                let msg = format!(
-                    "could not start the shim {}: {e}",
-                    program.to_string_lossy()
-                );
-                self.finish_without_shim(run_id, Status::Failed, msg);
-                return;
+        let mut child = match warm {
+            Some(child) => child,
+            None => {
+                let Some(mut cmd) = self.shim_process(&rd, false) else {
+                    self.finish_without_shim(
+                        run_id,
+                        Status::Failed,
+                        "no shim command is configured".into(),
+                    );
+                    return;
+                };
+                match cmd.stderr(Stdio::from(shim_log)).spawn() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let program = self.inner.settings.shim_command[0].to_string_lossy();
+                        let msg = format!("could not start the shim {program}: {e}");
+                        self.finish_without_shim(run_id, Status::Failed, msg);
+                        return;
+                    }
+                }
             }
         };
         let shim_pid = child.id().map(|p| p as i32);
@@ -415,6 +496,9 @@ impl Supervisor {
                 tracing::error!("run {run_id}: cannot record pid {pid}: {e}");
             }
         }
+        // The next run's shim, started while this answer goes out.
+        let me = self.clone();
+        tokio::spawn(async move { me.prepare_spare() });
         // Whatever the report said (or if none came), stop requests may signal the shim from
         // now on: it is still our unreaped child, so its pid cannot have been reused.
         if let Some(live) = lock(&self.inner.live).get(run_id) {
@@ -443,6 +527,13 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// A shim started ahead of its run, waiting for `go` on its stdin (`aside-shim --prestarted
+/// RUN_DIR`), and the run id its directory is named after.
+pub(super) struct Spare {
+    run_id: String,
+    child: tokio::process::Child,
 }
 
 pub(super) fn base_name(cmd: &Command) -> String {

@@ -3,12 +3,5 @@
 //! directory of the `aside` executable, and falls back to `aside __shim` when it is missing.
 
 fn main() {
-    let code = match std::env::args_os().nth(1) {
-        Some(dir) => aside_core::shim::shim_main(std::path::Path::new(&dir)),
-        None => {
-            eprintln!("usage: aside-shim <run_dir> (started by the aside daemon, not by hand)");
-            2
-        }
-    };
-    std::process::exit(code);
+    std::process::exit(aside_core::shim::shim_main(std::env::args_os().skip(1)));
 }
