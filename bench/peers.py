@@ -286,7 +286,11 @@ class Pueue(Peer):
         return [self.client, "--config", self.config, *args]
 
     def start_daemon(self):
-        quiet([self.daemon, "--config", self.config, "--daemonize"], self.env)
+        # Its daemonized child keeps the pipes it inherited: nothing to capture.
+        subprocess.run(
+            [self.daemon, "--config", self.config, "--daemonize"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=60,
+        )
         wait_for("pueued's socket", lambda: os.path.exists(self.socket), 30, 0.0005)
         wait_for("pueued to answer", lambda: quiet(self.cli("status"), self.env, check=False).returncode == 0, 30, 0.001)
         # Every added task starts at once, as with the others (pueue's default is 1 at a time).
@@ -318,8 +322,17 @@ class Pueue(Peer):
         return any(t.get("label") == name and "Done" in t["status"] for t in tasks if isinstance(t["status"], dict))
 
     def clear(self):
+        # `kill --all` pauses every group and `reset` runs in the background: wait for it to
+        # be done, then resume.
         quiet(self.cli("kill", "--all"), self.env, check=False)
         quiet(self.cli("reset", "--force"), self.env, check=False)
+        wait_for(
+            "pueue's reset",
+            lambda: not json.loads(quiet(self.cli("status", "--json"), self.env).stdout)["tasks"],
+            60,
+            0.01,
+        )
+        quiet(self.cli("start"), self.env, check=False)
 
 
 class Supervisord(Peer):
@@ -447,10 +460,12 @@ PEERS = {"aside": Aside, "agent-procs": AgentProcs, "pueue": Pueue, "supervisord
 
 
 def interleaved(peers, batches, per_batch, one):
-    """samples[peer name] from `one(peer)` called per_batch times per batch, peers interleaved."""
+    """samples[peer name] from `one(peer)` called per_batch times per batch, peers interleaved,
+    each batch starting one peer later (a daemon still busy after its own batch slows whichever
+    peer comes next: that is each of them in turn)."""
     samples = {p.name: [] for p in peers}
-    for _ in range(batches):
-        for p in peers:
+    for b in range(batches):
+        for p in peers[b % len(peers) :] + peers[: b % len(peers)]:
             for _ in range(per_batch):
                 samples[p.name].append(one(p))
     return samples
@@ -541,8 +556,10 @@ def flood(peers, batches, per):
         name = p.fresh_name()
         t0 = time.perf_counter()
         p.run(name, FLOOD)
+        # Polled every 50 ms: a status call takes CPU from the flood (a Python or Node CLI a
+        # lot), and 50 ms is under 10% of the run.
         while not p.has_exited(name, p.status_text()):
-            time.sleep(0.005)
+            time.sleep(0.05)
         ms = (time.perf_counter() - t0) * 1000
         p.clear()
         return ms / reference()
@@ -580,7 +597,7 @@ def main():
         row(
             "200 MB of 100-byte lines, start → exit seen, ÷ the same program into a file",
             "×",
-            flood(peers, 1 if opts.quick else 3, 1),
+            flood(peers, 1, 1),
         )
         for n in sizes:
             idle = {}
