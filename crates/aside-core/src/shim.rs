@@ -61,31 +61,31 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// How often a record that cannot be written (a full disk) is tried again.
 const RECORD_RETRY: Duration = Duration::from_secs(1);
 
-/// The argument that makes a shim a spare: started ahead of its run, it waits for [`GO`] on
+/// The argument that makes a shim prestarted: started ahead of its run, it waits for [`GO`] on
 /// stdin before it touches the run directory (see [`shim_main`]).
-pub const SPARE_FLAG: &str = "--prestarted";
-/// What the daemon writes to a spare shim's stdin once the run directory is ready.
+pub const PRESTARTED_FLAG: &str = "--prestarted";
+/// What the daemon writes to a prestarted shim's stdin once the run directory is ready.
 pub const GO: &[u8] = b"go\n";
 
 /// Entry point of `aside-shim [--prestarted] <run_dir>` (and `aside __shim …`), given the
 /// arguments after the program (or after `__shim`); returns the shim's exit code.
 ///
-/// A spare (`--prestarted`) is started by the daemon before its run exists, so that `run` does not
+/// A prestarted shim (`--prestarted`) is started by the daemon before its run exists, so that `run` does not
 /// wait for a program to be loaded: it leaves the daemon's session, then waits for `go\n` on
 /// stdin; it then points its stderr at the run's `shim.log` and goes on as any shim. EOF
 /// first (the daemon went away or dropped it) ends it at once, having done nothing.
 pub fn shim_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
     let mut args = args.into_iter().peekable();
-    let spare = args.next_if(|a| a == SPARE_FLAG).is_some();
+    let prestarted = args.next_if(|a| a == PRESTARTED_FLAG).is_some();
     let Some(dir) = args.next() else {
-        eprintln!(
+        note(format_args!(
             "usage: aside-shim [--prestarted] <run_dir> (started by the aside daemon, not by hand)"
-        );
+        ));
         return 2;
     };
     let run_dir = Path::new(&dir);
     leave_the_daemon();
-    if spare {
+    if prestarted {
         match await_go(run_dir) {
             Ok(true) => {}
             Ok(false) => return 0,
@@ -113,7 +113,7 @@ fn leave_the_daemon() {
     }
 }
 
-/// A spare's wait for its run: `true` once `go` came (stderr is then the run's `shim.log`,
+/// A prestarted shim's wait for its run: `true` once `go` came (stderr is then the run's `shim.log`,
 /// stdin `/dev/null`), `false` on EOF or anything else.
 fn await_go(run_dir: &Path) -> io::Result<bool> {
     let mut got = Vec::with_capacity(GO.len());

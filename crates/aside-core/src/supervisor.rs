@@ -186,7 +186,7 @@ struct Inner {
     start_lock: tokio::sync::Mutex<()>,
     /// A shim started ahead of the next run (see `launch.rs`), taken by the run that claims its
     /// run id.
-    spare: Mutex<Option<launch::Spare>>,
+    prestarted: Mutex<Option<launch::Prestarted>>,
     policy: PolicyStore,
     audit: AuditLog,
     events: broadcast::Sender<Event>,
@@ -391,7 +391,7 @@ impl Supervisor {
                 log_events,
                 watcher: Mutex::new(watcher),
                 start_lock: tokio::sync::Mutex::new(()),
-                spare: Mutex::new(None),
+                prestarted: Mutex::new(None),
                 events: broadcast::channel(1024).0,
                 wake: Mutex::new(wake::WakeState::default()),
                 trusted: Mutex::new(crate::policy::Trusted::from_process()),

@@ -225,7 +225,7 @@ impl Supervisor {
         if !row.info.status.is_terminal() {
             self.stop_run(row.clone(), libc::SIGTERM, None, who).await?;
         }
-        let (run_id, spare) = self.claim_run_id();
+        let (run_id, prestarted) = self.claim_run_id();
         {
             let _guard = self.inner.start_lock.lock().await;
             let row = self.find(&row.info.id)?;
@@ -250,7 +250,7 @@ impl Supervisor {
             drop(store);
             self.register_live(&run_id, &row.info.id);
         }
-        self.launch(&run_id, spare, &spec, &notes).await;
+        self.launch(&run_id, prestarted, &spec, &notes).await;
         self.audit(who, "restart", &row.info.reference(), None);
         Ok(self.find(&row.info.id)?.info)
     }

@@ -230,7 +230,7 @@ impl Supervisor {
             mut spec,
         } = v;
         let process_id = uuid::Uuid::now_v7().to_string();
-        let (run_id, spare) = self.claim_run_id();
+        let (run_id, prestarted) = self.claim_run_id();
         {
             let _guard = self.inner.start_lock.lock().await;
             if let Some(key) = &idempotency_key {
@@ -293,23 +293,23 @@ impl Supervisor {
         if let Some(w) = &spec.watch {
             self.watch_files(&process_id, w);
         }
-        self.launch(&run_id, spare, &spec, &notes).await;
+        self.launch(&run_id, prestarted, &spec, &notes).await;
         Ok(self.find(&process_id)?.info)
     }
 
-    /// A run id for a new run, with the spare shim started for it if there is one (the next
+    /// A run id for a new run, with the shim prestarted for it if there is one (the next
     /// run that claims one starts another).
-    pub(super) fn claim_run_id(&self) -> (String, Option<Spare>) {
-        match lock(&self.inner.spare).take() {
-            Some(spare) => (spare.run_id.clone(), Some(spare)),
+    pub(super) fn claim_run_id(&self) -> (String, Option<Prestarted>) {
+        match lock(&self.inner.prestarted).take() {
+            Some(prestarted) => (prestarted.run_id.clone(), Some(prestarted)),
             None => (uuid::Uuid::now_v7().to_string(), None),
         }
     }
 
-    /// Starts a spare shim for the next run, unless one waits already. Failing to is only
+    /// Starts a prestarted shim for the next run, unless one waits already. Failing to is only
     /// slower: the next run starts its shim itself.
-    fn prepare_spare(&self) {
-        if lock(&self.inner.spare).is_some() {
+    fn prestart_shim(&self) {
+        if lock(&self.inner.prestarted).is_some() {
             return;
         }
         let run_id = uuid::Uuid::now_v7().to_string();
@@ -320,13 +320,13 @@ impl Supervisor {
         cmd.stdin(Stdio::piped()).stderr(Stdio::null());
         match cmd.spawn() {
             Ok(child) => {
-                let old = lock(&self.inner.spare).replace(Spare { run_id, child });
+                let old = lock(&self.inner.prestarted).replace(Prestarted { run_id, child });
                 if old.is_some() {
                     // Another run prepared one meanwhile: this one ends on its stdin's EOF.
-                    tracing::debug!("a second spare shim was started; the first is dropped");
+                    tracing::debug!("a second prestarted shim was started; the first is dropped");
                 }
             }
-            Err(e) => tracing::debug!("cannot start a spare shim: {e}"),
+            Err(e) => tracing::debug!("cannot start a prestarted shim: {e}"),
         }
     }
 
@@ -336,14 +336,14 @@ impl Supervisor {
     fn shim_process(
         &self,
         rd: &crate::rundir::RunDir,
-        spare: bool,
+        prestarted: bool,
     ) -> Option<tokio::process::Command> {
         let shim = &self.inner.settings.shim_command;
         let program = shim.first()?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(&shim[1..]);
-        if spare {
-            cmd.arg(crate::shim::SPARE_FLAG);
+        if prestarted {
+            cmd.arg(crate::shim::PRESTARTED_FLAG);
         }
         cmd.arg(rd.path())
             .stdin(Stdio::null())
@@ -361,13 +361,13 @@ impl Supervisor {
         Some(cmd)
     }
 
-    /// The spare's shim for this run, told to go; `None` when it cannot be (it died, its stdin
+    /// The prestarted shim for this run, told to go; `None` when it cannot be (it died, its stdin
     /// is gone), so that the run starts a shim of its own.
-    async fn start_spare(&self, spare: Spare) -> Option<tokio::process::Child> {
+    async fn start_prestarted(&self, prestarted: Prestarted) -> Option<tokio::process::Child> {
         use tokio::io::AsyncWriteExt;
-        let Spare { run_id, mut child } = spare;
+        let Prestarted { run_id, mut child } = prestarted;
         if !matches!(child.try_wait(), Ok(None)) {
-            tracing::warn!("run {run_id}: its spare shim is gone; starting one");
+            tracing::warn!("run {run_id}: its prestarted shim is gone; starting one");
             return None;
         }
         let mut stdin = child.stdin.take()?;
@@ -375,7 +375,7 @@ impl Supervisor {
             Ok(()) => Some(child),
             Err(e) => {
                 tracing::warn!(
-                    "run {run_id}: cannot tell its spare shim to go ({e}); starting one"
+                    "run {run_id}: cannot tell its prestarted shim to go ({e}); starting one"
                 );
                 None
             }
@@ -398,7 +398,7 @@ impl Supervisor {
     pub(super) async fn launch(
         &self,
         run_id: &str,
-        spare: Option<Spare>,
+        prestarted: Option<Prestarted>,
         spec: &Spec,
         notes: &[String],
     ) {
@@ -448,9 +448,9 @@ impl Supervisor {
             }
         };
         self.watch_logs(run_id, &rd.log_dir());
-        // A spare opens the log made here itself (`go` tells it the run directory is ready).
-        let warm = match spare {
-            Some(spare) => self.start_spare(spare).await,
+        // A prestarted shim opens the log made here itself (`go` tells it the run directory is ready).
+        let warm = match prestarted {
+            Some(prestarted) => self.start_prestarted(prestarted).await,
             None => None,
         };
         let mut child = match warm {
@@ -498,7 +498,7 @@ impl Supervisor {
         }
         // The next run's shim, started while this answer goes out.
         let me = self.clone();
-        tokio::spawn(async move { me.prepare_spare() });
+        tokio::spawn(async move { me.prestart_shim() });
         // Whatever the report said (or if none came), stop requests may signal the shim from
         // now on: it is still our unreaped child, so its pid cannot have been reused.
         if let Some(live) = lock(&self.inner.live).get(run_id) {
@@ -531,7 +531,7 @@ impl Supervisor {
 
 /// A shim started ahead of its run, waiting for `go` on its stdin (`aside-shim --prestarted
 /// RUN_DIR`), and the run id its directory is named after.
-pub(super) struct Spare {
+pub(super) struct Prestarted {
     run_id: String,
     child: tokio::process::Child,
 }
