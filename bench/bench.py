@@ -17,6 +17,8 @@ import sys
 import tempfile
 import time
 
+from procfs import pss_kib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASIDE = os.path.join(ROOT, "target", "release", "aside")
 HOME = tempfile.mkdtemp(prefix="asb", dir="/tmp")
@@ -54,17 +56,6 @@ def stop_everything():
 def start_sleepers(n):
     for i in range(n):
         aside("run", "--name", f"s{i}", "sleep 600")
-
-
-def pss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        return 0
-    return 0
 
 
 def shim_pids():

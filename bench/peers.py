@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 
+from procfs import pids_in, pss_kib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get(
     "ASIDE_BENCH_PEERS",
@@ -61,15 +63,6 @@ def quiet(argv, env, check=True, timeout=120):
     return r
 
 
-def pss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def processes():
@@ -229,11 +222,7 @@ class AgentProcs(Peer):
         quiet(self.cli("status"), self.env, check=False)
 
     def daemon_pids(self):
-        try:
-            with open(self.pid_file()) as f:
-                return [int(f.read().strip())]
-        except (OSError, ValueError):
-            return []
+        return pids_in(self.pid_file())
 
     def stop_daemon(self):
         for pid in self.daemon_pids():
@@ -297,12 +286,7 @@ class Pueue(Peer):
         quiet(self.cli("parallel", "100000"), self.env)
 
     def daemon_pids(self):
-        try:
-            with open(os.path.join(self.dir, "data", "pueue.pid")) as f:
-                return [int(f.read().strip())]
-        except (OSError, ValueError):
-            pass
-        return [pid for pid, (_, argv) in processes().items() if argv[:1] == [self.daemon] and self.config in argv]
+        return pids_in(os.path.join(self.dir, "data", "pueue.pid")) or [pid for pid, (_, argv) in processes().items() if argv[:1] == [self.daemon] and self.config in argv]
 
     def stop_daemon(self):
         quiet(self.cli("shutdown"), self.env, check=False)
@@ -374,11 +358,7 @@ class Supervisord(Peer):
         wait_for("supervisord to answer", lambda: quiet([self.ctl, "-c", self.conf, "pid"], self.env, check=False).returncode == 0, 30, 0.002)
 
     def daemon_pids(self):
-        try:
-            with open(os.path.join(self.dir, "supervisord.pid")) as f:
-                return [int(f.read().strip())]
-        except (OSError, ValueError):
-            return []
+        return pids_in(os.path.join(self.dir, "supervisord.pid"))
 
     def stop_daemon(self):
         pids = self.daemon_pids()
@@ -427,11 +407,7 @@ class Pm2(Peer):
         quiet([self.bin, "ping"], self.env)
 
     def daemon_pids(self):
-        try:
-            with open(os.path.join(self.env["PM2_HOME"], "pm2.pid")) as f:
-                return [int(f.read().strip())]
-        except (OSError, ValueError):
-            return []
+        return pids_in(os.path.join(self.env["PM2_HOME"], "pm2.pid"))
 
     def stop_daemon(self):
         quiet([self.bin, "kill"], self.env, check=False)

@@ -116,15 +116,15 @@ fn leave_the_daemon() {
 /// A prestarted shim's wait for its run: `true` once `go` came (stderr is then the run's `shim.log`,
 /// stdin `/dev/null`), `false` on EOF or anything else.
 fn await_go(run_dir: &Path) -> io::Result<bool> {
-    let mut got = Vec::with_capacity(GO.len());
-    let mut byte = [0u8; 1];
-    let mut stdin = io::stdin().lock();
-    while got.len() < GO.len() {
-        match stdin.read(&mut byte) {
+    // Read from the fd itself: std's stdin would keep an 8 KiB buffer for the shim's whole life.
+    let mut got = [0u8; GO.len()];
+    let mut filled = 0;
+    while filled < got.len() {
+        match rustix::io::read(rustix::stdio::stdin(), &mut got[filled..]) {
             Ok(0) => return Ok(false),
-            Ok(_) => got.push(byte[0]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     if got != GO {

@@ -934,3 +934,28 @@ fn a_prestarted_shim_that_died_costs_only_speed_and_none_outlives_the_daemon() {
     assert!(alive(pid), "a run's command outlives its daemon");
     env.aside(&["stop-all"]).ok();
 }
+
+#[test]
+fn a_simple_command_is_its_own_pid_and_a_shell_line_still_runs_in_sh() {
+    let env = Env::new();
+    let comm = |p: &Value| {
+        let pid = p["pid"].as_i64().unwrap();
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    // No shell left between the shim and a plain program: the pid `run` gives is the program's.
+    // (`run` answers once `sh` started; its `exec` of the program follows at once.)
+    let simple = env.run(&["--name", "plain", "sleep 300"]);
+    eventually(Duration::from_secs(10), "sh to become sleep", || {
+        comm(&simple) == "sleep"
+    });
+    // A line that needs the shell keeps it (and its meaning).
+    let shell = env.run(&["--name", "line", "sleep 300; echo never"]);
+    assert_eq!(comm(&shell), "sh");
+    env.run(&["--name", "builtin", "echo -n built; echo in"]);
+    assert_eq!(env.wait_exit("builtin")["process"]["status"], "completed");
+    assert_eq!(env.aside(&["logs", "builtin"]).ok().stdout, "builtin\n");
+    env.aside(&["stop-all"]).ok();
+}

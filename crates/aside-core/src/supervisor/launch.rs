@@ -456,7 +456,10 @@ impl Supervisor {
         let mut child = match warm {
             Some(child) => child,
             None => {
-                let Some(mut cmd) = self.shim_process(&rd, false) else {
+                let (Some(mut cmd), Some(program)) = (
+                    self.shim_process(&rd, false),
+                    self.inner.settings.shim_command.first(),
+                ) else {
                     self.finish_without_shim(
                         run_id,
                         Status::Failed,
@@ -467,8 +470,10 @@ impl Supervisor {
                 match cmd.stderr(Stdio::from(shim_log)).spawn() {
                     Ok(c) => c,
                     Err(e) => {
-                        let program = self.inner.settings.shim_command[0].to_string_lossy();
-                        let msg = format!("could not start the shim {program}: {e}");
+                        let msg = format!(
+                            "could not start the shim {}: {e}",
+                            program.to_string_lossy()
+                        );
                         self.finish_without_shim(run_id, Status::Failed, msg);
                         return;
                     }
