@@ -421,6 +421,9 @@ fn run(rd: &RunDir) -> io::Result<()> {
         leftovers_handled: false,
         tree_empty_since: None,
     };
+    // The spec (its environment above all) is not needed past the spawn.
+    let grace_ms = spec.grace_ms;
+    drop(spec);
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
         let now = Instant::now();
@@ -448,7 +451,7 @@ fn run(rd: &RunDir) -> io::Result<()> {
         if signals.term.swap(false, Ordering::SeqCst) {
             let ctl = StopControl {
                 signal: libc::SIGTERM,
-                grace_ms: spec.grace_ms,
+                grace_ms,
                 requested_by: "a signal to the shim".into(),
             };
             sup.stop(ctl, &mut log);
