@@ -26,6 +26,7 @@ pub mod present;
 pub mod proc;
 pub mod rundir;
 pub mod shim;
+pub mod slurm;
 pub mod store;
 pub mod supervisor;
 pub mod units;

@@ -64,6 +64,33 @@ struct PolicyFile {
     cwd: Option<CwdSection>,
     env: Option<EnvSection>,
     limits: Option<LimitsFile>,
+    slurm: Option<SlurmFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlurmFile {
+    partitions: Vec<String>,
+    max_cpus: Option<u32>,
+    max_mem: Option<serde_json::Value>,
+    max_gpus: Option<u32>,
+    max_nodes: Option<u32>,
+}
+
+/// What agents may ask of the Slurm cluster (the policy's `slurm` section); without one,
+/// agents may not use it at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlurmAllowance {
+    /// Partitions agents may submit to; `"*"` is any (the cluster's default included).
+    pub partitions: Vec<String>,
+    /// Most CPUs per task.
+    pub max_cpus: Option<u32>,
+    /// Most memory per node, in MiB.
+    pub max_mem_mib: Option<u64>,
+    /// Most GPUs.
+    pub max_gpus: Option<u32>,
+    /// Most nodes.
+    pub max_nodes: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,6 +177,8 @@ pub struct Policy {
     env_allow: Vec<String>,
     /// Limits in force.
     pub limits: Limits,
+    /// What agents may run on Slurm (`None`: nothing).
+    pub slurm: Option<SlurmAllowance>,
 }
 
 /// Why a command or directory is allowed, or why not.
@@ -190,6 +219,7 @@ impl Policy {
                 max_log_cap: BUILTIN_MAX_LOG_CAP,
                 team_may_stop: false,
             },
+            slurm: None,
         }
     }
 
@@ -288,6 +318,33 @@ impl Policy {
                 limits.team_may_stop = b;
             }
         }
+        let slurm = match file.slurm {
+            None => None,
+            Some(f) => {
+                let max_mem_mib = match f.max_mem {
+                    None => None,
+                    Some(v) => {
+                        let bytes = match &v {
+                            serde_json::Value::String(s) => parse_bytes(s),
+                            _ => Err("use a string like \"16GiB\"".to_string()),
+                        };
+                        Some(
+                            bytes.map_err(|r| {
+                                let (line, col) = at("max_mem");
+                                err(line, col, format!("slurm.max_mem: {r}"))
+                            })? / (1024 * 1024),
+                        )
+                    }
+                };
+                Some(SlurmAllowance {
+                    partitions: f.partitions,
+                    max_cpus: f.max_cpus,
+                    max_mem_mib,
+                    max_gpus: f.max_gpus,
+                    max_nodes: f.max_nodes,
+                })
+            }
+        };
         let workspace = path
             .parent()
             .map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()))
@@ -336,6 +393,7 @@ impl Policy {
             cwd,
             env_allow: file.env.map(|e| e.allow).unwrap_or_default(),
             limits,
+            slurm,
         })
     }
 

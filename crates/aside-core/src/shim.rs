@@ -84,8 +84,8 @@ pub fn shim_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
         return 2;
     };
     let run_dir = Path::new(&dir);
-    leave_the_daemon();
     if prestarted {
+        leave_the_daemon(true);
         match await_go(run_dir) {
             Ok(true) => {}
             Ok(false) => return 0,
@@ -95,7 +95,7 @@ pub fn shim_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
             }
         }
     }
-    match run(&RunDir::new(run_dir)) {
+    match run(&RunDir::new(run_dir), prestarted) {
         Ok(()) => 0,
         Err(e) => {
             note(format_args!("aside shim {}: {e}", run_dir.display()));
@@ -104,12 +104,19 @@ pub fn shim_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
     }
 }
 
-/// A new session, and the subreaper of whatever the command leaves behind.
-fn leave_the_daemon() {
-    // SAFETY: plain syscalls without pointers.
-    unsafe {
-        libc::setsid();
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+/// The subreaper of whatever the command leaves behind, and (`own_session`) in a session of
+/// its own, out of the daemon's. A shim in a Slurm job keeps the job's session and process
+/// group: that is how Slurm signals (`scancel`) and tracks (proctrack/pgid) the job, and the
+/// shim is the job's batch step.
+fn leave_the_daemon(own_session: bool) {
+    if own_session {
+        // A process group leader (a shim started again by hand) cannot: nothing to leave.
+        if let Err(e) = rustix::process::setsid() {
+            note(format_args!("aside shim: setsid: {e}"));
+        }
+    }
+    if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        note(format_args!("aside shim: cannot become a subreaper: {e}"));
     }
 }
 
@@ -255,6 +262,11 @@ fn build_command(spec: &Spec) -> std::process::Command {
         }
     };
     cmd.env_clear().envs(&spec.env).current_dir(&spec.cwd);
+    if !spec.executor.is_local() {
+        // What the job is (SLURM_JOB_ID, SLURM_CPUS_PER_TASK, …), for `srun` and the command.
+        use std::os::unix::ffi::OsStrExt;
+        cmd.envs(std::env::vars_os().filter(|(k, _)| k.as_bytes().starts_with(b"SLURM_")));
+    }
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
@@ -296,10 +308,14 @@ struct Stream {
     file: Option<File>,
 }
 
-fn run(rd: &RunDir) -> io::Result<()> {
+/// The shim's work for run directory `rd` (`prestarted`: it has left the daemon already).
+fn run(rd: &RunDir, prestarted: bool) -> io::Result<()> {
     let spec = rd
         .spec()?
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "spec.json is missing"))?;
+    if !prestarted {
+        leave_the_daemon(spec.executor.is_local());
+    }
     // Space for this run's records, set aside before anything runs: with a disk already full,
     // the run fails now, saying so, instead of losing its result later.
     rd.reserve().map_err(|e| {
@@ -356,7 +372,9 @@ fn run(rd: &RunDir) -> io::Result<()> {
                 _ => None,
             };
             annotate(&mut log, &msg);
-            report(&serde_json::json!({ "error": msg }));
+            if spec.executor.is_local() {
+                report(&serde_json::json!({ "error": msg }));
+            }
             let exit = ExitRecord {
                 exit_code,
                 signal: None,
@@ -388,8 +406,11 @@ fn run(rd: &RunDir) -> io::Result<()> {
     if let Err(e) = rd.write_durably(SHIM_FILE, &shim_record, RECORD_RETRY, Some(0)) {
         note(format_args!("aside shim: cannot write {SHIM_FILE}: {e}"));
     }
-    // After shim.json: once `run` has answered, a daemon that dies can re-attach.
-    report(&serde_json::json!({ "pid": pid }));
+    // After shim.json: once `run` has answered, a daemon that dies can re-attach. (In a
+    // Slurm job stdout is the batch output: the daemon reads shim.json instead.)
+    if spec.executor.is_local() {
+        report(&serde_json::json!({ "pid": pid }));
+    }
 
     let mut streams = [
         Stream {
@@ -449,10 +470,15 @@ fn run(rd: &RunDir) -> io::Result<()> {
             }
         }
         if signals.term.swap(false, Ordering::SeqCst) {
-            let ctl = StopControl {
-                signal: libc::SIGTERM,
-                grace_ms,
-                requested_by: "a signal to the shim".into(),
+            // A stop request that raced the signal (a job cancelled as it started) names its
+            // requester.
+            let ctl = match rd.read::<StopControl>(CONTROL_FILE) {
+                Ok(Some(ctl)) => ctl,
+                _ => StopControl {
+                    signal: libc::SIGTERM,
+                    grace_ms,
+                    requested_by: "a signal to the shim".into(),
+                },
             };
             sup.stop(ctl, &mut log);
         }

@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use aside_proto::{
-    Autorestart, AutorestartState, Event, EventData, EventKind, HostSession, Notification,
+    Autorestart, AutorestartState, Event, EventData, EventKind, HostSession, Job, Notification,
     ProcessId, ProcessInfo, ProcessState, Progress, ProjectInfo, RestartState, RunId, RunResult,
     Spec, Status, TokenInfo, TokenRequest, WakeAction,
 };
@@ -169,10 +169,14 @@ ALTER TABLE processes ADD COLUMN watched INTEGER NOT NULL DEFAULT 0;
 UPDATE processes SET watched = 1 WHERE id IN
     (SELECT process_id FROM specs WHERE json_extract(spec, '$.watch') IS NOT NULL);
 "#,
+    // 11: the cluster job a run is (JSON `Job`: executor, job id, the scheduler's state).
+    r#"
+ALTER TABLE runs ADD COLUMN job TEXT;
+"#,
 ];
 
 /// SQL test of a run that is not terminal.
-const LIVE: &str = "r.status IN ('starting', 'running', 'ready')";
+const LIVE: &str = "r.status IN ('queued', 'starting', 'running', 'ready')";
 
 /// Notifications held by one wake delivery: the resumed host process being given them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,6 +305,7 @@ fn append_run_event(
     let (id, owner) = (process.id.clone(), process.owner.clone());
     let data = match kind {
         EventKind::RunReady => EventData::RunReady { process },
+        EventKind::RunQueued => EventData::RunQueued { process },
         _ => EventData::RunStarted { process },
     };
     append_event(
@@ -455,15 +460,15 @@ pub struct Store {
 const INFO_COLUMNS: &str = "p.id, p.name, p.owner, p.team, p.command, r.id, r.seq, r.status, r.pid, \
      r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd, p.description, \
      p.project, p.port, p.proxied, j.proxy_port, p.autorestart, p.max_restarts, p.restart_attempts, \
-     p.restart_state, r.progress, p.watched";
+     p.restart_state, r.progress, p.watched, r.job";
 /// Index of the spec column in [`PROCESS_COLUMNS`].
-const SPEC_COLUMN: usize = 27;
+const SPEC_COLUMN: usize = 28;
 /// [`INFO_COLUMNS`] plus the spec, which holds the whole environment: read only where it is
 /// needed, so listing stays cheap.
 const PROCESS_COLUMNS: &str = "p.id, p.name, p.owner, p.team, p.command, r.id, r.seq, r.status, r.pid, \
      r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd, p.description, \
      p.project, p.port, p.proxied, j.proxy_port, p.autorestart, p.max_restarts, p.restart_attempts, \
-     p.restart_state, r.progress, p.watched, s.spec";
+     p.restart_state, r.progress, p.watched, r.job, s.spec";
 /// The tables behind [`INFO_COLUMNS`].
 const INFO_FROM: &str = "processes p JOIN runs r ON r.process_id = p.id \
      LEFT JOIN projects j ON j.name = coalesce(p.project, '')";
@@ -545,6 +550,9 @@ fn process_info(row: &Row<'_>) -> rusqlite::Result<ProcessInfo> {
         unrecorded: None,
         progress: row
             .get::<_, Option<String>>(25)?
+            .and_then(|j| serde_json::from_str(&j).ok()),
+        job: row
+            .get::<_, Option<String>>(27)?
             .and_then(|j| serde_json::from_str(&j).ok()),
     })
 }
@@ -767,7 +775,7 @@ impl Store {
     ) -> Result<Option<Event>> {
         let tx = self.conn.transaction()?;
         let changed = tx.execute(
-            "UPDATE runs SET status = 'running', pid = ?2, started_at = ?3 WHERE id = ?1 AND status = 'starting'",
+            "UPDATE runs SET status = 'running', pid = ?2, started_at = ?3 WHERE id = ?1 AND status IN ('queued', 'starting')",
             params![run_id, pid, ms(started_at)],
         )?;
         if changed == 0 {
@@ -776,6 +784,46 @@ impl Store {
         let event = append_run_event(&tx, EventKind::RunStarted, run_id)?;
         tx.commit()?;
         Ok(Some(event))
+    }
+
+    /// Records what the cluster says of a live run's job; with `queued`, the run is (still)
+    /// `queued` too. Returns the `run_queued` event (for live delivery) when a queued run's
+    /// job changed, `None` when nothing changed or the run is no longer live.
+    pub fn set_job(&mut self, run_id: &str, job: &Job, queued: bool) -> Result<Option<Event>> {
+        let json = serde_json::to_string(job)?;
+        let tx = self.conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE runs SET job = ?2,
+                 status = CASE WHEN ?3 AND status = 'starting' THEN 'queued' ELSE status END
+             WHERE id = ?1 AND status IN ('queued', 'starting', 'running', 'ready')
+               AND (job IS NOT ?2 OR (?3 AND status = 'starting'))",
+            params![run_id, json, queued],
+        )?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        let status: String =
+            tx.query_row("SELECT status FROM runs WHERE id = ?1", [run_id], |r| {
+                r.get(0)
+            })?;
+        let event = if status == "queued" {
+            Some(append_run_event(&tx, EventKind::RunQueued, run_id)?)
+        } else {
+            None
+        };
+        tx.commit()?;
+        Ok(event)
+    }
+
+    /// Records a job's last state on a run that ended (its result names the run's end; this
+    /// keeps what the cluster said beside it).
+    pub fn set_final_job(&mut self, run_id: &str, job: &Job) -> Result<()> {
+        let json = serde_json::to_string(job)?;
+        self.conn.execute(
+            "UPDATE runs SET job = ?2 WHERE id = ?1",
+            params![run_id, json],
+        )?;
+        Ok(())
     }
 
     /// Makes a run terminal, stores its result, creates its owner's notification and logs the
@@ -791,7 +839,7 @@ impl Store {
         let tx = self.conn.transaction()?;
         let changed = tx.execute(
             "UPDATE runs SET status = ?2, exit_code = ?3, signal = ?4, ended_at = ?5, stopped_by = ?6, error = ?7, unread = 1
-             WHERE id = ?1 AND status IN ('starting', 'running', 'ready')",
+             WHERE id = ?1 AND status IN ('queued', 'starting', 'running', 'ready')",
             params![
                 run_id,
                 f.status.as_str(),
@@ -1174,7 +1222,7 @@ impl Store {
                 "SELECT r.id FROM runs r JOIN processes p ON p.id = r.process_id
                  WHERE coalesce(p.project, '') = ?1
                    AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.process_id = p.id
-                       AND (x.status IN ('starting', 'running', 'ready') OR x.unread = 1))",
+                       AND (x.status IN ('queued', 'starting', 'running', 'ready') OR x.unread = 1))",
             )?;
             stmt.query_map(params![name], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?
@@ -1211,7 +1259,7 @@ impl Store {
         let tx = self.conn.transaction()?;
         let json = serde_json::to_string(report)?;
         let changed = tx.execute(
-            "UPDATE runs SET progress = ?2 WHERE id = ?1 AND status IN ('starting', 'running', 'ready')",
+            "UPDATE runs SET progress = ?2 WHERE id = ?1 AND status IN ('queued', 'starting', 'running', 'ready')",
             params![run_id, json],
         )?;
         if changed == 0 {
@@ -1240,7 +1288,7 @@ impl Store {
     pub fn announce_progress(&mut self, run_id: &str) -> Result<Option<Event>> {
         let tx = self.conn.transaction()?;
         let live: bool = tx.query_row(
-            "SELECT status IN ('starting', 'running', 'ready') FROM runs WHERE id = ?1",
+            "SELECT status IN ('queued', 'starting', 'running', 'ready') FROM runs WHERE id = ?1",
             params![run_id],
             |r| r.get(0),
         )?;
@@ -1380,7 +1428,7 @@ impl Store {
     pub fn unfinished_runs(&self) -> Result<Vec<(String, ProcessRow)>> {
         let sql = format!(
             "SELECT {PROCESS_COLUMNS} FROM {PROCESS_FROM}
-             WHERE r.status IN ('starting', 'running', 'ready') ORDER BY r.started_at"
+             WHERE r.status IN ('queued', 'starting', 'running', 'ready') ORDER BY r.started_at"
         );
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map([], process_row)?;
@@ -1393,7 +1441,7 @@ impl Store {
     pub fn live_name_taken(&self, project: Option<&str>, name: &str) -> Result<bool> {
         Ok(self.conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM processes p JOIN runs r ON r.process_id = p.id
-             WHERE p.name = ?1 AND p.project IS ?2 AND r.status IN ('starting', 'running', 'ready'))",
+             WHERE p.name = ?1 AND p.project IS ?2 AND r.status IN ('queued', 'starting', 'running', 'ready'))",
             params![name, project],
             |r| r.get(0),
         )?)
@@ -1408,7 +1456,7 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT p.name FROM processes p JOIN runs r ON r.process_id = p.id
              WHERE (p.name = ?1 OR substr(p.name, 1, length(?1) + 1) = ?1 || '-')
-               AND p.project IS ?2 AND r.status IN ('starting', 'running', 'ready')",
+               AND p.project IS ?2 AND r.status IN ('queued', 'starting', 'running', 'ready')",
         )?;
         let rows = stmt.query_map(params![base, project], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -1419,7 +1467,7 @@ impl Store {
         let (by_owner, by_team): (i64, i64) = self.conn.query_row(
             "SELECT coalesce(sum(p.owner = ?1), 0), coalesce(sum(?2 IS NOT NULL AND p.team = ?2), 0)
              FROM processes p JOIN runs r ON r.process_id = p.id
-             WHERE r.latest = 1 AND r.status IN ('starting', 'running', 'ready')",
+             WHERE r.latest = 1 AND r.status IN ('queued', 'starting', 'running', 'ready')",
             params![owner, team],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
@@ -1440,7 +1488,7 @@ impl Store {
     /// Number of live runs.
     pub fn live_count(&self) -> Result<usize> {
         let n: i64 = self.conn.query_row(
-            "SELECT count(*) FROM runs WHERE status IN ('starting', 'running', 'ready')",
+            "SELECT count(*) FROM runs WHERE status IN ('queued', 'starting', 'running', 'ready')",
             [],
             |r| r.get(0),
         )?;
@@ -1689,7 +1737,7 @@ impl Store {
         let ids: Vec<String> = {
             let mut stmt = tx.prepare(
                 "SELECT r.id FROM runs r WHERE r.ended_at IS NOT NULL AND r.ended_at < ?1
-                 AND r.status NOT IN ('starting', 'running', 'ready')
+                 AND r.status NOT IN ('queued', 'starting', 'running', 'ready')
                  AND r.unread = 0 AND r.latest = 0
                  UNION
                  SELECT r.id FROM runs r JOIN processes p ON p.id = r.process_id

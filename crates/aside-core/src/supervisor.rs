@@ -53,6 +53,7 @@ mod events;
 mod files;
 mod finish;
 mod inbox;
+mod jobs;
 mod judge;
 mod launch;
 mod output;
@@ -187,6 +188,9 @@ struct Inner {
     /// A shim started ahead of the next run (see `launch.rs`), taken by the run that claims its
     /// run id.
     prestarted: Mutex<Option<launch::Prestarted>>,
+    /// Live runs on Slurm, by run id, and whether their poller runs (see `jobs.rs`).
+    jobs: Mutex<HashMap<String, jobs::WatchedJob>>,
+    jobs_polling: std::sync::atomic::AtomicBool,
     policy: PolicyStore,
     audit: AuditLog,
     events: broadcast::Sender<Event>,
@@ -392,6 +396,8 @@ impl Supervisor {
                 watcher: Mutex::new(watcher),
                 start_lock: tokio::sync::Mutex::new(()),
                 prestarted: Mutex::new(None),
+                jobs: Mutex::new(HashMap::new()),
+                jobs_polling: std::sync::atomic::AtomicBool::new(false),
                 events: broadcast::channel(1024).0,
                 wake: Mutex::new(wake::WakeState::default()),
                 trusted: Mutex::new(crate::policy::Trusted::from_process()),

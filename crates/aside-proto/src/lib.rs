@@ -42,6 +42,9 @@ pub const HUMAN_OWNER: &str = "human";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// Submitted to a cluster's scheduler and waiting there for resources (Slurm's PENDING;
+    /// `job.reason` says why).
+    Queued,
     /// Accepted; the shim is starting the command.
     Starting,
     /// The command is running.
@@ -64,7 +67,8 @@ pub enum Status {
 
 impl Status {
     /// Every status, in lifecycle order.
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 10] = [
+        Status::Queued,
         Status::Starting,
         Status::Running,
         Status::Ready,
@@ -78,12 +82,16 @@ impl Status {
 
     /// True once the run has ended and will never change again.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, Status::Starting | Status::Running | Status::Ready)
+        !matches!(
+            self,
+            Status::Queued | Status::Starting | Status::Running | Status::Ready
+        )
     }
 
     /// The snake_case name used on the wire and in the database.
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::Queued => "queued",
             Status::Starting => "starting",
             Status::Running => "running",
             Status::Ready => "ready",
@@ -195,6 +203,9 @@ pub struct RunRequest {
     /// server send one.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Where it runs: this machine when absent (see [`Executor`]).
+    #[serde(default)]
+    pub executor: Option<Executor>,
 }
 
 /// When a process is restarted after it exits (agent-procs' `autorestart`).
@@ -427,6 +438,9 @@ pub struct Spec {
     /// Digest of the configuration it came from (see [`RunRequest::digest`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// Where it runs (absent: this machine).
+    #[serde(default, skip_serializing_if = "Executor::is_local")]
+    pub executor: Executor,
 }
 
 /// Declares a string id type: the same JSON as a string (`#[serde(transparent)]`), but a
@@ -613,6 +627,115 @@ pub struct ProcessInfo {
     /// agent-procs' `watched`: true when a file watch restarts it, else absent (`null`).
     #[serde(default)]
     pub watched: Option<bool>,
+    /// The cluster job the latest run is, for a run on another executor than this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<Job>,
+}
+
+/// Where runs execute. `local` (the default): under a shim on the daemon's machine. `slurm`:
+/// as a Slurm batch job that runs the same shim on a compute node, so the run directory (under
+/// the state directory) must be on a filesystem the nodes share.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum Executor {
+    /// This machine.
+    #[default]
+    Local,
+    /// A Slurm cluster, reached through its commands (`sbatch`, `squeue`, `sacct`, `scancel`)
+    /// with the daemon's `SLURM_CONF`.
+    Slurm(SlurmResources),
+}
+
+impl Executor {
+    /// True for [`Executor::Local`] (kept out of specs written before executors existed).
+    pub fn is_local(&self) -> bool {
+        matches!(self, Executor::Local)
+    }
+
+    /// The executor `--on` names: `local`, `slurm` or `slurm:PARTITION`, with the resources
+    /// asked for (only for Slurm). Errors say what is accepted.
+    pub fn from_on(on: &str, resources: SlurmResources) -> Result<Executor, String> {
+        let (kind, partition) = match on.split_once(':') {
+            Some((k, p)) => (k, Some(p)),
+            None => (on, None),
+        };
+        match kind {
+            "local" if partition.is_none() => {
+                if resources != SlurmResources::default() {
+                    return Err(
+                        "--cpus, --mem, --gpus and --nodes are for a cluster: add --on slurm[:PARTITION]"
+                            .into(),
+                    );
+                }
+                Ok(Executor::Local)
+            }
+            "slurm" => {
+                if partition.is_some_and(|p| p.is_empty()) {
+                    return Err(
+                        "--on slurm: needs a partition after the colon, e.g. --on slurm:gpu".into(),
+                    );
+                }
+                Ok(Executor::Slurm(SlurmResources {
+                    partition: partition.map(str::to_string),
+                    ..resources
+                }))
+            }
+            _ => Err(format!(
+                "unknown executor {on:?}: use local, slurm or slurm:PARTITION"
+            )),
+        }
+    }
+
+    /// How `--on` would name it: `local`, `slurm`, `slurm:PARTITION`.
+    pub fn on(&self) -> String {
+        match self {
+            Executor::Local => "local".into(),
+            Executor::Slurm(r) => match &r.partition {
+                Some(p) => format!("slurm:{p}"),
+                None => "slurm".into(),
+            },
+        }
+    }
+}
+
+/// What a Slurm job asks for; each absent field is the cluster's default (`sbatch`'s options
+/// of the same names).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmResources {
+    /// `--partition`; the cluster's default partition when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// `--cpus-per-task`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    /// `--mem`, in MiB (per node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_mib: Option<u64>,
+    /// `--gpus`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<u32>,
+    /// `--nodes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<u32>,
+}
+
+/// A run as a cluster job: which, and what its scheduler says of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Job {
+    /// The executor (`slurm`).
+    pub executor: String,
+    /// The scheduler's job id.
+    pub id: String,
+    /// The scheduler's state, as it names it (`PENDING`, `RUNNING`, `COMPLETED`, `TIMEOUT`, …).
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Why it waits or how it ended, as the scheduler says (`Resources`, `Priority`, …).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The node(s) it runs on.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 /// What a running command says it is doing now (protoCLI's progress emitter, Claude Code's task
@@ -962,6 +1085,8 @@ pub struct WaitResponse {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
+    /// A run was queued by a cluster's scheduler: [`EventData::RunQueued`].
+    RunQueued,
     /// A run started (or failed to): [`EventData::RunStarted`].
     RunStarted,
     /// A run became ready: [`EventData::RunReady`].
@@ -982,6 +1107,7 @@ impl EventKind {
     /// The snake_case name (the SSE `event:` field).
     pub fn as_str(self) -> &'static str {
         match self {
+            EventKind::RunQueued => "run_queued",
             EventKind::RunStarted => "run_started",
             EventKind::RunReady => "run_ready",
             EventKind::RunProgress => "run_progress",
@@ -995,6 +1121,7 @@ impl EventKind {
     /// Inverse of [`EventKind::as_str`].
     pub fn parse(s: &str) -> Option<EventKind> {
         [
+            EventKind::RunQueued,
             EventKind::RunStarted,
             EventKind::RunReady,
             EventKind::RunProgress,
@@ -1060,6 +1187,11 @@ impl fmt::Display for DaemonStopping {
 // allocation per event.
 #[allow(clippy::large_enum_variant)]
 pub enum EventData {
+    /// A run waits in a cluster's queue (Slurm's PENDING), or its reason for waiting changed.
+    RunQueued {
+        /// The process after the change (`job` says which job and why it waits).
+        process: ProcessInfo,
+    },
     /// A run started (or failed to start).
     RunStarted {
         /// The process after the change.
@@ -1112,6 +1244,7 @@ impl EventData {
     /// Its kind.
     pub fn kind(&self) -> EventKind {
         match self {
+            EventData::RunQueued { .. } => EventKind::RunQueued,
             EventData::RunStarted { .. } => EventKind::RunStarted,
             EventData::RunReady { .. } => EventKind::RunReady,
             EventData::RunProgress { .. } => EventKind::RunProgress,
@@ -1125,7 +1258,8 @@ impl EventData {
     /// The process after the change, for the events that carry it.
     pub fn process(&self) -> Option<&ProcessInfo> {
         match self {
-            EventData::RunStarted { process }
+            EventData::RunQueued { process }
+            | EventData::RunStarted { process }
             | EventData::RunReady { process }
             | EventData::RunProgress { process }
             | EventData::RestartsExhausted { process }

@@ -5,7 +5,7 @@
 'use strict';
 
 const $ = (id) => document.getElementById(id);
-const LIVE = new Set(['starting', 'running', 'ready']);
+const LIVE = new Set(['queued', 'starting', 'running', 'ready']);
 const FAILED = new Set(['failed', 'timed_out', 'abandoned']);
 const MAX_LOG_LINES = 5000;
 const COLUMNS = ['name', 'cmd', 'pid', 'owner', 'team', 'project', 'status', 'started', 'ended',
@@ -29,7 +29,7 @@ const S = {
 };
 
 // The event kinds this page knows (each run event carries the process after the change).
-const KNOWN_EVENTS = ['run_started', 'run_ready', 'run_progress', 'run_exited', 'restarts_exhausted', 'notification_created', 'notification_acked'];
+const KNOWN_EVENTS = ['run_queued', 'run_started', 'run_ready', 'run_progress', 'run_exited', 'restarts_exhausted', 'notification_created', 'notification_acked'];
 
 // ---------- helpers ----------
 

@@ -249,6 +249,22 @@ struct RunArgs {
     /// Foreground: stream the output, wait for the end (or DUR), exit with its exit code.
     #[arg(long, value_name = "DUR", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     wait: Option<String>,
+    /// Where it runs: local (this machine), or slurm[:PARTITION] (a Slurm batch job running the
+    /// same shim on a compute node; the state directory must be shared with the nodes).
+    #[arg(long, value_name = "EXECUTOR", env = "ASIDE_EXECUTOR")]
+    on: Option<String>,
+    /// Slurm: CPUs for the job (--cpus-per-task).
+    #[arg(long, value_name = "N")]
+    cpus: Option<u32>,
+    /// Slurm: memory per node, e.g. 4GiB (--mem).
+    #[arg(long, value_parser = parse_bytes, value_name = "SIZE")]
+    mem: Option<u64>,
+    /// Slurm: GPUs for the job (--gpus).
+    #[arg(long, value_name = "N")]
+    gpus: Option<u32>,
+    /// Slurm: nodes for the job (--nodes).
+    #[arg(long, value_name = "N")]
+    nodes: Option<u32>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -858,6 +874,7 @@ fn policy(cmd: &PolicyCmd) -> i32 {
                 watch: None,
                 depends_on: Vec::new(),
                 digest: None,
+                executor: aside_proto::Executor::Local,
             };
             let mut verdicts = vec![loaded.judge(&spec, &trusted)];
             if let Some(u) = url {
@@ -1039,7 +1056,17 @@ async fn run(mut a: RunArgs, project: Option<String>, state: StateDir) -> Result
         Command::Argv(a.cmd)
     };
     let owner = owner_or_human(a.owner);
+    let resources = aside_proto::SlurmResources {
+        partition: None,
+        cpus: a.cpus,
+        mem_mib: a.mem.map(|b| b.div_ceil(1024 * 1024)),
+        gpus: a.gpus,
+        nodes: a.nodes,
+    };
+    let executor = aside_proto::Executor::from_on(a.on.as_deref().unwrap_or("local"), resources)
+        .map_err(|e| ClientError::new(ErrorCode::InvalidRequest, e))?;
     let req = RunRequest {
+        executor: (!executor.is_local()).then_some(executor),
         cmd: Some(cmd),
         name: a.name,
         // A retry after a cut connection gets this process, not a second one.

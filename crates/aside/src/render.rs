@@ -44,7 +44,13 @@ pub fn table(procs: &[ProcessInfo]) -> String {
                 match &p.unrecorded {
                     // Ended, but the result is not in the database yet (a full disk).
                     Some(_) => format!("{} (ended, unrecorded)", p.status),
-                    None => p.status.to_string(),
+                    None => match (&p.job, p.status) {
+                        (Some(j), aside_proto::Status::Queued) => match &j.reason {
+                            Some(r) => format!("queued ({r})"),
+                            None => "queued".into(),
+                        },
+                        _ => p.status.to_string(),
+                    },
                 },
                 p.pid.map_or("-".into(), |v| v.to_string()),
                 match (p.exit_code, &p.signal) {
@@ -103,6 +109,16 @@ fn command_cell(p: &ProcessInfo) -> String {
     if let Some(progress) = &p.progress {
         cell.push_str(&format!("  — {}", progress.text));
     }
+    if let Some(j) = &p.job {
+        cell.push_str(&format!("  [{} job {}", j.executor, j.id));
+        if let Some(n) = &j.node {
+            cell.push_str(&format!(" on {n}"));
+        }
+        if let Some(st) = &j.state {
+            cell.push_str(&format!(", {st}"));
+        }
+        cell.push(']');
+    }
     cell
 }
 
@@ -110,6 +126,12 @@ fn command_cell(p: &ProcessInfo) -> String {
 /// (the bare name, as agent-procs within its session; `status` shows `project/name`).
 pub fn id_line(p: &ProcessInfo) -> String {
     let pid = p.pid.map_or("-".into(), |v| v.to_string());
+    if let Some(j) = &p.job {
+        return format!(
+            "{} (id: {}, pid: {pid}, {} job {})",
+            p.name, p.id, j.executor, j.id
+        );
+    }
     match &p.url {
         Some(url) => format!("{} (id: {}, pid: {pid}, {url})", p.name, p.id),
         None => format!("{} (id: {}, pid: {pid})", p.name, p.id),

@@ -71,6 +71,7 @@ struct App {
 
 fn status_color(s: Status) -> Color {
     match s {
+        Status::Queued => Color::Magenta,
         Status::Starting | Status::Running => Color::Blue,
         Status::Ready | Status::Completed | Status::CompletedEmpty => Color::Green,
         Status::Failed | Status::TimedOut | Status::Abandoned => Color::Red,

@@ -206,6 +206,7 @@ impl Policy {
             ("command", self.check_command_in(&spec.cmd, Some(cwd))),
             ("directory", self.check_cwd(cwd)),
             ("environment", self.check_env(&spec.env, trusted)),
+            ("executor", self.check_executor(&spec.executor)),
         ];
         if let Some(probe) = &spec.ready {
             let v = match &probe.check {
@@ -225,6 +226,49 @@ impl Policy {
             }
         }
         Verdict::Allowed(parts)
+    }
+
+    /// Judges where a run executes: this machine always; Slurm only with a `slurm` section,
+    /// on a partition it lists and within its caps (an absent request of a capped resource
+    /// is the cluster's default, which the cap does not see).
+    pub fn check_executor(&self, executor: &aside_proto::Executor) -> Verdict {
+        let aside_proto::Executor::Slurm(r) = executor else {
+            return Verdict::Allowed(Vec::new());
+        };
+        let Some(allow) = &self.slurm else {
+            return Verdict::Refused(
+                "agents may not submit to Slurm: the policy has no \"slurm\" section (e.g. \"slurm\": {\"partitions\": [\"debug\"]})".into(),
+            );
+        };
+        let any = allow.partitions.iter().any(|p| p == "*");
+        let partition = r.partition.as_deref();
+        if !any && !partition.is_some_and(|p| allow.partitions.iter().any(|a| a == p)) {
+            return Verdict::Refused(format!(
+                "partition {} is not one the policy allows (slurm.partitions: {})",
+                partition.unwrap_or("(the cluster's default)"),
+                allow.partitions.join(", ")
+            ));
+        }
+        let over = |what: &str, asked: Option<u64>, max: Option<u64>| match (asked, max) {
+            (Some(a), Some(m)) if a > m => Some(format!(
+                "{a} {what} is more than the policy allows (slurm.max_{what}: {m})"
+            )),
+            _ => None,
+        };
+        let why = over("cpus", r.cpus.map(u64::from), allow.max_cpus.map(u64::from))
+            .or_else(|| over("mem", r.mem_mib, allow.max_mem_mib))
+            .or_else(|| over("gpus", r.gpus.map(u64::from), allow.max_gpus.map(u64::from)))
+            .or_else(|| {
+                over(
+                    "nodes",
+                    r.nodes.map(u64::from),
+                    allow.max_nodes.map(u64::from),
+                )
+            });
+        match why {
+            Some(w) => Verdict::Refused(w),
+            None => Verdict::Allowed(vec![(executor.on(), "policy: slurm".into())]),
+        }
     }
 
     /// Judges a command run in `cwd`: every segment must match an `allow` rule once its

@@ -53,6 +53,9 @@ impl Supervisor {
         }
         let run_id = row.info.run_id.clone();
         let grace_ms = grace_ms.unwrap_or(row.spec.grace_ms);
+        if super::jobs::is_remote(&row.spec) {
+            return self.stop_job(row, signal, grace_ms, who).await;
+        }
         let Some((mut shim_rx, mut done)) = lock(&self.inner.live)
             .get(run_id.as_str())
             .map(|l| (l.shim_pid.subscribe(), l.done.subscribe()))

@@ -17,7 +17,7 @@ use crate::store::NewProcess;
 
 use super::{
     DEFAULT_GRACE_MS, Error, Live, ORIGINAL_NOFILE, RUN_ID_VAR, RUN_TOKEN_VAR, Requester, Result,
-    SHIM_REPORT_TIMEOUT, Supervisor, Validated, check_owner, files, lock, no_nul, project,
+    SHIM_REPORT_TIMEOUT, Supervisor, Validated, check_owner, files, jobs, lock, no_nul, project,
     strip_trailing_ampersand, valid_name,
 };
 
@@ -166,6 +166,37 @@ impl Supervisor {
         if let Some(d) = &req.description {
             no_nul("the description", d)?;
         }
+        let executor = req.executor.unwrap_or_default();
+        if let aside_proto::Executor::Slurm(r) = &executor {
+            if let Some(p) = &r.partition
+                && (p.is_empty()
+                    || !p
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+            {
+                return Err(Error::Invalid(format!(
+                    "invalid Slurm partition {p:?}: letters, digits and - _ . only"
+                )));
+            }
+            let zero = [("cpus", r.cpus), ("gpus", r.gpus), ("nodes", r.nodes)]
+                .into_iter()
+                .find(|(_, n)| *n == Some(0));
+            if let Some((what, _)) = zero {
+                return Err(Error::Invalid(format!(
+                    "--{what} 0 asks for nothing: give at least 1, or leave it out for the cluster's default"
+                )));
+            }
+            if r.mem_mib == Some(0) {
+                return Err(Error::Invalid(
+                    "--mem 0 asks for nothing (Slurm reads it as all of a node's memory): give a size such as 4GiB".into(),
+                ));
+            }
+            if req.interactive {
+                return Err(Error::Invalid(
+                    "interactive runs on Slurm are not yet supported: their stdin is a FIFO on this machine; run it locally or without --interactive".into(),
+                ));
+            }
+        }
         if let Some(k) = &req.idempotency_key
             && (k.is_empty() || k.len() > 128 || k.chars().any(char::is_control))
         {
@@ -197,6 +228,7 @@ impl Supervisor {
                 watch,
                 depends_on: req.depends_on,
                 digest: req.digest,
+                executor,
             },
         })
     }
@@ -230,7 +262,12 @@ impl Supervisor {
             mut spec,
         } = v;
         let process_id = uuid::Uuid::now_v7().to_string();
-        let (run_id, prestarted) = self.claim_run_id();
+        // A prestarted shim is for this machine: a run elsewhere leaves it to the next one.
+        let (run_id, prestarted) = if jobs::is_remote(&spec) {
+            (uuid::Uuid::now_v7().to_string(), None)
+        } else {
+            self.claim_run_id()
+        };
         {
             let _guard = self.inner.start_lock.lock().await;
             if let Some(key) = &idempotency_key {
@@ -448,6 +485,12 @@ impl Supervisor {
             }
         };
         self.watch_logs(run_id, &rd.log_dir());
+        if let aside_proto::Executor::Slurm(resources) = &spec.executor {
+            // The job's batch output is the shim's log (sbatch opens it on the node).
+            drop(shim_log);
+            self.submit_job(run_id, &rd, spec, resources).await;
+            return;
+        }
         // A prestarted shim opens the log made here itself (`go` tells it the run directory is ready).
         let warm = match prestarted {
             Some(prestarted) => self.start_prestarted(prestarted).await,

@@ -98,7 +98,7 @@ fn decide_restart(spec: &Spec, info: &ProcessInfo) -> RestartDecision {
         Status::Failed | Status::TimedOut | Status::Abandoned => {
             policy.autorestart != Autorestart::Never
         }
-        Status::Starting | Status::Running | Status::Ready => false,
+        Status::Queued | Status::Starting | Status::Running | Status::Ready => false,
     };
     if !wanted {
         return RestartDecision::No;
@@ -844,6 +844,7 @@ mod tests {
             max_restarts: Some(3),
             restart_policy: Some("on-failure".into()),
             watched: None,
+            job: None,
         }
     }
 
@@ -867,6 +868,7 @@ mod tests {
             watch: None,
             depends_on: vec![],
             digest: None,
+            executor: aside_proto::Executor::Local,
         }
     }
 

@@ -24,6 +24,11 @@ impl Supervisor {
                 self.finalize(&run_id);
                 continue;
             }
+            if super::jobs::is_remote(&row.spec) {
+                self.reattach_job(&run_id, &row.info.id);
+                reattached += 1;
+                continue;
+            }
             let shim = rd.shim().ok().flatten();
             let alive = shim
                 .as_ref()

@@ -1,0 +1,424 @@
+//! Runs on a cluster (the Slurm executor): submitted as a batch job that runs the same shim on a
+//! compute node, writing the same run directory (which must be on a filesystem the nodes
+//! share), so that logs, follows, caps, timeouts, stop requests and the exit record work as for
+//! a local run. What differs is watched here: one poller asks Slurm (`squeue --json`, then
+//! `sacct -c` for jobs the controller forgot) about every live job every [`POLL`], shows
+//! `queued` with Slurm's reason while the job waits, `running` once the shim wrote `shim.json`,
+//! and finishes a run from its exit record — or, when the job ended without one (cancelled
+//! before it ran, preempted, out of time, a failed node), from Slurm's account of it. The job
+//! id is in the run directory (`job.json`) and the job named after its run, so a daemon that
+//! was down picks every job up again.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use aside_proto::{Executor, Job, SlurmResources, Spec, Status};
+
+use crate::rundir::{CONTROL_FILE, RunDir, StopControl};
+use crate::slurm::{self, JOB_FILE, JobRecord, JobState};
+use crate::store::RunEnd;
+
+use super::{Error, Requester, Result, Supervisor, io_err, lock};
+
+/// How often live jobs are looked at.
+const POLL: Duration = Duration::from_millis(500);
+/// How long a job Slurm says ended may go without an exit record before it is finished from
+/// Slurm's account (the shim writes its record last; a shared filesystem may show it late).
+const EXIT_RECORD_WAIT: Duration = Duration::from_secs(3);
+/// How long a job may be unknown to both `squeue` and `sacct` before its run is `abandoned`.
+const UNKNOWN_LIMIT: Duration = Duration::from_secs(60);
+
+/// A live run's job, as the poller follows it.
+#[derive(Debug, Default)]
+pub(super) struct WatchedJob {
+    /// Slurm's job id; `None` until found by the job's name (its `job.json` was never written).
+    job_id: Option<String>,
+    /// Since when Slurm says it ended (waiting for the exit record).
+    ended_since: Option<Instant>,
+    /// Since when neither `squeue` nor `sacct` knows it.
+    unknown_since: Option<Instant>,
+}
+
+/// `--time` for a run's timeout: the timeout and the grace, rounded up to whole minutes, plus
+/// one, so that aside's own timeout (in the shim) acts first and Slurm's limit only catches a
+/// shim that could not.
+fn time_limit_min(spec: &Spec) -> Option<u64> {
+    let ms = spec.timeout_ms?.saturating_add(spec.grace_ms);
+    Some(ms.div_ceil(60_000) + 1)
+}
+
+impl Supervisor {
+    /// Submits run `run_id` (its directory prepared) as a Slurm job and follows it; a refused
+    /// submission is the run's result (`failed`, with what `sbatch` said).
+    pub(super) async fn submit_job(
+        &self,
+        run_id: &str,
+        rd: &RunDir,
+        spec: &Spec,
+        r: &SlurmResources,
+    ) {
+        let mut shim = self.inner.settings.shim_command.clone();
+        shim.push(rd.path().as_os_str().to_owned());
+        let submitted = slurm::submit(&slurm::Submission {
+            run_id,
+            run_dir: rd.path(),
+            shim,
+            cwd: &spec.cwd,
+            resources: r,
+            time_limit_min: time_limit_min(spec),
+        })
+        .await;
+        let job_id = match submitted {
+            Ok(id) => id,
+            Err(e) => {
+                self.finish_without_shim(
+                    run_id,
+                    Status::Failed,
+                    format!("could not submit the job to Slurm: {e}"),
+                );
+                return;
+            }
+        };
+        if let Err(e) = rd.write(
+            JOB_FILE,
+            &JobRecord {
+                job_id: job_id.clone(),
+            },
+        ) {
+            // Found again by its name after a restart.
+            tracing::error!("run {run_id}: cannot write {JOB_FILE} for job {job_id}: {e}");
+        }
+        let job = Job {
+            executor: "slurm".into(),
+            id: job_id.clone(),
+            state: Some("PENDING".into()),
+            reason: None,
+            node: None,
+        };
+        self.record_job(run_id, &job, true);
+        self.follow_job(run_id, Some(job_id));
+        if let Some(probe) = &spec.ready {
+            self.probe_readiness(run_id, spec, probe.clone());
+        }
+    }
+
+    /// Adds a run's job to the poller (started if it is not running).
+    pub(super) fn follow_job(&self, run_id: &str, job_id: Option<String>) {
+        lock(&self.inner.jobs).insert(
+            run_id.to_string(),
+            WatchedJob {
+                job_id,
+                ..WatchedJob::default()
+            },
+        );
+        if self.inner.jobs_polling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move { me.poll_jobs().await });
+    }
+
+    /// After a restart: an unfinished run on Slurm is followed again (its job from `job.json`,
+    /// or by its name).
+    pub(super) fn reattach_job(&self, run_id: &str, process_id: &str) {
+        let rd = self.run_dir(run_id);
+        self.register_live(run_id, process_id);
+        self.watch_logs(run_id, &rd.log_dir());
+        let job_id = rd
+            .read::<JobRecord>(JOB_FILE)
+            .ok()
+            .flatten()
+            .map(|j| j.job_id);
+        self.follow_job(run_id, job_id);
+    }
+
+    async fn poll_jobs(&self) {
+        let mut last_error: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(POLL).await;
+            let runs: Vec<(String, Option<String>)> = lock(&self.inner.jobs)
+                .iter()
+                .map(|(r, j)| (r.clone(), j.job_id.clone()))
+                .collect();
+            if runs.is_empty() {
+                self.inner.jobs_polling.store(false, Ordering::SeqCst);
+                // A job added between the listing and the flag has a poller again.
+                if lock(&self.inner.jobs).is_empty()
+                    || self.inner.jobs_polling.swap(true, Ordering::SeqCst)
+                {
+                    return;
+                }
+                continue;
+            }
+            let listing = match slurm::jobs().await {
+                Ok(l) => l,
+                Err(e) => {
+                    if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                        tracing::warn!("cannot ask Slurm about its jobs ({e}); trying again");
+                        last_error = Some(Instant::now());
+                    }
+                    // Exit records still finish runs while Slurm does not answer.
+                    for (run_id, _) in &runs {
+                        self.finish_job_if_recorded(run_id, None);
+                    }
+                    continue;
+                }
+            };
+            for (run_id, job_id) in runs {
+                self.check_job(&run_id, job_id, &listing).await;
+            }
+        }
+    }
+
+    /// Finishes a run whose shim wrote its exit record (with the job's last state, when
+    /// known); true when it did. A run that ended between two polls is marked running first,
+    /// so its pid and start are the shim's.
+    fn finish_job_if_recorded(&self, run_id: &str, last: Option<&Job>) -> bool {
+        let rd = self.run_dir(run_id);
+        if !matches!(rd.exit(), Ok(Some(_))) {
+            return false;
+        }
+        lock(&self.inner.jobs).remove(run_id);
+        if let Ok(Some(shim)) = rd.shim()
+            && let Err(e) = self.set_running(run_id, shim.pid, shim.started_at)
+        {
+            tracing::error!("run {run_id}: cannot record pid {}: {e}", shim.pid);
+        }
+        if let Some(job) = last
+            && let Err(e) = self.store().set_final_job(run_id, job)
+        {
+            tracing::warn!("run {run_id}: cannot record its job's last state: {e}");
+        }
+        self.finalize(run_id);
+        true
+    }
+
+    async fn check_job(
+        &self,
+        run_id: &str,
+        job_id: Option<String>,
+        listing: &HashMap<String, (String, JobState)>,
+    ) {
+        let job_id = match job_id {
+            Some(id) => id,
+            None => {
+                let name = slurm::job_name(run_id);
+                match listing.iter().find(|(_, (n, _))| *n == name) {
+                    Some((id, _)) => {
+                        let rd = self.run_dir(run_id);
+                        if let Err(e) = rd.write(JOB_FILE, &JobRecord { job_id: id.clone() }) {
+                            tracing::warn!("run {run_id}: cannot write {JOB_FILE}: {e}");
+                        }
+                        if let Some(w) = lock(&self.inner.jobs).get_mut(run_id) {
+                            w.job_id = Some(id.clone());
+                        }
+                        id.clone()
+                    }
+                    None => {
+                        self.job_unknown(
+                            run_id,
+                            "its job id was never recorded and no job is named after it",
+                        );
+                        return;
+                    }
+                }
+            }
+        };
+        let listed = listing.get(&job_id).map(|(_, s)| s.clone());
+        let shown = listed.as_ref().map(|s| match s {
+            JobState::Waiting { state, reason } => (state.clone(), reason.clone(), String::new()),
+            JobState::Running { state, nodes } => (state.clone(), String::new(), nodes.clone()),
+            JobState::Ended {
+                state,
+                reason,
+                nodes,
+            } => (state.clone(), reason.clone(), nodes.clone()),
+        });
+        let as_job = |(state, reason, node): &(String, String, String)| Job {
+            executor: "slurm".into(),
+            id: job_id.clone(),
+            state: Some(state.clone()),
+            reason: (!reason.is_empty() && reason != "None").then(|| reason.clone()),
+            node: (!node.is_empty()).then(|| node.clone()),
+        };
+        if self.finish_job_if_recorded(run_id, shown.as_ref().map(as_job).as_ref()) {
+            return;
+        }
+        let state = match listed {
+            Some(s) => Some(s),
+            None => match slurm::accounting(&job_id).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!("run {run_id}: sacct: {e}");
+                    None
+                }
+            },
+        };
+        let job = |state: &str, reason: &str, node: &str| {
+            as_job(&(state.to_string(), reason.to_string(), node.to_string()))
+        };
+        match state {
+            None => self.job_unknown(
+                run_id,
+                &format!("Slurm knows no job {job_id} (neither squeue nor sacct)"),
+            ),
+            Some(JobState::Waiting { state, reason }) => {
+                self.record_job(run_id, &job(&state, &reason, ""), true);
+            }
+            Some(JobState::Running { state, nodes }) => {
+                self.record_job(run_id, &job(&state, "", &nodes), false);
+                if let Ok(Some(shim)) = self.run_dir(run_id).shim()
+                    && let Err(e) = self.set_running(run_id, shim.pid, shim.started_at)
+                {
+                    tracing::error!("run {run_id}: cannot record pid {}: {e}", shim.pid);
+                }
+            }
+            Some(JobState::Ended {
+                state,
+                reason,
+                nodes,
+            }) => {
+                let since = {
+                    let mut jobs = lock(&self.inner.jobs);
+                    let Some(w) = jobs.get_mut(run_id) else {
+                        return;
+                    };
+                    *w.ended_since.get_or_insert_with(Instant::now)
+                };
+                if since.elapsed() < EXIT_RECORD_WAIT {
+                    return;
+                }
+                let last = job(&state, &reason, &nodes);
+                self.finish_job_from_slurm(run_id, &last);
+            }
+        }
+    }
+
+    fn job_unknown(&self, run_id: &str, why: &str) {
+        let since = {
+            let mut jobs = lock(&self.inner.jobs);
+            let Some(w) = jobs.get_mut(run_id) else {
+                return;
+            };
+            *w.unknown_since.get_or_insert_with(Instant::now)
+        };
+        if since.elapsed() < UNKNOWN_LIMIT {
+            return;
+        }
+        lock(&self.inner.jobs).remove(run_id);
+        if let Some((row, result)) =
+            self.finish_without_shim(run_id, Status::Abandoned, format!("result unknown: {why}"))
+            && row.spec.restart.is_some()
+        {
+            self.consider_restart(row, &result);
+        }
+    }
+
+    /// A job that ended without an exit record: its run's end from Slurm's state — `stopped`
+    /// when aside asked for the stop (Slurm may say `CANCELLED`, `FAILED 143:0` or `0:15`
+    /// then), `timed_out` for `TIMEOUT`, else `failed` with Slurm's state and reason.
+    fn finish_job_from_slurm(&self, run_id: &str, job: &Job) {
+        lock(&self.inner.jobs).remove(run_id);
+        if let Err(e) = self.store().set_final_job(run_id, job) {
+            tracing::warn!("run {run_id}: cannot record its job's last state: {e}");
+        }
+        let rd = self.run_dir(run_id);
+        let state = job.state.as_deref().unwrap_or("UNKNOWN");
+        let stop = rd.read::<StopControl>(CONTROL_FILE).ok().flatten();
+        let said = match &job.reason {
+            Some(r) => format!("Slurm ended job {} as {state} ({r})", job.id),
+            None => format!("Slurm ended job {} as {state}", job.id),
+        };
+        let end = match (stop, state) {
+            (Some(stop), _) => RunEnd {
+                stopped_by: Some(stop.requested_by),
+                ..RunEnd::without_shim(Status::Stopped, said)
+            },
+            (None, "TIMEOUT") => {
+                RunEnd::without_shim(Status::TimedOut, format!("{said}: its time limit"))
+            }
+            (None, "COMPLETED") => RunEnd::without_shim(
+                Status::Abandoned,
+                format!("result unknown: {said}, but its shim recorded no exit status"),
+            ),
+            (None, _) => RunEnd::without_shim(Status::Failed, said),
+        };
+        tracing::warn!("run {run_id}: {}", end.error.as_deref().unwrap_or(state));
+        if let Some((row, result)) = self.record_finish(run_id, end, None)
+            && row.spec.restart.is_some()
+        {
+            self.consider_restart(row, &result);
+        }
+    }
+
+    /// Records a job's state on its run (and says so when a queued run's changed).
+    fn record_job(&self, run_id: &str, job: &Job, queued: bool) {
+        let event = self.store().set_job(run_id, job, queued);
+        match event {
+            Ok(Some(e)) => self.publish(std::slice::from_ref(&e)),
+            Ok(None) => {}
+            Err(e) => tracing::error!("run {run_id}: cannot record job {}: {e}", job.id),
+        }
+    }
+
+    /// Stops a run on Slurm: the stop request goes into its run directory as for a local run;
+    /// a job whose shim runs gets SIGUSR1 (`scancel --batch`, the batch step is the shim) and
+    /// stops its tree with the grace; one still queued is cancelled. Waits for its end.
+    pub(super) async fn stop_job(
+        &self,
+        row: crate::store::ProcessRow,
+        signal: i32,
+        grace_ms: u64,
+        who: &Requester,
+    ) -> Result<aside_proto::ProcessInfo> {
+        let run_id = row.info.run_id.to_string();
+        let Some(mut done) = lock(&self.inner.live)
+            .get(run_id.as_str())
+            .map(|l| l.done.subscribe())
+        else {
+            return Ok(self.find(&row.info.id)?.info);
+        };
+        let rd = self.run_dir(&run_id);
+        let job_id = lock(&self.inner.jobs)
+            .get(&run_id)
+            .and_then(|w| w.job_id.clone())
+            .or_else(|| {
+                rd.read::<JobRecord>(JOB_FILE)
+                    .ok()
+                    .flatten()
+                    .map(|j| j.job_id)
+            });
+        let Some(job_id) = job_id else {
+            return Err(Error::Conflict(format!(
+                "{} has no Slurm job id yet (it is being submitted): try again in a moment",
+                row.info.reference()
+            )));
+        };
+        rd.write(
+            CONTROL_FILE,
+            &StopControl {
+                signal,
+                grace_ms,
+                requested_by: who.owner.clone(),
+            },
+        )
+        .map_err(io_err("cannot write the stop request in", rd.path()))?;
+        let sent = if matches!(rd.shim(), Ok(Some(_))) {
+            slurm::signal_batch(&job_id, "USR1").await
+        } else {
+            slurm::cancel(&job_id).await
+        };
+        sent.map_err(|e| Error::Io(format!("cannot stop Slurm job {job_id}: {e}")))?;
+        self.audit(who, "stop", &row.info.reference(), None);
+        if done.wait_for(|d| *d).await.is_err() {
+            tracing::debug!("{}: finished while stopping", row.info.reference());
+        }
+        Ok(self.find(&row.info.id)?.info)
+    }
+}
+
+/// True when a spec runs somewhere else than this machine.
+pub(super) fn is_remote(spec: &Spec) -> bool {
+    !matches!(spec.executor, Executor::Local)
+}

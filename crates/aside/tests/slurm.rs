@@ -1,0 +1,362 @@
+//! Runs on a real single-node Slurm cluster (`.ci/slurm-up`, started by `.ci/run`, which sets
+//! `ASIDE_TEST_SLURM_CONF`): queued behind a job that holds both CPUs, then run; output, exit
+//! codes, timeouts and stops as for local runs; a daemon `kill -9`ed while jobs queue, run and
+//! end. The cluster has 2 CPUs, so the tests take turns. Without a cluster they say so and
+//! pass: the daemons could not start on this machine.
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// One test at a time on the 2-CPU cluster.
+static CLUSTER: Mutex<()> = Mutex::new(());
+
+/// The cluster's slurm.conf, or `None` (said on stderr) when there is no cluster to test on.
+fn cluster() -> Option<String> {
+    let conf = std::env::var("ASIDE_TEST_SLURM_CONF")
+        .or_else(|_| std::env::var("SLURM_CONF"))
+        .ok();
+    let Some(conf) = conf else {
+        eprintln!(
+            "SKIPPED: no Slurm cluster (ASIDE_TEST_SLURM_CONF unset; .ci/slurm-up starts one)"
+        );
+        return None;
+    };
+    let idle = std::process::Command::new("sinfo")
+        .env("SLURM_CONF", &conf)
+        .args(["-h", "-N", "-o", "%T"])
+        .output()
+        .map(|o| {
+            let state = String::from_utf8_lossy(&o.stdout);
+            ["idle", "mix", "alloc", "completing"]
+                .iter()
+                .any(|s| state.contains(s))
+        });
+    match idle {
+        Ok(true) => Some(conf),
+        _ => {
+            eprintln!("SKIPPED: the Slurm cluster of {conf} has no node up (sinfo)");
+            None
+        }
+    }
+}
+
+/// Cancels every job of an environment's runs when dropped (before the environment: declare
+/// it after), so that a failed test leaves the cluster free for the next.
+struct CancelJobs(std::path::PathBuf, String);
+
+impl Drop for CancelJobs {
+    fn drop(&mut self) {
+        let Ok(runs) = std::fs::read_dir(self.0.join("runs")) else {
+            return;
+        };
+        for run in runs.flatten() {
+            let text = std::fs::read_to_string(run.path().join("job.json")).unwrap_or_default();
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if let Some(id) = v["job_id"].as_str()
+                && let Err(e) = std::process::Command::new("scancel")
+                    .env("SLURM_CONF", &self.1)
+                    .arg(id)
+                    .output()
+            {
+                eprintln!("cannot cancel job {id}: {e}");
+            }
+        }
+    }
+}
+
+/// An environment whose daemon talks to the cluster (its `SLURM_CONF`), and the guard that
+/// cancels its jobs.
+fn slurm_env(conf: &str) -> (Env, CancelJobs) {
+    let env = Env::new();
+    let o = env
+        .command()
+        .env("SLURM_CONF", conf)
+        .args(["daemon", "start"])
+        .output()
+        .expect("aside daemon start");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let jobs = CancelJobs(env.home.clone(), conf.to_string());
+    (env, jobs)
+}
+
+/// Polls `status REF` until `pred` holds (60 s).
+#[track_caller]
+fn await_status(env: &Env, reference: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    eventually(Duration::from_secs(60), what, || {
+        last = env.status(reference);
+        pred(&last)
+    });
+    last
+}
+
+/// The process once its run ended by itself (`wait --exit`).
+fn ended(env: &Env, reference: &str) -> Value {
+    env.wait_exit(reference)["process"].clone()
+}
+
+fn notifications(env: &Env) -> Vec<Value> {
+    env.aside(&["inbox", "--json"]).ok().json()["notifications"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_job_behind_one_holding_both_cpus_is_queued_then_runs_and_fails_with_its_exit_code() {
+    let Some(conf) = cluster() else { return };
+    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let (env, _jobs) = slurm_env(&conf);
+    let gate = env.work.join("gate");
+    let hold = format!(
+        "echo holding; while [ ! -e {} ]; do sleep 0.1; done; echo released",
+        gate.display()
+    );
+    let big = env.run(&["--on", "slurm", "--cpus", "2", "--name", "big", &hold]);
+    assert_eq!(big["job"]["executor"], "slurm");
+    assert!(big["job"]["id"].as_str().is_some_and(|id| !id.is_empty()));
+    await_status(&env, "big", "big to run", |s| s["status"] == "running");
+    let small = env.run(&[
+        "--on",
+        "slurm:debug",
+        "--name",
+        "small",
+        "echo out-$SLURM_JOB_ID; echo err >&2; exit 3",
+    ]);
+    let queued = await_status(&env, "small", "small to wait for resources", |s| {
+        s["status"] == "queued" && s["job"]["reason"] == "Resources"
+    });
+    assert_eq!(queued["job"]["state"], "PENDING");
+    assert!(queued["pid"].is_null(), "a queued run has no pid: {queued}");
+    let text = env.aside(&["status"]).ok().stdout;
+    assert!(text.contains("queued (Resources)"), "{text}");
+
+    // big ends by itself once released; small then runs and fails by itself.
+    std::fs::write(&gate, "").unwrap();
+    let big_end = ended(&env, "big");
+    assert_eq!(big_end["status"], "completed", "{big_end}");
+    let end = ended(&env, "small");
+    assert_eq!(end["status"], "failed", "{end}");
+    assert_eq!(end["exit_code"], 3);
+    let job_id = small["job"]["id"].as_str().unwrap().to_string();
+    let logs = env.aside(&["logs", "small", "--tail", "all"]).ok().stdout;
+    assert!(
+        logs.contains(&format!("out-{job_id}")),
+        "the job's own id: {logs}"
+    );
+    let stderr = env.aside(&["logs", "small", "--stderr"]).ok().stdout;
+    assert!(stderr.contains("err"), "{stderr}");
+    let follow = env
+        .aside(&["logs", "big", "--follow", "--timeout", "5s"])
+        .ok()
+        .stdout;
+    assert!(
+        follow.contains("holding") && follow.contains("released"),
+        "{follow}"
+    );
+    let status = env.status("small");
+    assert_eq!(
+        status["job"]["node"].as_str().map(str::is_empty),
+        Some(false),
+        "{status}"
+    );
+    // One result each, once.
+    let ids: Vec<String> = notifications(&env)
+        .iter()
+        .map(|n| n["result"]["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+}
+
+#[test]
+fn stop_reaches_a_sigterm_ignoring_tree_on_slurm_and_cancels_a_queued_job() {
+    let Some(conf) = cluster() else { return };
+    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let (env, _jobs) = slurm_env(&conf);
+    let mark = marker("stubborn");
+    let stubborn = format!("trap '' TERM; echo ready; sh -c 'trap \"\" TERM; sleep 300; : {mark}'");
+    env.run(&[
+        "--on", "slurm", "--cpus", "2", "--grace", "1s", "--name", "stubborn", &stubborn,
+    ]);
+    await_status(&env, "stubborn", "stubborn to run", |s| {
+        s["status"] == "running"
+    });
+    env.aside(&["wait", "stubborn", "--until", "ready", "--timeout", "30s"])
+        .ok();
+    env.run(&["--on", "slurm", "--name", "waiting", "echo never"]);
+    await_status(&env, "waiting", "waiting to queue", |s| {
+        s["status"] == "queued"
+    });
+
+    let stopped = env.aside(&["stop", "waiting", "--json"]).ok().json();
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    assert_eq!(stopped["stopped_by"], "human");
+    let stopped = env.aside(&["stop", "stubborn", "--json"]).ok().json();
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    assert_eq!(stopped["signal"], "SIGKILL", "the grace ran out: {stopped}");
+    eventually(
+        Duration::from_secs(10),
+        "the stubborn tree to be gone",
+        || pids_with_cmdline(&mark).is_empty(),
+    );
+    let logs = env.aside(&["logs", "waiting", "--tail", "all"]).ok().stdout;
+    assert!(!logs.contains("never"), "a cancelled job never ran: {logs}");
+}
+
+#[test]
+fn a_timeout_on_slurm_ends_the_run_timed_out() {
+    let Some(conf) = cluster() else { return };
+    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let (env, _jobs) = slurm_env(&conf);
+    env.run(&[
+        "--on",
+        "slurm",
+        "--timeout",
+        "2s",
+        "--name",
+        "slow",
+        "sleep 120",
+    ]);
+    let end = ended(&env, "slow");
+    assert_eq!(end["status"], "timed_out", "{end}");
+}
+
+#[test]
+fn agents_use_slurm_only_as_the_policy_allows() {
+    let Some(conf) = cluster() else { return };
+    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let (env, _jobs) = slurm_env(&conf);
+    let refused = env.aside(&["run", "--owner", "agent-1", "--on", "slurm", "true"]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("no \"slurm\" section"),
+        "{}",
+        refused.stderr
+    );
+    std::fs::write(
+        env.home.join("policy.json"),
+        r#"{"allow": ["*"], "slurm": {"partitions": ["debug"], "max_cpus": 1}}"#,
+    )
+    .unwrap();
+    let over = env.aside(&[
+        "run",
+        "--owner",
+        "agent-1",
+        "--on",
+        "slurm:debug",
+        "--cpus",
+        "2",
+        "true",
+    ]);
+    assert!(over.stderr.contains("slurm.max_cpus: 1"), "{}", over.stderr);
+    let other = env.aside(&["run", "--owner", "agent-1", "--on", "slurm:gpu", "true"]);
+    assert!(other.stderr.contains("partition gpu"), "{}", other.stderr);
+    let ok = env
+        .aside(&[
+            "run",
+            "--json",
+            "--owner",
+            "agent-1",
+            "--on",
+            "slurm:debug",
+            "--name",
+            "fine",
+            "echo fine",
+        ])
+        .ok()
+        .json();
+    assert_eq!(ok["job"]["executor"], "slurm");
+    let end = ended(&env, "fine");
+    assert_eq!(end["status"], "completed", "{end}");
+    assert!(
+        env.status_all().iter().all(|p| p["name"] == "fine"),
+        "refusals started nothing"
+    );
+}
+
+#[test]
+fn kill_9_of_the_daemon_while_jobs_queue_run_and_end_loses_no_result() {
+    let Some(conf) = cluster() else { return };
+    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let (env, _jobs) = slurm_env(&conf);
+    let gate = |n: &str| env.work.join(n);
+    let wait = |n: &str| format!("while [ ! -e {} ]; do sleep 0.1; done", gate(n).display());
+    // a ends while the daemon is down; b runs across the restart; c waits for both CPUs.
+    env.run(&[
+        "--on",
+        "slurm",
+        "--name",
+        "a",
+        &format!("echo a-up; {}; echo a-done; exit 4", wait("ga")),
+    ]);
+    env.run(&[
+        "--on",
+        "slurm",
+        "--name",
+        "b",
+        &format!("echo b-up; {}; echo b-done", wait("gb")),
+    ]);
+    await_status(&env, "a", "a to run", |s| s["status"] == "running");
+    await_status(&env, "b", "b to run", |s| s["status"] == "running");
+    env.run(&["--on", "slurm", "--cpus", "2", "--name", "c", "echo c-done"]);
+    await_status(&env, "c", "c to queue", |s| s["status"] == "queued");
+
+    env.kill_daemon();
+    std::fs::write(gate("ga"), "").unwrap();
+    let a_dir = env.home.join("runs").join(env.status_all_offline("a"));
+    eventually(
+        Duration::from_secs(30),
+        "a to end while the daemon is down",
+        || a_dir.join("exit.json").exists(),
+    );
+
+    let o = env
+        .command()
+        .env("SLURM_CONF", &conf)
+        .args(["daemon", "start"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let a = ended(&env, "a");
+    assert_eq!(a["status"], "failed", "{a}");
+    assert_eq!(a["exit_code"], 4);
+    assert_eq!(env.status("b")["status"], "running");
+    assert_eq!(env.status("c")["status"], "queued");
+    std::fs::write(gate("gb"), "").unwrap();
+    assert_eq!(ended(&env, "b")["status"], "completed");
+    assert_eq!(ended(&env, "c")["status"], "completed");
+    let logs = env.aside(&["logs", "--all", "--tail", "all"]).ok().stdout;
+    for line in ["a-done", "b-done", "c-done"] {
+        assert!(logs.contains(line), "{line} in {logs}");
+    }
+    let mut names: Vec<String> = notifications(&env)
+        .iter()
+        .map(|n| n["result"]["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "b", "c"], "each result exactly once");
+}
+
+trait Offline {
+    /// The latest run id of `name`, read from the run directories (the daemon is down).
+    fn status_all_offline(&self, name: &str) -> String;
+}
+
+impl Offline for Env {
+    fn status_all_offline(&self, name: &str) -> String {
+        let mut found = None;
+        for run in std::fs::read_dir(self.home.join("runs")).unwrap().flatten() {
+            let text = std::fs::read_to_string(run.path().join("process.json")).unwrap_or_default();
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if v["name"] == name {
+                found = Some(run.file_name().to_string_lossy().into_owned());
+            }
+        }
+        found.unwrap_or_else(|| panic!("no run directory of {name}"))
+    }
+}
