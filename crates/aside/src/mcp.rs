@@ -206,6 +206,47 @@ pub struct RunArgs {
     /// (default 30000, at most 600000 ms). It is never killed for taking longer.
     #[serde(default, deserialize_with = "lenient::opt_u64")]
     pub yield_time_ms: Option<u64>,
+    /// Where it runs: `local` (default, this machine), `slurm` or `slurm:PARTITION` (a Slurm
+    /// batch job; it shows `queued` while it waits for resources).
+    #[serde(default)]
+    pub on: Option<String>,
+    /// Slurm: CPUs for the job.
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub cpus: Option<u64>,
+    /// Slurm: memory per node, e.g. `4GiB`.
+    #[serde(default)]
+    pub mem: Option<String>,
+    /// Slurm: GPUs for the job.
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub gpus: Option<u64>,
+    /// Slurm: nodes for the job.
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub nodes: Option<u64>,
+}
+
+/// The executor a `run` call asks for, from its `on`, `cpus`, `mem`, `gpus` and `nodes`.
+fn executor_of(a: &RunArgs) -> Result<Option<aside_proto::Executor>, ClientError> {
+    let invalid = |m: String| ClientError::new(ErrorCode::InvalidRequest, m);
+    let small = |what: &str, n: Option<u64>| {
+        n.map(|n| u32::try_from(n).map_err(|_| invalid(format!("{what} {n} is too large"))))
+            .transpose()
+    };
+    let mem_mib = a
+        .mem
+        .as_deref()
+        .map(|m| aside_core::units::parse_bytes(m).map(|b| b.div_ceil(1024 * 1024)))
+        .transpose()
+        .map_err(|e| invalid(format!("mem: {e}")))?;
+    let resources = aside_proto::SlurmResources {
+        partition: None,
+        cpus: small("cpus", a.cpus)?,
+        mem_mib,
+        gpus: small("gpus", a.gpus)?,
+        nodes: small("nodes", a.nodes)?,
+    };
+    let executor = aside_proto::Executor::from_on(a.on.as_deref().unwrap_or("local"), resources)
+        .map_err(invalid)?;
+    Ok((!executor.is_local()).then_some(executor))
 }
 
 /// `list` tool input.
@@ -320,6 +361,8 @@ pub struct RunAnswer {
     pub result: Option<RunResult>,
     /// Its output (bounded), when it ended before the answer.
     pub output: Option<String>,
+    /// The cluster job it is (with `on: slurm`).
+    pub job: Option<aside_proto::Job>,
 }
 
 /// The structured answer of `list`.
@@ -747,6 +790,7 @@ impl AsideMcp {
 
     async fn do_run(&self, owner: &str, a: RunArgs) -> Result<Reply, ClientError> {
         let client = self.client(owner);
+        let executor = executor_of(&a)?;
         let stripped = strip_trailing_ampersand(&a.command).to_string();
         let background = a.run_in_background || stripped != a.command.trim_end();
         let cwd = match a.cwd {
@@ -757,6 +801,7 @@ impl AsideMcp {
         let mut env: BTreeMap<String, String> = std::env::vars().collect();
         env.extend(a.env);
         let req = RunRequest {
+            executor,
             cmd: Some(Command::Shell(stripped)),
             name: a.name,
             // A retry after a cut connection gets this process, not a second one.
@@ -785,14 +830,21 @@ impl AsideMcp {
             background,
             result,
             output,
+            job: info.job.clone(),
         };
         if background && !info.status.is_terminal() {
-            let text = format!(
+            let mut text = format!(
                 "Started {} in the background (id {}, pid {}).",
                 info.name,
                 info.id,
                 info.pid.map_or("-".into(), |p| p.to_string())
             );
+            if let Some(j) = &info.job {
+                text.push_str(&format!(
+                    " It is {} job {}, {} now.",
+                    j.executor, j.id, info.status
+                ));
+            }
             return Ok(
                 Reply::new(&answer(&info, true, None, None), text).guided(BACKGROUND_GUIDANCE)
             );

@@ -360,3 +360,28 @@ impl Offline for Env {
         found.unwrap_or_else(|| panic!("no run directory of {name}"))
     }
 }
+
+#[test]
+fn mcp_run_on_slurm_is_queued_and_its_result_comes_back_by_piggyback() {
+    let Some(conf) = cluster() else { return };
+    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let (env, _jobs) = slurm_env(&conf);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/slurm_test.py");
+    let out = std::process::Command::new(venv_python())
+        .arg(script)
+        .env("ASIDE_BIN", BIN)
+        .env("ASIDE_HOME", &env.home)
+        .env("ASIDE_WORK", &env.work)
+        .env("SLURM_CONF", &conf)
+        .env("ASIDE_IDLE_TIMEOUT", "60s")
+        .env_remove("ASIDE_OWNER")
+        .env_remove("ASIDE_TEAM")
+        .output()
+        .expect("run the MCP client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all slurm mcp checks passed"),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

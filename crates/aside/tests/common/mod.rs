@@ -311,3 +311,42 @@ pub fn http(port: u16, head: &str, body: &str) -> (u16, String) {
         .unwrap_or_else(|| panic!("no HTTP answer: {out:?}"));
     (code, out)
 }
+
+/// The official MCP Python SDK (a real client nobody here wrote), pinned: its API moved
+/// between majors.
+pub const MCP_SDK: &str = "mcp==2.3.0";
+
+/// The Python of a virtualenv with [`MCP_SDK`], made under the target directory on first use.
+pub fn venv_python() -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mcp-venv");
+    let python = venv.join("bin/python");
+    // Tests (threads, or processes under nextest) provision one venv, one at a time.
+    let lock = std::fs::File::create(venv.with_extension("lock")).expect("venv lock file");
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("venv lock");
+    let ready = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import mcp, anyio"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !ready {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 must be installed for the MCP tests");
+        assert!(made.success(), "python3 -m venv failed");
+        let pip = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                MCP_SDK,
+            ])
+            .status()
+            .expect("pip");
+        assert!(pip.success(), "pip install {MCP_SDK} failed");
+    }
+    python
+}
