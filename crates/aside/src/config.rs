@@ -286,6 +286,16 @@ pub struct ProcessConfig {
     pub team: Option<String>,
     /// What it is for, in a few words.
     pub description: Option<String>,
+    /// Where it runs: local, slurm or slurm:PARTITION (default: the file's `executor`).
+    pub executor: Option<String>,
+    /// Slurm: CPUs for the job.
+    pub cpus: Option<u32>,
+    /// Slurm: memory per node, e.g. 4GiB.
+    pub mem: Option<String>,
+    /// Slurm: GPUs for the job.
+    pub gpus: Option<u32>,
+    /// Slurm: nodes for the job.
+    pub nodes: Option<u32>,
 }
 
 /// A config file (`aside.yaml` / `agent-procs.yaml`).
@@ -299,6 +309,8 @@ pub struct ConfigFile {
     pub proxy: bool,
     /// Pin the proxy's port (default: the first free one in 9090–9190).
     pub proxy_port: Option<u16>,
+    /// Where its processes run unless they say: local (default), slurm or slurm:PARTITION.
+    pub executor: Option<String>,
     /// The processes, by name.
     #[schemars(with = "BTreeMap<String, ProcessConfig>")]
     pub processes: BTreeMap<String, Spanned<ProcessConfig>>,
@@ -533,7 +545,28 @@ pub fn load(path: &Path) -> Result<Project, ConfigError> {
                 ));
             }
         }
+        let mem_mib = p
+            .mem
+            .as_deref()
+            .map(|m| aside_core::units::parse_bytes(m).map(|b| b.div_ceil(1024 * 1024)))
+            .transpose()
+            .map_err(|e| err(here, format!("process {pname:?}: mem: {e}")))?;
+        let on = p
+            .executor
+            .as_deref()
+            .or(file.executor.as_deref())
+            .unwrap_or("local");
+        let resources = aside_proto::SlurmResources {
+            partition: None,
+            cpus: p.cpus,
+            mem_mib,
+            gpus: p.gpus,
+            nodes: p.nodes,
+        };
+        let executor = aside_proto::Executor::from_on(on, resources)
+            .map_err(|e| err(here, format!("process {pname:?}: executor: {e}")))?;
         let mut req = RunRequest {
+            executor: (!executor.is_local()).then_some(executor),
             cmd: Some(p.cmd.0.clone()),
             name: Some(pname.clone()),
             owner: p.owner.clone(),

@@ -385,3 +385,40 @@ fn mcp_run_on_slurm_is_queued_and_its_result_comes_back_by_piggyback() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_project_with_a_local_and_a_slurm_process_depending_on_each_other_comes_up() {
+    let Some(conf) = cluster() else { return };
+    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let (env, _jobs) = slurm_env(&conf);
+    env.write(
+        "aside.yaml",
+        "session: mixed\nexecutor: slurm:debug\nprocesses:\n  \
+         db:\n    cmd: \"echo db ready; sleep 60\"\n    ready: \"db ready\"\n    executor: local\n  \
+         train:\n    cmd: \"echo training on $SLURM_JOB_ID; sleep 60\"\n    ready: \"training on\"\n    cpus: 1\n    depends_on: [db]\n",
+    );
+    env.aside(&["up"]).ok();
+    let db = env.status("mixed/db");
+    assert_eq!(db["status"], "ready", "{db}");
+    assert!(db["job"].is_null(), "db runs here: {db}");
+    let train = env.status("mixed/train");
+    assert_eq!(train["status"], "ready", "{train}");
+    assert_eq!(train["job"]["executor"], "slurm", "{train}");
+    let down = env.aside(&["down"]).ok();
+    assert!(down.code == 0, "{}", down.stderr);
+    for name in ["mixed/db", "mixed/train"] {
+        let s = env.status(name);
+        assert_eq!(s["status"], "stopped", "{s}");
+    }
+    let bad = env.write(
+        "bad.yaml",
+        "processes:\n  x:\n    cmd: \"true\"\n    executor: mars\n",
+    );
+    let o = env.aside(&["up", "--config", bad.to_str().unwrap()]);
+    assert_ne!(o.code, 0);
+    assert!(
+        o.stderr.contains("unknown executor \"mars\""),
+        "{}",
+        o.stderr
+    );
+}

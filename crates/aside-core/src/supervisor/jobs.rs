@@ -38,6 +38,9 @@ pub(super) struct WatchedJob {
     ended_since: Option<Instant>,
     /// Since when neither `squeue` nor `sacct` knows it.
     unknown_since: Option<Instant>,
+    /// Whether its shim was seen running (its readiness probe starts then: `ready` follows
+    /// `running`).
+    seen_running: bool,
 }
 
 /// `--time` for a run's timeout: the timeout and the grace, rounded up to whole minutes, plus
@@ -98,9 +101,6 @@ impl Supervisor {
         };
         self.record_job(run_id, &job, true);
         self.follow_job(run_id, Some(job_id));
-        if let Some(probe) = &spec.ready {
-            self.probe_readiness(run_id, spec, probe.clone());
-        }
     }
 
     /// Adds a run's job to the poller (started if it is not running).
@@ -268,10 +268,11 @@ impl Supervisor {
             }
             Some(JobState::Running { state, nodes }) => {
                 self.record_job(run_id, &job(&state, "", &nodes), false);
-                if let Ok(Some(shim)) = self.run_dir(run_id).shim()
-                    && let Err(e) = self.set_running(run_id, shim.pid, shim.started_at)
-                {
-                    tracing::error!("run {run_id}: cannot record pid {}: {e}", shim.pid);
+                if let Ok(Some(shim)) = self.run_dir(run_id).shim() {
+                    if let Err(e) = self.set_running(run_id, shim.pid, shim.started_at) {
+                        tracing::error!("run {run_id}: cannot record pid {}: {e}", shim.pid);
+                    }
+                    self.probe_once_running(run_id);
                 }
             }
             Some(JobState::Ended {
@@ -292,6 +293,26 @@ impl Supervisor {
                 let last = job(&state, &reason, &nodes);
                 self.finish_job_from_slurm(run_id, &last);
             }
+        }
+    }
+
+    /// Starts a run's readiness probe the first time its shim is seen running (not for a run
+    /// that was ready before a restart).
+    fn probe_once_running(&self, run_id: &str) {
+        let first = lock(&self.inner.jobs)
+            .get_mut(run_id)
+            .is_some_and(|w| !std::mem::replace(&mut w.seen_running, true));
+        if !first {
+            return;
+        }
+        match self.store().find_by_run(run_id) {
+            Ok(Some(row)) if row.info.status != Status::Ready => {
+                if let Some(probe) = &row.spec.ready {
+                    self.probe_readiness(run_id, &row.spec, probe.clone());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("run {run_id}: cannot load its process: {e}"),
         }
     }
 
