@@ -150,6 +150,11 @@ function setText(td, text) {
   if (td.textContent !== text) td.textContent = text;
 }
 
+// A cluster job as one phrase: `slurm job 12 on node1, RUNNING`.
+function jobText(j) {
+  return `${j.executor} job ${j.id}${j.node ? ` on ${j.node}` : ''}${j.state ? `, ${j.state}` : ''}${j.reason ? ` (${j.reason})` : ''}`;
+}
+
 function renderRow(id) {
   const p = S.procs.get(id);
   const row = S.rows.get(id) || makeRow(id);
@@ -158,6 +163,7 @@ function renderRow(id) {
   let cmd = p.url ? `${p.command}  → ${p.url}` : p.command;
   // What the run last said it is doing (`aside progress` inside it).
   if (p.progress) cmd += `  — ${p.progress.text}`;
+  if (p.job) cmd += `  [${jobText(p.job)}]`;
   setText(c.cmd, cmd);
   c.cmd.title = cmd;
   setText(c.pid, p.pid == null ? '–' : String(p.pid));
@@ -362,6 +368,7 @@ function renderDetail() {
     ['restarts', p.restarts], ['autorestart', p.autorestart ? `${p.autorestart.mode}, ${p.autorestart.state}` : null],
     ['stopped by', p.stopped_by], ['error', p.error], ['description', p.description],
     ['progress', p.progress ? `${p.progress.text} (${time(p.progress.at)})` : null],
+    ['job', p.job ? jobText(p.job) : null],
   ];
   const dl = el('dl', { class: 'kv' });
   for (const [k, v] of rows) {

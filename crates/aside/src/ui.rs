@@ -166,6 +166,17 @@ impl App {
             if let Some(progress) = &p.progress {
                 cmd = format!("{} · {cmd}", progress.text);
             }
+            if let Some(j) = &p.job {
+                let node = j
+                    .node
+                    .as_deref()
+                    .map_or(String::new(), |n| format!(" on {n}"));
+                let state = j
+                    .state
+                    .as_deref()
+                    .map_or(String::new(), |s| format!(", {s}"));
+                cmd = format!("{cmd}  [{} job {}{node}{state}]", j.executor, j.id);
+            }
             Row::new(vec![
                 Cell::from(p.reference()),
                 Cell::from(p.pid.map_or("-".into(), |x| x.to_string())),
