@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::Path;
 
-use aside_proto::SlurmResources;
+use aside_proto::{Job, SlurmResources};
 
 /// The batch script every job runs: its arguments are the shim's command line.
 pub const JOB_SCRIPT: &str = "job.sh";
@@ -77,6 +77,26 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// What `status` shows of job `id` in this state (a reason of `None` is no reason).
+    pub fn job(&self, id: &str) -> Job {
+        let (state, reason, node) = match self {
+            JobState::Waiting { state, reason } => (state, reason.as_str(), ""),
+            JobState::Running { state, nodes } => (state, "", nodes.as_str()),
+            JobState::Ended {
+                state,
+                reason,
+                nodes,
+            } => (state, reason.as_str(), nodes.as_str()),
+        };
+        Job {
+            executor: "slurm".into(),
+            id: id.to_string(),
+            state: Some(state.clone()),
+            reason: (!reason.is_empty() && reason != "None").then(|| reason.to_string()),
+            node: (!node.is_empty()).then(|| node.to_string()),
+        }
+    }
+
     fn from_parts(state: &str, reason: &str, nodes: &str) -> JobState {
         let state = state.to_string();
         let (reason, nodes) = (reason.to_string(), nodes.to_string());

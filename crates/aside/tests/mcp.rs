@@ -5,35 +5,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::*;
 
-/// Runs `tests/mcp/SCRIPT` against a fresh state directory; panics with its output on failure.
+/// Runs `tests/mcp/SCRIPT` against a fresh state directory.
 fn run_script(script: &str, done: &str) {
-    let python = venv_python();
-    let env = Env::new();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/mcp")
-        .join(script);
-    let out = Command::new(python)
-        .arg(script)
-        .env("ASIDE_BIN", BIN)
-        .env("ASIDE_HOME", &env.home)
-        .env("ASIDE_WORK", &env.work)
-        .env("ASIDE_IDLE_TIMEOUT", "60s")
-        .env_remove("ASIDE_OWNER")
-        .env_remove("ASIDE_TEAM")
-        .output()
-        .expect("run the MCP client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "MCP client checks failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert!(stdout.contains(done), "{stdout}");
+    run_mcp_script(&Env::new(), script, done, &[]);
 }
 
 #[test]

@@ -53,7 +53,7 @@ impl Supervisor {
         }
         let run_id = row.info.run_id.clone();
         let grace_ms = grace_ms.unwrap_or(row.spec.grace_ms);
-        if super::jobs::is_remote(&row.spec) {
+        if !row.spec.executor.is_local() {
             return self.stop_job(row, signal, grace_ms, who).await;
         }
         let Some((mut shim_rx, mut done)) = lock(&self.inner.live)
@@ -71,16 +71,7 @@ impl Supervisor {
         let Some(shim_pid) = shim_pid else {
             return Ok(self.find(&row.info.id)?.info);
         };
-        let rd = self.run_dir(&run_id);
-        rd.write(
-            CONTROL_FILE,
-            &StopControl {
-                signal,
-                grace_ms,
-                requested_by: who.owner.clone(),
-            },
-        )
-        .map_err(io_err("cannot write the stop request in", rd.path()))?;
+        self.write_stop_request(&self.run_dir(&run_id), signal, grace_ms, who)?;
         // SAFETY: kill(2) to the run's shim, which is live (its monitor has not finished it).
         unsafe { libc::kill(shim_pid, libc::SIGUSR1) };
         self.audit(who, "stop", &row.info.reference(), None);
@@ -89,6 +80,26 @@ impl Supervisor {
             tracing::debug!("{}: finished while stopping", row.info.reference());
         }
         Ok(self.find(&row.info.id)?.info)
+    }
+
+    /// Puts a stop request into run directory `rd` (`control.json`), which its shim (here or on
+    /// a cluster's node) acts on when signalled. Errors: the directory refuses the write.
+    pub(super) fn write_stop_request(
+        &self,
+        rd: &crate::rundir::RunDir,
+        signal: i32,
+        grace_ms: u64,
+        who: &Requester,
+    ) -> Result<()> {
+        rd.write(
+            CONTROL_FILE,
+            &StopControl {
+                signal,
+                grace_ms,
+                requested_by: who.owner.clone(),
+            },
+        )
+        .map_err(io_err("cannot write the stop request in", rd.path()))
     }
 
     /// Writes `chars` to the stdin of an interactive process (started with `interactive`).

@@ -45,8 +45,8 @@ impl Supervisor {
     /// result and notification, then applies the restart policy. Idempotent.
     pub(super) fn finalize(&self, run_id: &str) {
         let rd = self.run_dir(run_id);
-        let recorded = match rd.exit() {
-            Ok(Some(exit)) => self.record_finish(run_id, RunEnd::from_exit(&exit), Some(&exit)),
+        match rd.exit() {
+            Ok(Some(exit)) => self.end_and_restart(run_id, RunEnd::from_exit(&exit), Some(&exit)),
             other => {
                 let mut why = match other {
                     Err(e) => format!("its exit record is unreadable ({e})"),
@@ -60,11 +60,16 @@ impl Supervisor {
                 if killed > 0 {
                     msg.push_str(&format!("; SIGKILL to {killed} leftover processes"));
                 }
-                self.finish_without_shim(run_id, Status::Abandoned, msg)
+                tracing::warn!("run {run_id}: {msg}");
+                self.end_and_restart(run_id, RunEnd::without_shim(Status::Abandoned, msg), None);
             }
-        };
-        // Only the call that recorded the result decides (exactly once per run).
-        if let Some((row, result)) = recorded
+        }
+    }
+
+    /// Records a run's end (see [`Supervisor::record_finish`]) and, when this call recorded it
+    /// (exactly once per run), applies its process's restart policy.
+    pub(super) fn end_and_restart(&self, run_id: &str, end: RunEnd, exit: Option<&ExitRecord>) {
+        if let Some((row, result)) = self.record_finish(run_id, end, exit)
             && row.spec.restart.is_some()
         {
             self.consider_restart(row, &result);

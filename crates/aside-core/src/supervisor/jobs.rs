@@ -13,13 +13,13 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use aside_proto::{Executor, Job, SlurmResources, Spec, Status};
+use aside_proto::{Job, SlurmResources, Spec, Status};
 
 use crate::rundir::{CONTROL_FILE, RunDir, StopControl};
 use crate::slurm::{self, JOB_FILE, JobRecord, JobState};
 use crate::store::RunEnd;
 
-use super::{Error, Requester, Result, Supervisor, io_err, lock};
+use super::{Error, Requester, Result, Supervisor, lock};
 
 /// How often live jobs are looked at.
 const POLL: Duration = Duration::from_millis(500);
@@ -226,23 +226,8 @@ impl Supervisor {
             }
         };
         let listed = listing.get(&job_id).map(|(_, s)| s.clone());
-        let shown = listed.as_ref().map(|s| match s {
-            JobState::Waiting { state, reason } => (state.clone(), reason.clone(), String::new()),
-            JobState::Running { state, nodes } => (state.clone(), String::new(), nodes.clone()),
-            JobState::Ended {
-                state,
-                reason,
-                nodes,
-            } => (state.clone(), reason.clone(), nodes.clone()),
-        });
-        let as_job = |(state, reason, node): &(String, String, String)| Job {
-            executor: "slurm".into(),
-            id: job_id.clone(),
-            state: Some(state.clone()),
-            reason: (!reason.is_empty() && reason != "None").then(|| reason.clone()),
-            node: (!node.is_empty()).then(|| node.clone()),
-        };
-        if self.finish_job_if_recorded(run_id, shown.as_ref().map(as_job).as_ref()) {
+        let last = listed.as_ref().map(|s| s.job(&job_id));
+        if self.finish_job_if_recorded(run_id, last.as_ref()) {
             return;
         }
         let state = match listed {
@@ -255,19 +240,18 @@ impl Supervisor {
                 }
             },
         };
-        let job = |state: &str, reason: &str, node: &str| {
-            as_job(&(state.to_string(), reason.to_string(), node.to_string()))
-        };
-        match state {
-            None => self.job_unknown(
+        let Some(state) = state else {
+            self.job_unknown(
                 run_id,
                 &format!("Slurm knows no job {job_id} (neither squeue nor sacct)"),
-            ),
-            Some(JobState::Waiting { state, reason }) => {
-                self.record_job(run_id, &job(&state, &reason, ""), true);
-            }
-            Some(JobState::Running { state, nodes }) => {
-                self.record_job(run_id, &job(&state, "", &nodes), false);
+            );
+            return;
+        };
+        let job = state.job(&job_id);
+        match state {
+            JobState::Waiting { .. } => self.record_job(run_id, &job, true),
+            JobState::Running { .. } => {
+                self.record_job(run_id, &job, false);
                 if let Ok(Some(shim)) = self.run_dir(run_id).shim() {
                     if let Err(e) = self.set_running(run_id, shim.pid, shim.started_at) {
                         tracing::error!("run {run_id}: cannot record pid {}: {e}", shim.pid);
@@ -275,11 +259,7 @@ impl Supervisor {
                     self.probe_once_running(run_id);
                 }
             }
-            Some(JobState::Ended {
-                state,
-                reason,
-                nodes,
-            }) => {
+            JobState::Ended { .. } => {
                 let since = {
                     let mut jobs = lock(&self.inner.jobs);
                     let Some(w) = jobs.get_mut(run_id) else {
@@ -287,11 +267,9 @@ impl Supervisor {
                     };
                     *w.ended_since.get_or_insert_with(Instant::now)
                 };
-                if since.elapsed() < EXIT_RECORD_WAIT {
-                    return;
+                if since.elapsed() >= EXIT_RECORD_WAIT {
+                    self.finish_job_from_slurm(run_id, &job);
                 }
-                let last = job(&state, &reason, &nodes);
-                self.finish_job_from_slurm(run_id, &last);
             }
         }
     }
@@ -328,12 +306,9 @@ impl Supervisor {
             return;
         }
         lock(&self.inner.jobs).remove(run_id);
-        if let Some((row, result)) =
-            self.finish_without_shim(run_id, Status::Abandoned, format!("result unknown: {why}"))
-            && row.spec.restart.is_some()
-        {
-            self.consider_restart(row, &result);
-        }
+        let msg = format!("result unknown: {why}");
+        tracing::warn!("run {run_id}: {msg}");
+        self.end_and_restart(run_id, RunEnd::without_shim(Status::Abandoned, msg), None);
     }
 
     /// A job that ended without an exit record: its run's end from Slurm's state — `stopped`
@@ -366,11 +341,7 @@ impl Supervisor {
             (None, _) => RunEnd::without_shim(Status::Failed, said),
         };
         tracing::warn!("run {run_id}: {}", end.error.as_deref().unwrap_or(state));
-        if let Some((row, result)) = self.record_finish(run_id, end, None)
-            && row.spec.restart.is_some()
-        {
-            self.consider_restart(row, &result);
-        }
+        self.end_and_restart(run_id, end, None);
     }
 
     /// Records a job's state on its run (and says so when a queued run's changed).
@@ -416,15 +387,7 @@ impl Supervisor {
                 row.info.reference()
             )));
         };
-        rd.write(
-            CONTROL_FILE,
-            &StopControl {
-                signal,
-                grace_ms,
-                requested_by: who.owner.clone(),
-            },
-        )
-        .map_err(io_err("cannot write the stop request in", rd.path()))?;
+        self.write_stop_request(&rd, signal, grace_ms, who)?;
         let sent = if matches!(rd.shim(), Ok(Some(_))) {
             slurm::signal_batch(&job_id, "USR1").await
         } else {
@@ -437,9 +400,4 @@ impl Supervisor {
         }
         Ok(self.find(&row.info.id)?.info)
     }
-}
-
-/// True when a spec runs somewhere else than this machine.
-pub(super) fn is_remote(spec: &Spec) -> bool {
-    !matches!(spec.executor, Executor::Local)
 }

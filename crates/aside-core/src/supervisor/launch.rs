@@ -17,7 +17,7 @@ use crate::store::NewProcess;
 
 use super::{
     DEFAULT_GRACE_MS, Error, Live, ORIGINAL_NOFILE, RUN_ID_VAR, RUN_TOKEN_VAR, Requester, Result,
-    SHIM_REPORT_TIMEOUT, Supervisor, Validated, check_owner, files, jobs, lock, no_nul, project,
+    SHIM_REPORT_TIMEOUT, Supervisor, Validated, check_owner, files, lock, no_nul, project,
     strip_trailing_ampersand, valid_name,
 };
 
@@ -263,7 +263,7 @@ impl Supervisor {
         } = v;
         let process_id = uuid::Uuid::now_v7().to_string();
         // A prestarted shim is for this machine: a run elsewhere leaves it to the next one.
-        let (run_id, prestarted) = if jobs::is_remote(&spec) {
+        let (run_id, prestarted) = if !spec.executor.is_local() {
             (uuid::Uuid::now_v7().to_string(), None)
         } else {
             self.claim_run_id()

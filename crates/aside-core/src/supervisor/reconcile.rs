@@ -24,7 +24,7 @@ impl Supervisor {
                 self.finalize(&run_id);
                 continue;
             }
-            if super::jobs::is_remote(&row.spec) {
+            if !row.spec.executor.is_local() {
                 self.reattach_job(&run_id, &row.info.id);
                 reattached += 1;
                 continue;

@@ -350,3 +350,29 @@ pub fn venv_python() -> PathBuf {
     }
     python
 }
+
+/// Runs `tests/mcp/SCRIPT` with the SDK's Python against `env` (`ASIDE_BIN`, `ASIDE_HOME`,
+/// `ASIDE_WORK` set, plus `extra`); panics with its output unless it succeeds and prints `done`.
+pub fn run_mcp_script(env: &Env, script: &str, done: &str, extra: &[(&str, &str)]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/mcp")
+        .join(script);
+    let out = Command::new(venv_python())
+        .arg(script)
+        .env("ASIDE_BIN", BIN)
+        .env("ASIDE_HOME", &env.home)
+        .env("ASIDE_WORK", &env.work)
+        .env("ASIDE_IDLE_TIMEOUT", "60s")
+        .env_remove("ASIDE_OWNER")
+        .env_remove("ASIDE_TEAM")
+        .envs(extra.iter().copied())
+        .output()
+        .expect("run the MCP client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "MCP client checks failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains(done), "{stdout}");
+}
