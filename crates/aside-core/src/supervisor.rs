@@ -191,6 +191,8 @@ struct Inner {
     /// Live runs on Slurm, by run id, and whether their poller runs (see `jobs.rs`).
     jobs: Mutex<HashMap<String, jobs::WatchedJob>>,
     jobs_polling: std::sync::atomic::AtomicBool,
+    /// Woken when a Slurm run's `exit.json` appears (where the filesystem tells).
+    jobs_wake: Arc<tokio::sync::Notify>,
     policy: PolicyStore,
     audit: AuditLog,
     events: broadcast::Sender<Event>,
@@ -351,6 +353,8 @@ impl Supervisor {
         let events = Arc::clone(&log_events);
         let runs_dir = state.runs();
         let (file_tx, file_rx) = mpsc::unbounded_channel();
+        let jobs_wake = Arc::new(tokio::sync::Notify::new());
+        let exit_seen = Arc::clone(&jobs_wake);
         // One watcher for the daemon: run logs (followers, waiters) and watched project files.
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let Ok(ev) = res else { return };
@@ -359,7 +363,13 @@ impl Supervisor {
             }
             let map = lock(&events);
             for path in &ev.paths {
-                if path.starts_with(&runs_dir) {
+                if path.starts_with(&runs_dir)
+                    && path.file_name().is_some_and(|n| n == crate::rundir::EXIT_FILE)
+                {
+                    // runs/<run_id>/exit.json of a Slurm run (only those directories are
+                    // watched): its poller looks now rather than at its next tick.
+                    exit_seen.notify_one();
+                } else if path.starts_with(&runs_dir) {
                     // runs/<run_id>/log/<segment>
                     let run = path
                         .parent()
@@ -398,6 +408,7 @@ impl Supervisor {
                 prestarted: Mutex::new(None),
                 jobs: Mutex::new(HashMap::new()),
                 jobs_polling: std::sync::atomic::AtomicBool::new(false),
+                jobs_wake,
                 events: broadcast::channel(1024).0,
                 wake: Mutex::new(wake::WakeState::default()),
                 trusted: Mutex::new(crate::policy::Trusted::from_process()),

@@ -103,8 +103,16 @@ impl Supervisor {
         self.follow_job(run_id, Some(job_id));
     }
 
-    /// Adds a run's job to the poller (started if it is not running).
+    /// Adds a run's job to the poller (started if it is not running), and watches its run
+    /// directory for the exit record (a shared filesystem may not tell: then the poll does).
     pub(super) fn follow_job(&self, run_id: &str, job_id: Option<String>) {
+        if let Some(w) = lock(&self.inner.watcher).as_mut() {
+            use notify::Watcher;
+            let dir = self.run_dir(run_id);
+            if let Err(e) = w.watch(dir.path(), notify::RecursiveMode::NonRecursive) {
+                tracing::debug!("cannot watch {}: {e}", dir.path().display());
+            }
+        }
         lock(&self.inner.jobs).insert(
             run_id.to_string(),
             WatchedJob {
@@ -117,6 +125,18 @@ impl Supervisor {
         }
         let me = self.clone();
         tokio::spawn(async move { me.poll_jobs().await });
+    }
+
+    /// Takes a run's job off the poller and its run directory off the watcher.
+    fn unfollow_job(&self, run_id: &str) {
+        lock(&self.inner.jobs).remove(run_id);
+        if let Some(w) = lock(&self.inner.watcher).as_mut() {
+            use notify::Watcher;
+            let dir = self.run_dir(run_id);
+            if let Err(e) = w.unwatch(dir.path()) {
+                tracing::debug!("unwatch {}: {e}", dir.path().display());
+            }
+        }
     }
 
     /// After a restart: an unfinished run on Slurm is followed again (its job from `job.json`,
@@ -136,7 +156,10 @@ impl Supervisor {
     async fn poll_jobs(&self) {
         let mut last_error: Option<Instant> = None;
         loop {
-            tokio::time::sleep(POLL).await;
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = self.inner.jobs_wake.notified() => {}
+            }
             let runs: Vec<(String, Option<String>)> = lock(&self.inner.jobs)
                 .iter()
                 .map(|(r, j)| (r.clone(), j.job_id.clone()))
@@ -179,7 +202,7 @@ impl Supervisor {
         if !matches!(rd.exit(), Ok(Some(_))) {
             return false;
         }
-        lock(&self.inner.jobs).remove(run_id);
+        self.unfollow_job(run_id);
         if let Ok(Some(shim)) = rd.shim()
             && let Err(e) = self.set_running(run_id, shim.pid, shim.started_at)
         {
@@ -305,7 +328,7 @@ impl Supervisor {
         if since.elapsed() < UNKNOWN_LIMIT {
             return;
         }
-        lock(&self.inner.jobs).remove(run_id);
+        self.unfollow_job(run_id);
         let msg = format!("result unknown: {why}");
         tracing::warn!("run {run_id}: {msg}");
         self.end_and_restart(run_id, RunEnd::without_shim(Status::Abandoned, msg), None);
@@ -315,7 +338,7 @@ impl Supervisor {
     /// when aside asked for the stop (Slurm may say `CANCELLED`, `FAILED 143:0` or `0:15`
     /// then), `timed_out` for `TIMEOUT`, else `failed` with Slurm's state and reason.
     fn finish_job_from_slurm(&self, run_id: &str, job: &Job) {
-        lock(&self.inner.jobs).remove(run_id);
+        self.unfollow_job(run_id);
         if let Err(e) = self.store().set_final_job(run_id, job) {
             tracing::warn!("run {run_id}: cannot record its job's last state: {e}");
         }
