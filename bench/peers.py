@@ -26,6 +26,7 @@ import tempfile
 import time
 
 from procfs import pids_in, pss_kib
+from report import median_range, platform_line, write_section
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get(
@@ -546,10 +547,6 @@ def flood(peers, batches, per):
     return interleaved(peers, batches, per, one)
 
 
-def median_range(xs, fmt):
-    return f"{fmt(statistics.median(xs))} ({fmt(min(xs))}–{fmt(max(xs))})"
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--peers", default=",".join(PEERS))
@@ -643,31 +640,8 @@ def write_table(peers, rows, opts):
         + "\n".join(lines)
         + "\n"
     )
-    path = os.path.join(ROOT, "BENCHMARKS.md")
-    with open(path) as f:
-        current = f.read()
-    start, end = "<!-- peers -->", "<!-- /peers -->"
-    block = f"{start}\n{text}{end}"
-    if start in current and end in current:
-        current = current[: current.index(start)] + block + current[current.index(end) + len(end) :]
-    else:
-        current = current.rstrip("\n") + "\n\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(current)
+    write_section("peers", text)
     print(text)
-
-
-def platform_line():
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores ({model})" if model else f"{os.cpu_count()} cores"
 
 
 if __name__ == "__main__":
