@@ -364,7 +364,9 @@ impl Supervisor {
             let map = lock(&events);
             for path in &ev.paths {
                 if path.starts_with(&runs_dir)
-                    && path.file_name().is_some_and(|n| n == crate::rundir::EXIT_FILE)
+                    && path
+                        .file_name()
+                        .is_some_and(|n| n == crate::rundir::EXIT_FILE)
                 {
                     // runs/<run_id>/exit.json of a Slurm run (only those directories are
                     // watched): its poller looks now rather than at its next tick.
