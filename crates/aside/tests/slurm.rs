@@ -485,3 +485,48 @@ fn the_real_hosts_show_the_model_a_queued_slurm_run_and_its_result() {
         assert_eq!(job["status"], "completed", "{host}: {job}");
     }
 }
+
+#[test]
+fn output_on_slurm_is_capped_as_locally_keeping_its_head_and_tail() {
+    let Some(conf) = cluster() else { return };
+    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let (env, _jobs) = slurm_env(&conf);
+    // 100 000 numbered lines of 7 bytes = 700 000 bytes, capped at 64 KiB.
+    env.run(&[
+        "--on",
+        "slurm",
+        "--name",
+        "big",
+        "--log-cap",
+        "64KiB",
+        "seq 100000 199999",
+    ]);
+    let end = ended(&env, "big");
+    assert_eq!(end["status"], "completed", "{end}");
+    let got = env.json_lines(&["logs", "big", "--json", "--streams", "both"]);
+    let gap = got
+        .iter()
+        .position(|e| e["type"] == "elided")
+        .unwrap_or_else(|| panic!("an elision marker in {} entries", got.len()));
+    assert_eq!(
+        got[0]["text"], "100000",
+        "the head starts at the first line"
+    );
+    assert_eq!(
+        got[got.len() - 1]["text"],
+        "199999",
+        "the tail ends at the last line"
+    );
+    let shown: usize = got
+        .iter()
+        .filter_map(|e| e["text"].as_str())
+        .map(|t| t.len() + 1)
+        .sum();
+    let elided = got[gap]["bytes"].as_u64().unwrap() as usize;
+    // A line cut at an edge of the gap has no newline of its own, but is counted with one.
+    assert!(
+        (700_000..=700_002).contains(&(shown + elided)),
+        "nothing lost silently: {shown} shown + {elided} elided"
+    );
+    assert!(shown <= 64 * 1024 + 16, "within the cap: {shown}");
+}
