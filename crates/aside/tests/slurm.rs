@@ -530,3 +530,18 @@ fn output_on_slurm_is_capped_as_locally_keeping_its_head_and_tail() {
     );
     assert!(shown <= 64 * 1024 + 16, "within the cap: {shown}");
 }
+
+#[test]
+fn aside_ui_shows_a_slurm_runs_job_and_its_queued_status() {
+    let Some(conf) = cluster() else { return };
+    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let (env, _jobs) = slurm_env(&conf);
+    let big = env.run(&["--on", "slurm", "--cpus", "2", "--name", "big", "sleep 300"]);
+    await_status(&env, "big", "big to run", |s| s["status"] == "running");
+    env.run(&["--on", "slurm", "--name", "small", "sleep 300"]);
+    await_status(&env, "small", "small to queue", |s| s["status"] == "queued");
+    let tui = common::tmux::Tmux::start(&env);
+    let job = big["job"]["id"].as_str().unwrap().to_string();
+    tui.row_shows("big", &format!("slurm job {job} on "));
+    tui.row_shows("small", "queued");
+}
