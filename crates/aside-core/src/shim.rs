@@ -96,7 +96,7 @@ pub fn shim_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
         }
     }
     match run(&RunDir::new(run_dir), prestarted) {
-        Ok(()) => 0,
+        Ok(status) => status,
         Err(e) => {
             note(format_args!("aside shim {}: {e}", run_dir.display()));
             1
@@ -309,12 +309,17 @@ struct Stream {
 }
 
 /// The shim's work for run directory `rd` (`prestarted`: it has left the daemon already).
-fn run(rd: &RunDir, prestarted: bool) -> io::Result<()> {
+/// Runs the command of run directory `rd` to its end and records it; the shim's exit status:
+/// 0 for a local run (nobody reads it), the command's own in a job (its exit code, 128 + the
+/// signal that ended it, 127 when it could not start), so that the scheduler's accounting
+/// says `FAILED` for a failed command as it would without aside.
+fn run(rd: &RunDir, prestarted: bool) -> io::Result<i32> {
     let spec = rd
         .spec()?
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "spec.json is missing"))?;
+    let local = spec.executor.is_local();
     if !prestarted {
-        leave_the_daemon(spec.executor.is_local());
+        leave_the_daemon(local);
     }
     // Space for this run's records, set aside before anything runs: with a disk already full,
     // the run fails now, saying so, instead of losing its result later.
@@ -387,7 +392,7 @@ fn run(rd: &RunDir, prestarted: bool) -> io::Result<()> {
             };
             rd.write_durably(EXIT_FILE, &exit, RECORD_RETRY, None)?;
             rd.release_reserve();
-            return Ok(());
+            return Ok(if local { 0 } else { 127 });
         }
     };
     let pid = child.id() as i32;
@@ -548,7 +553,12 @@ fn run(rd: &RunDir, prestarted: bool) -> io::Result<()> {
     // The result hangs on this file: it is written with the reserve, and retried until it lands.
     rd.write_durably(EXIT_FILE, &exit, RECORD_RETRY, None)?;
     rd.release_reserve();
-    Ok(())
+    Ok(match (local, exit_code, signal) {
+        (true, _, _) => 0,
+        (false, Some(code), _) => code,
+        (false, None, Some(sig)) => 128 + sig,
+        (false, None, None) => 1,
+    })
 }
 
 trait FlattenFiles<'a> {

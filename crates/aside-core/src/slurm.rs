@@ -117,6 +117,59 @@ impl JobState {
     }
 }
 
+/// How Slurm ended `job`, when it has (its state is one of [`JobState::Ended`]'s): `None`
+/// while it waits or runs.
+pub fn verdict(job: &Job) -> Option<Verdict> {
+    let state = job.state.as_deref()?;
+    if !matches!(JobState::from_parts(state, "", ""), JobState::Ended { .. }) {
+        return None;
+    }
+    let said = match &job.reason {
+        Some(r) => format!("Slurm ended job {} as {state} ({r})", job.id),
+        None => format!("Slurm ended job {} as {state}", job.id),
+    };
+    Some(match state {
+        "COMPLETED" | "FAILED" => Verdict::Own,
+        "CANCELLED" | "PREEMPTED" => Verdict::Stopped {
+            by: match &job.reason {
+                Some(r) if r.starts_with("by ") => format!("Slurm ({state} {r})"),
+                _ => format!("Slurm ({state})"),
+            },
+        },
+        "TIMEOUT" | "DEADLINE" => Verdict::TimedOut { why: said },
+        _ => Verdict::Failed { why: said },
+    })
+}
+
+/// What Slurm's end of a job means for its run, whoever asked: `scancel` by anyone but aside
+/// and preemption are stops (Slurm's `CANCELLED`, `PREEMPTED`), the time limit or deadline a
+/// timeout (`TIMEOUT`, `DEADLINE`), `COMPLETED` and `FAILED` the batch step's own end (the
+/// shim exits with its command's status), anything else a failure (`NODE_FAIL`, `BOOT_FAIL`,
+/// `OUT_OF_MEMORY`, …). Each carries what to say of it: a stop its `stopped_by` ("Slurm
+/// (CANCELLED by uid 0)", "Slurm (PREEMPTED)"), the others the run's error ("Slurm ended job
+/// 12 as NODE_FAIL").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// `COMPLETED` or `FAILED`: the batch step (the shim) ended by itself; the command's own
+    /// end stands.
+    Own,
+    /// Stopped by Slurm (or through it): `by` is the run's `stopped_by`.
+    Stopped {
+        /// What Slurm did.
+        by: String,
+    },
+    /// Ended at its time limit.
+    TimedOut {
+        /// What Slurm did.
+        why: String,
+    },
+    /// Ended by something else than the command: its node failed, it ran out of memory, ….
+    Failed {
+        /// What Slurm did.
+        why: String,
+    },
+}
+
 async fn output(command: &'static str, args: &[OsString]) -> Result<String, SlurmError> {
     let out = tokio::process::Command::new(command)
         .args(args)
@@ -178,6 +231,9 @@ pub async fn submit(s: &Submission<'_>) -> Result<String, SlurmError> {
         format!("--job-name={}", job_name(s.run_id)).into(),
         format!("--chdir={}", s.cwd).into(),
         "--open-mode=append".into(),
+        // A requeued job would run the shim again in a run directory that has ended: restarts
+        // are the restart policy's, after the run's result.
+        "--no-requeue".into(),
     ];
     // `%` in a path is one of sbatch's filename patterns: such a state directory gets no batch
     // output (the shim's own notes), rather than output somewhere else.
@@ -291,9 +347,16 @@ fn parse_sacct(out: &str, job_id: &str) -> Option<JobState> {
         if id != job_id {
             return None;
         }
-        // `CANCELLED by 0`: the state is the first word.
-        let state = state.split_whitespace().next().unwrap_or("");
-        Some(JobState::from_parts(state, &format!("exit {exit}"), nodes))
+        // `CANCELLED by 0`: the state is the first word, then who.
+        let mut words = state.split_whitespace();
+        let state = words.next().unwrap_or("");
+        let reason = match (words.next(), words.next()) {
+            (Some("by"), Some(uid)) => format!("by uid {uid}"),
+            // The batch step's own exit code and signal: nothing said when both are 0.
+            _ if exit == "0:0" => String::new(),
+            _ => format!("exit {exit}"),
+        };
+        Some(JobState::from_parts(state, &reason, nodes))
     })
 }
 
@@ -351,5 +414,31 @@ mod tests {
             matches!(parse_sacct(out, "13"), Some(JobState::Ended { reason, .. }) if reason == "exit 3:0")
         );
         assert_eq!(parse_sacct(out, "14"), None);
+        let cancelled = parse_sacct(out, "12").unwrap();
+        assert_eq!(
+            verdict(&cancelled.job("12")),
+            Some(Verdict::Stopped {
+                by: "Slurm (CANCELLED by uid 0)".into()
+            })
+        );
+    }
+
+    #[test]
+    fn slurm_states_are_verdicts_once_ended() {
+        let ended = |state: &str| verdict(&JobState::from_parts(state, "None", "vm").job("7"));
+        assert_eq!(ended("COMPLETED"), Some(Verdict::Own));
+        assert_eq!(ended("FAILED"), Some(Verdict::Own));
+        assert!(
+            matches!(ended("PREEMPTED"), Some(Verdict::Stopped { by }) if by == "Slurm (PREEMPTED)")
+        );
+        assert!(matches!(ended("TIMEOUT"), Some(Verdict::TimedOut { .. })));
+        assert!(matches!(ended("DEADLINE"), Some(Verdict::TimedOut { .. })));
+        assert!(matches!(ended("NODE_FAIL"), Some(Verdict::Failed { .. })));
+        assert!(matches!(
+            ended("OUT_OF_MEMORY"),
+            Some(Verdict::Failed { .. })
+        ));
+        assert_eq!(ended("RUNNING"), None);
+        assert_eq!(ended("PENDING"), None);
     }
 }

@@ -221,13 +221,16 @@ function flush() {
     S.filtersChanged = false;
     for (const [id, row] of S.rows) row.tr.hidden = !matches(S.procs.get(id));
   }
-  let live = 0, failed = 0, shown = 0;
+  let live = 0, queued = 0, failed = 0, shown = 0;
   for (const [id, p] of S.procs) {
-    if (LIVE.has(p.status)) live++;
+    // Waiting on a cluster's scheduler is not running yet.
+    if (p.status === 'queued') queued++;
+    else if (LIVE.has(p.status)) live++;
     if (FAILED.has(p.status)) failed++;
     if (!S.rows.get(id).tr.hidden) shown++;
   }
-  $('counts').textContent = `${live} running · ${failed} failed · ${S.procs.size} shown`;
+  const waiting = queued ? ` · ${queued} queued` : '';
+  $('counts').textContent = `${live} running${waiting} · ${failed} failed · ${S.procs.size} shown`;
   const empty = $('empty');
   if (!S.loaded) {
     empty.hidden = false;

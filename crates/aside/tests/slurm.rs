@@ -1,10 +1,15 @@
 //! Runs on a real single-node Slurm cluster (`.ci/slurm-up`, started by `.ci/run`, which sets
 //! `ASIDE_TEST_SLURM_CONF`): queued behind a job that holds both CPUs, then run; output, exit
-//! codes, timeouts and stops as for local runs; a daemon `kill -9`ed while jobs queue, run and
-//! end. The cluster has 2 CPUs, so the tests take turns. Without a cluster they say so and
+//! codes, timeouts and stops as for local runs; jobs that Slurm itself cancels, preempts, ends
+//! at their time limit or loses to a failed node; a daemon `kill -9`ed while jobs queue, run
+//! and end; the dashboard in Chromium and `aside ui` in tmux. The cluster has 2 CPUs, so the
+//! tests take turns. Without a cluster they say so and
 //! pass: the daemons could not start on this machine.
 
 mod common;
+
+#[path = "common/browser.rs"]
+mod browser;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -165,6 +170,13 @@ fn a_job_behind_one_holding_both_cpus_is_queued_then_runs_and_fails_with_its_exi
         Some(false),
         "{status}"
     );
+    // Slurm's own last word on the job follows the result (not `COMPLETING` for ever).
+    await_status(&env, "small", "small's job to be FAILED", |s| {
+        s["job"]["state"] == "FAILED"
+    });
+    await_status(&env, "big", "big's job to be COMPLETED", |s| {
+        s["job"]["state"] == "COMPLETED"
+    });
     // One result each, once.
     let ids: Vec<String> = notifications(&env)
         .iter()
@@ -224,6 +236,148 @@ fn a_timeout_on_slurm_ends_the_run_timed_out() {
     ]);
     let end = ended(&env, "slow");
     assert_eq!(end["status"], "timed_out", "{end}");
+}
+
+/// A Slurm command against the cluster (its output; asserted to succeed).
+fn slurm(conf: &str, program: &str, args: &[&str]) -> String {
+    let o = std::process::Command::new(program)
+        .env("SLURM_CONF", conf)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        o.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs `command` on Slurm as `name` and waits until its shim runs; its job id.
+fn running_job(env: &Env, name: &str, extra: &[&str], command: &str) -> String {
+    let mut args = vec!["--on", "slurm", "--name", name];
+    args.extend_from_slice(extra);
+    args.push(command);
+    let run = env.run(&args);
+    await_status(env, name, &format!("{name} to run"), |s| {
+        s["status"] == "running"
+    });
+    run["job"]["id"].as_str().expect("a job id").to_string()
+}
+
+#[test]
+fn a_job_that_slurm_cancels_or_preempts_is_stopped_by_slurm() {
+    let Some(conf) = cluster() else { return };
+    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let (env, _jobs) = slurm_env(&conf);
+
+    // Someone else's `scancel` (an admin, the user at a terminal): not aside's stop.
+    let id = running_job(&env, "cancelled", &[], "sleep 300");
+    slurm(&conf, "scancel", &[&id]);
+    let end = ended(&env, "cancelled");
+    assert_eq!(end["status"], "stopped", "{end}");
+    assert!(
+        end["stopped_by"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Slurm (CANCELLED")),
+        "{end}"
+    );
+    assert_eq!(end["job"]["state"], "CANCELLED", "{end}");
+
+    // Partition `urgent` preempts (cancels) jobs of `debug`: a 2-CPU job there takes the node.
+    running_job(&env, "preempted", &["--cpus", "2"], "sleep 300");
+    let urgent = slurm(
+        &conf,
+        "sbatch",
+        &[
+            "--parsable",
+            "--partition=urgent",
+            "--cpus-per-task=2",
+            "--output=/dev/null",
+            "--wrap=sleep 1",
+        ],
+    );
+    let end = ended(&env, "preempted");
+    slurm(&conf, "scancel", &[urgent.trim()]);
+    assert_eq!(end["status"], "stopped", "{end}");
+    assert_eq!(end["stopped_by"], "Slurm (PREEMPTED)", "{end}");
+    assert_eq!(end["job"]["state"], "PREEMPTED", "{end}");
+    let results = notifications(&env);
+    assert_eq!(results.len(), 2, "one result each: {results:?}");
+}
+
+#[test]
+fn a_job_lost_to_a_failed_node_fails_with_slurms_reason() {
+    let Some(conf) = cluster() else { return };
+    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let (env, _jobs) = slurm_env(&conf);
+    let id = running_job(&env, "lost", &[], "sleep 300");
+    // One line per partition the node is in.
+    let nodes = slurm(&conf, "sinfo", &["-h", "-N", "-o", "%N"]);
+    let host = nodes.lines().next().expect("a node");
+    slurm(
+        &conf,
+        "scontrol",
+        &[
+            "update",
+            &format!("nodename={host}"),
+            "state=down",
+            "reason=aside-test",
+        ],
+    );
+    let end = ended(&env, "lost");
+    // The node comes back by itself (`ReturnToService=2`: its slurmd answers).
+    eventually(Duration::from_secs(60), "the node to be idle again", || {
+        slurm(&conf, "sinfo", &["-h", "-N", "-o", "%T"])
+            .lines()
+            .all(|state| state == "idle")
+    });
+    assert_eq!(end["status"], "failed", "{end}");
+    assert!(
+        end["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("as NODE_FAIL")),
+        "{end}"
+    );
+    assert_eq!(end["job"]["state"], "NODE_FAIL", "{end}");
+    // Slurm requeues a batch job lost to a node unless told not to; its shim would run again
+    // in a run directory that has ended.
+    let again = slurm(&conf, "squeue", &["-h", "-j", &id, "-o", "%T"]);
+    assert_eq!(again.trim(), "", "job {id} was requeued");
+}
+
+#[test]
+fn slurms_own_time_limit_ends_the_run_timed_out() {
+    let Some(conf) = cluster() else { return };
+    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let (env, _jobs) = slurm_env(&conf);
+    // aside's own timeout acts first normally; Slurm's limit is its timeout and grace in whole
+    // minutes, plus one.
+    let id = running_job(
+        &env,
+        "limited",
+        &["--timeout", "10m", "--grace", "5s"],
+        "sleep 900",
+    );
+    let shown = slurm(&conf, "scontrol", &["show", "job", &id]);
+    assert!(shown.contains("TimeLimit=00:12:00"), "{shown}");
+    // The limit reached now (an admin's `scontrol update`): Slurm ends the job at its next
+    // look at limits (every 30 s).
+    let now = jiff::Zoned::now().strftime("%Y-%m-%dT%H:%M:%S").to_string();
+    slurm(
+        &conf,
+        "scontrol",
+        &["update", &format!("jobid={id}"), &format!("endtime={now}")],
+    );
+    let end = ended(&env, "limited");
+    assert_eq!(end["status"], "timed_out", "{end}");
+    assert!(
+        end["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("as TIMEOUT")),
+        "{end}"
+    );
+    assert_eq!(end["job"]["state"], "TIMEOUT", "{end}");
 }
 
 #[test]
@@ -544,4 +698,108 @@ fn aside_ui_shows_a_slurm_runs_job_and_its_queued_status() {
     let job = big["job"]["id"].as_str().unwrap().to_string();
     tui.row_shows("big", &format!("slurm job {job} on "));
     tui.row_shows("small", "queued");
+}
+
+#[test]
+fn the_dashboard_shows_a_slurm_runs_job_queued_then_running_and_stops_a_queued_one() {
+    let Some(conf) = cluster() else { return };
+    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(dashboard_on_slurm(&conf));
+}
+
+/// The dashboard in Chromium beside runs on the cluster (the turn on it taken).
+async fn dashboard_on_slurm(conf: &str) {
+    use fantoccini::Locator;
+    let (env, _jobs) = slurm_env(conf);
+    let web = env.aside(&["web", "--json"]).ok().json();
+    let b = browser::Browser::start().await;
+    let c = &b.client;
+    c.goto(web["url"].as_str().expect("url"))
+        .await
+        .expect("open the dashboard");
+    let until = |xpath: String, what: &'static str| async move {
+        c.wait()
+            .at_most(Duration::from_secs(60))
+            .for_element(Locator::XPath(&xpath))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+    };
+    let cell = |id: &str, text: &str| format!("//tr[@data-id='{id}']/td[contains(., '{text}')]");
+    let status = |id: &str, word: &str| {
+        format!("//tr[@data-id='{id}']/td[contains(@class,'status')][text()='{word}']")
+    };
+
+    let gate = env.work.join("gate");
+    let hold = format!("while [ ! -e {} ]; do sleep 0.1; done", gate.display());
+    let big = env.run(&["--on", "slurm", "--cpus", "2", "--name", "big", &hold]);
+    let (big_id, big_job) = (
+        big["id"].as_str().unwrap().to_string(),
+        big["job"]["id"].as_str().unwrap().to_string(),
+    );
+    until(status(&big_id, "running"), "big runs").await;
+    until(
+        cell(&big_id, &format!("slurm job {big_job} on ")),
+        "big's job and node beside its command",
+    )
+    .await;
+    let small = env.run(&[
+        "--on",
+        "slurm",
+        "--name",
+        "small",
+        "echo from-the-node; exit 3",
+    ]);
+    let small_id = small["id"].as_str().unwrap().to_string();
+    until(status(&small_id, "queued"), "small shows queued").await;
+    until(
+        cell(&small_id, "PENDING (Resources)"),
+        "small's Slurm state and reason",
+    )
+    .await;
+    let waiting = env.run(&["--on", "slurm", "--name", "waiting", "echo never"]);
+    let waiting_id = waiting["id"].as_str().unwrap().to_string();
+    until(status(&waiting_id, "queued"), "waiting shows queued").await;
+    until(
+        "//span[@id='counts'][contains(., '1 running · 2 queued')]".into(),
+        "queued runs are counted apart from running ones",
+    )
+    .await;
+
+    // Its detail pane says the job; the stop button cancels it while it waits.
+    c.find(Locator::Css(&format!("tr[data-id='{waiting_id}']")))
+        .await
+        .expect("waiting's row")
+        .click()
+        .await
+        .expect("select it");
+    let job = format!(
+        "//div[@id='d-meta']//dd[contains(., 'slurm job {}')]",
+        waiting["job"]["id"].as_str().unwrap()
+    );
+    until(job, "the job in the detail pane").await;
+    let shot = c.screenshot().await.expect("screenshot");
+    std::fs::write(browser::artifacts().join("dashboard-slurm.png"), shot)
+        .expect("save the screenshot");
+    for button in ["b-stop", "b-stop-yes"] {
+        c.find(Locator::Id(button))
+            .await
+            .expect("the stop button")
+            .click()
+            .await
+            .expect("click");
+    }
+    until(status(&waiting_id, "stopped"), "waiting shows stopped").await;
+    assert_eq!(env.status("waiting")["stopped_by"], "human");
+
+    // Released, big ends by itself; small then runs on the node and fails by itself.
+    std::fs::write(&gate, "").unwrap();
+    until(status(&big_id, "completed_empty"), "big's end, by itself").await;
+    until(status(&small_id, "failed"), "small's failure, by itself").await;
+    assert_eq!(env.status("small")["exit_code"], 3);
+    b.close().await;
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use aside_proto::{Job, SlurmResources, Spec, Status};
 
 use crate::rundir::{CONTROL_FILE, RunDir, StopControl};
-use crate::slurm::{self, JOB_FILE, JobRecord, JobState};
+use crate::slurm::{self, JOB_FILE, JobRecord, JobState, Verdict};
 use crate::store::RunEnd;
 
 use super::{Error, Requester, Result, Supervisor, lock};
@@ -49,6 +49,31 @@ pub(super) struct WatchedJob {
 fn time_limit_min(spec: &Spec) -> Option<u64> {
     let ms = spec.timeout_ms?.saturating_add(spec.grace_ms);
     Some(ms.div_ceil(60_000) + 1)
+}
+
+/// A run's end with Slurm's verdict on its job over it (the exit code and signal stay the
+/// shim's): `stopped` by Slurm, `timed_out` or `failed` with what Slurm said.
+fn judged(end: RunEnd, verdict: Option<Verdict>) -> RunEnd {
+    match verdict {
+        None | Some(Verdict::Own) => end,
+        Some(Verdict::Stopped { by }) => RunEnd {
+            status: Status::Stopped,
+            stopped_by: Some(by),
+            ..end
+        },
+        Some(Verdict::TimedOut { why }) => RunEnd {
+            status: Status::TimedOut,
+            stopped_by: None,
+            error: Some(why),
+            ..end
+        },
+        Some(Verdict::Failed { why }) => RunEnd {
+            status: Status::Failed,
+            stopped_by: None,
+            error: Some(why),
+            ..end
+        },
+    }
 }
 
 impl Supervisor {
@@ -183,7 +208,7 @@ impl Supervisor {
                     }
                     // Exit records still finish runs while Slurm does not answer.
                     for (run_id, _) in &runs {
-                        self.finish_job_if_recorded(run_id, None);
+                        self.finish_job_if_recorded(run_id, None, None);
                     }
                     continue;
                 }
@@ -195,13 +220,19 @@ impl Supervisor {
     }
 
     /// Finishes a run whose shim wrote its exit record (with the job's last state, when
-    /// known); true when it did. A run that ended between two polls is marked running first,
-    /// so its pid and start are the shim's.
-    fn finish_job_if_recorded(&self, run_id: &str, last: Option<&Job>) -> bool {
+    /// known, and Slurm's verdict when Slurm ended it); true when it did. A run that ended
+    /// between two polls is marked running first, so its pid and start are the shim's.
+    fn finish_job_if_recorded(
+        &self,
+        run_id: &str,
+        last: Option<&Job>,
+        verdict: Option<Verdict>,
+    ) -> bool {
         let rd = self.run_dir(run_id);
-        if !matches!(rd.exit(), Ok(Some(_))) {
-            return false;
-        }
+        let exit = match rd.exit() {
+            Ok(Some(exit)) => exit,
+            _ => return false,
+        };
         self.unfollow_job(run_id);
         if let Ok(Some(shim)) = rd.shim()
             && let Err(e) = self.set_running(run_id, shim.pid, shim.started_at)
@@ -213,8 +244,91 @@ impl Supervisor {
         {
             tracing::warn!("run {run_id}: cannot record its job's last state: {e}");
         }
-        self.finalize(run_id);
+        let end = judged(RunEnd::from_exit(&exit), verdict);
+        self.end_and_restart(run_id, end, Some(&exit));
         true
+    }
+
+    /// Whether a run whose shim recorded its exit may have been ended by Slurm rather than
+    /// by itself or aside: a stop that aside did not ask for (Slurm's SIGTERM to the shim on
+    /// `scancel`, preemption or the time limit) or a signal to the command.
+    fn ended_from_outside(&self, run_id: &str) -> bool {
+        let rd = self.run_dir(run_id);
+        let Ok(Some(exit)) = rd.exit() else {
+            return false;
+        };
+        let asked = matches!(rd.read::<StopControl>(CONTROL_FILE), Ok(Some(_)));
+        !asked && (exit.stop.is_some() || exit.signal.is_some())
+    }
+
+    /// Finishes a run with an exit record, with Slurm's word on the job when Slurm may have
+    /// ended it (`sacct -c` has a job as soon as it ended; waited for up to
+    /// [`EXIT_RECORD_WAIT`]). False when it has no exit record yet.
+    async fn finish_recorded_job(&self, run_id: &str, job_id: &str, last: Option<Job>) -> bool {
+        if !matches!(self.run_dir(run_id).exit(), Ok(Some(_))) {
+            return false;
+        }
+        if !self.ended_from_outside(run_id) {
+            let settled = last.as_ref().is_some_and(|j| slurm::verdict(j).is_some());
+            let done = self.finish_job_if_recorded(run_id, last.as_ref(), None);
+            if !settled {
+                self.settle_final_job(run_id, job_id);
+            }
+            return done;
+        }
+        // `sacct` first: it says who cancelled a job.
+        let accounted = match slurm::accounting(job_id).await {
+            Ok(state) => state.map(|s| s.job(job_id)),
+            Err(e) => {
+                tracing::debug!("run {run_id}: sacct: {e}");
+                None
+            }
+        };
+        let ended = [accounted, last.clone()]
+            .into_iter()
+            .flatten()
+            .find_map(|job| slurm::verdict(&job).map(|v| (Some(job), v)));
+        match ended {
+            Some((job, v)) => self.finish_job_if_recorded(run_id, job.as_ref(), Some(v)),
+            None if self.waited_for_slurm(run_id) => {
+                self.finish_job_if_recorded(run_id, last.as_ref(), None)
+            }
+            // Slurm's word comes on a later poll.
+            None => true,
+        }
+    }
+
+    /// After a run's end from its exit record while Slurm still had its job `RUNNING` or
+    /// `COMPLETING` (the shim writes its record, then the batch step ends): records the
+    /// job's final state once `sacct` has it (looked for every 200 ms, for up to 10 s), so that
+    /// the run does not show its job `COMPLETING` for ever.
+    fn settle_final_job(&self, run_id: &str, job_id: &str) {
+        let (me, run_id, job_id) = (self.clone(), run_id.to_string(), job_id.to_string());
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                match slurm::accounting(&job_id).await {
+                    Ok(Some(state)) if matches!(state, JobState::Ended { .. }) => {
+                        if let Err(e) = me.store().set_final_job(&run_id, &state.job(&job_id)) {
+                            tracing::warn!("run {run_id}: cannot record job {job_id}'s end: {e}");
+                        }
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!("run {run_id}: sacct: {e}"),
+                }
+            }
+            tracing::debug!("run {run_id}: sacct had no end of job {job_id} within 10 s");
+        });
+    }
+
+    /// Whether a run has waited [`EXIT_RECORD_WAIT`] for Slurm to say how its job ended
+    /// (or its exit record, the other way round); starts the wait.
+    fn waited_for_slurm(&self, run_id: &str) -> bool {
+        let mut jobs = lock(&self.inner.jobs);
+        jobs.get_mut(run_id).is_none_or(|w| {
+            w.ended_since.get_or_insert_with(Instant::now).elapsed() >= EXIT_RECORD_WAIT
+        })
     }
 
     async fn check_job(
@@ -250,7 +364,7 @@ impl Supervisor {
         };
         let listed = listing.get(&job_id).map(|(_, s)| s.clone());
         let last = listed.as_ref().map(|s| s.job(&job_id));
-        if self.finish_job_if_recorded(run_id, last.as_ref()) {
+        if self.finish_recorded_job(run_id, &job_id, last).await {
             return;
         }
         let state = match listed {
@@ -283,14 +397,7 @@ impl Supervisor {
                 }
             }
             JobState::Ended { .. } => {
-                let since = {
-                    let mut jobs = lock(&self.inner.jobs);
-                    let Some(w) = jobs.get_mut(run_id) else {
-                        return;
-                    };
-                    *w.ended_since.get_or_insert_with(Instant::now)
-                };
-                if since.elapsed() >= EXIT_RECORD_WAIT {
+                if self.waited_for_slurm(run_id) {
                     self.finish_job_from_slurm(run_id, &job);
                 }
             }
@@ -336,7 +443,9 @@ impl Supervisor {
 
     /// A job that ended without an exit record: its run's end from Slurm's state — `stopped`
     /// when aside asked for the stop (Slurm may say `CANCELLED`, `FAILED 143:0` or `0:15`
-    /// then), `timed_out` for `TIMEOUT`, else `failed` with Slurm's state and reason.
+    /// then), else Slurm's [`Verdict`]; `abandoned` when Slurm says `COMPLETED` or `FAILED`
+    /// (the shim ended by itself without its record: what it said last, in the batch output
+    /// `shim.log`, is quoted).
     fn finish_job_from_slurm(&self, run_id: &str, job: &Job) {
         self.unfollow_job(run_id);
         if let Err(e) = self.store().set_final_job(run_id, job) {
@@ -344,26 +453,34 @@ impl Supervisor {
         }
         let rd = self.run_dir(run_id);
         let state = job.state.as_deref().unwrap_or("UNKNOWN");
-        let stop = rd.read::<StopControl>(CONTROL_FILE).ok().flatten();
-        let said = match &job.reason {
-            Some(r) => format!("Slurm ended job {} as {state} ({r})", job.id),
-            None => format!("Slurm ended job {} as {state}", job.id),
-        };
-        let end = match (stop, state) {
+        let said = format!("Slurm ended job {} as {state}", job.id);
+        let end = match (
+            rd.read::<StopControl>(CONTROL_FILE).ok().flatten(),
+            slurm::verdict(job),
+        ) {
             (Some(stop), _) => RunEnd {
                 stopped_by: Some(stop.requested_by),
                 ..RunEnd::without_shim(Status::Stopped, said)
             },
-            (None, "TIMEOUT") => {
-                RunEnd::without_shim(Status::TimedOut, format!("{said}: its time limit"))
+            (None, Some(Verdict::Own)) => {
+                let mut why =
+                    format!("result unknown: {said}, but its shim recorded no exit status");
+                if let Some(last) =
+                    super::finish::last_line(&rd.path().join(crate::rundir::SHIM_LOG))
+                {
+                    why.push_str(&format!(" (the shim said: {last})"));
+                }
+                RunEnd::without_shim(Status::Abandoned, why)
             }
-            (None, "COMPLETED") => RunEnd::without_shim(
-                Status::Abandoned,
-                format!("result unknown: {said}, but its shim recorded no exit status"),
-            ),
-            (None, _) => RunEnd::without_shim(Status::Failed, said),
+            (None, v) => judged(RunEnd::without_shim(Status::Failed, said), v),
         };
-        tracing::warn!("run {run_id}: {}", end.error.as_deref().unwrap_or(state));
+        tracing::warn!(
+            "run {run_id}: {}",
+            end.error
+                .as_deref()
+                .or(end.stopped_by.as_deref())
+                .unwrap_or(state)
+        );
         self.end_and_restart(run_id, end, None);
     }
 
