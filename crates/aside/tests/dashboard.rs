@@ -230,11 +230,13 @@ async fn the_dashboard_shows_processes_live_follows_logs_and_stops_with_the_butt
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_stays_up_while_the_dashboard_is_open_and_leaves_after() {
     let env = Env::new();
+    // The browser first: a daemon idle for 2 s leaves, and Chromium may take longer to start
+    // on a busy machine than that.
+    let b = Browser::start().await;
+    let c = &b.client;
     env.aside(&["daemon", "start", "--idle-timeout", "2s"]).ok();
     let pid = env.daemon_pid().expect("a daemon");
     let web = env.aside(&["web", "--json"]).ok().json();
-    let b = Browser::start().await;
-    let c = &b.client;
     c.goto(web["url"].as_str().unwrap()).await.expect("open");
     until(
         c,

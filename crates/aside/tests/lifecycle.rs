@@ -95,6 +95,50 @@ fn missing_command_fails_with_exit_127() {
 }
 
 #[test]
+fn the_command_gets_the_runs_environment_and_never_the_shims_own() {
+    let env = Env::new();
+    let mark = marker("tunables");
+    // The daemon tunes glibc for the shim (its heap) with GLIBC_TUNABLES; the command must
+    // not inherit that, nor lose the client's own setting.
+    let run = |name: &str, client_tunables: Option<&str>| {
+        let mut c = env.command();
+        match client_tunables {
+            Some(t) => c.env("GLIBC_TUNABLES", t),
+            None => c.env_remove("GLIBC_TUNABLES"),
+        };
+        let script = format!("echo \"[${{GLIBC_TUNABLES-unset}}]\"; sleep 30; : {mark}");
+        let o = c
+            .args(["run", "--json", "--name", name, &script])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    run("plain", None);
+    run("tuned", Some("glibc.malloc.check=0"));
+    for (name, seen) in [("plain", "[unset]"), ("tuned", "[glibc.malloc.check=0]")] {
+        env.aside(&["wait", name, "--until", "]", "--timeout", "20s"])
+            .ok();
+        let out = env.aside(&["logs", name]).ok().stdout;
+        assert_eq!(out.trim(), seen, "{name}");
+    }
+    // The shim itself (the command's parent) runs with the tunable.
+    let pid = env.status("plain")["pid"].as_i64().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let shim: i64 = after.split(' ').nth(1).unwrap().parse().unwrap();
+    let environ = std::fs::read(format!("/proc/{shim}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        environ
+            .split('\0')
+            .any(|v| v == "GLIBC_TUNABLES=glibc.malloc.tcache_count=0"),
+        "{environ}"
+    );
+    env.aside(&["stop", "plain"]).ok();
+    env.aside(&["stop", "tuned"]).ok();
+}
+
+#[test]
 fn empty_output_is_completed_empty() {
     let env = Env::new();
     env.run(&["--name", "quiet", "true"]);

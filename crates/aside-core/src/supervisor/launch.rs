@@ -386,6 +386,17 @@ impl Supervisor {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .kill_on_drop(false);
+        // For the shim alone: it clears the environment it gives the command.
+        let tunables = match std::env::var_os("GLIBC_TUNABLES") {
+            Some(mine) if !mine.is_empty() => {
+                let mut all = mine;
+                all.push(":");
+                all.push(crate::shim::SHIM_TUNABLES);
+                all
+            }
+            _ => crate::shim::SHIM_TUNABLES.into(),
+        };
+        cmd.env("GLIBC_TUNABLES", tunables);
         if let Some(lim) = ORIGINAL_NOFILE.get().copied() {
             // SAFETY: setrlimit is async-signal-safe; `lim` is moved in, nothing is allocated.
             unsafe {
