@@ -203,8 +203,9 @@ impl RunDir {
 
     /// Writes `name` like [`RunDir::write`], but on a full disk frees the reserve and tries
     /// again, and then again every `retry` until it lands (space freed by someone else): for
-    /// the records a run's result depends on. Returns the last error only when `attempts` ran
-    /// out (`None`: never).
+    /// the records a run's result depends on. Returns the last error when `attempts` ran out
+    /// (`None`: never), or at once when the run directory itself is gone (removed with the
+    /// state directory: nothing will ever land, and a shim must not wait for ever).
     pub fn write_durably<T: Serialize>(
         &self,
         name: &str,
@@ -223,6 +224,9 @@ impl RunDir {
                         && e.kind() != io::ErrorKind::NotFound
                     {
                         tracing::debug!("cannot remove {}: {e}", tmp.display());
+                    }
+                    if !self.path.is_dir() {
+                        return Err(e);
                     }
                     if tries == 0 {
                         // The first failure uses the space held back for this.
@@ -251,5 +255,26 @@ impl RunDir {
     /// The exit record, if written.
     pub fn exit(&self) -> io::Result<Option<ExitRecord>> {
         self.read(EXIT_FILE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunDir;
+
+    #[test]
+    fn a_durable_write_into_a_removed_run_directory_gives_up_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let rd = RunDir::new(dir.path().join("run"));
+        std::fs::create_dir(rd.path()).unwrap();
+        rd.write_durably("x.json", &1, std::time::Duration::from_secs(1), None)
+            .unwrap();
+        std::fs::remove_dir_all(rd.path()).unwrap();
+        let started = std::time::Instant::now();
+        let err = rd
+            .write_durably("x.json", &2, std::time::Duration::from_secs(1), None)
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
     }
 }

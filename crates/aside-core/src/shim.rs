@@ -236,25 +236,69 @@ const SHELL_OWN_WORDS: &[&str] = &[
 /// its last command). It saves one `sh` per running process and makes the reported pid the
 /// program's own; anything else runs as written.
 pub fn shell_script(command: &str) -> std::borrow::Cow<'_, str> {
-    let plain = |c: char| c.is_ascii_alphanumeric() || " -_./=:,+@%".contains(c);
-    let first = command.split(' ').find(|w| !w.is_empty()).unwrap_or("");
-    if first.is_empty()
-        || !command.chars().all(plain)
-        || first.contains('=')
-        || SHELL_OWN_WORDS.contains(&first)
-    {
+    if simple_words(command).is_none() {
         return command.into();
     }
     format!("exec {command}").into()
 }
 
+/// The words of a simple command (see [`shell_script`]), as `sh` would split them; `None` for
+/// anything else.
+fn simple_words(command: &str) -> Option<Vec<&str>> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || " -_./=:,+@%".contains(c);
+    let words: Vec<&str> = command.split(' ').filter(|w| !w.is_empty()).collect();
+    let first = *words.first()?;
+    if !command.chars().all(plain) || first.contains('=') || SHELL_OWN_WORDS.contains(&first) {
+        return None;
+    }
+    Some(words)
+}
+
+/// The program a simple command runs, found as `sh`'s `exec` finds it (a name with a `/`
+/// relative to `cwd`, else the first executable of that name on the run's `PATH`), when the
+/// shim can start it without the shell: it must start with `#!` or be an ELF binary (a script
+/// without one is the shell's to run). `None` leaves the command to `sh -c 'exec …'`, which
+/// then also says what is wrong (not found: 127, not executable: 126), as it always did.
+fn direct_program(first: &str, cwd: &str, path: Option<&str>) -> Option<std::path::PathBuf> {
+    let dir_of = |d: &str| Path::new(cwd).join(d);
+    let candidates: Vec<std::path::PathBuf> = if first.contains('/') {
+        vec![dir_of(first)]
+    } else {
+        // An empty entry is the working directory, as for `sh`; without a `PATH`, `sh` has
+        // its own default: left to it.
+        let path = path?;
+        path.split(':').map(|d| dir_of(d).join(first)).collect()
+    };
+    let found = candidates
+        .into_iter()
+        .find(|c| c.is_file() && rustix::fs::access(c, rustix::fs::Access::EXEC_OK).is_ok())?;
+    let mut magic = [0u8; 4];
+    let n = File::open(&found)
+        .and_then(|mut f| f.read(&mut magic))
+        .ok()?;
+    (magic[..n].starts_with(b"#!") || magic[..n] == *b"\x7fELF").then_some(found)
+}
+
 fn build_command(spec: &Spec) -> std::process::Command {
     let mut cmd = match &spec.cmd {
-        Command::Shell(s) => {
-            let mut c = std::process::Command::new("/bin/sh");
-            c.arg("-c").arg(shell_script(s).as_ref());
-            c
-        }
+        Command::Shell(s) => match simple_words(s).and_then(|w| {
+            let path = spec.env.get("PATH").map(String::as_str);
+            Some((direct_program(w[0], &spec.cwd, path)?, w))
+        }) {
+            // What `sh -c 'exec …'` would run, without starting the shell first (one exec
+            // fewer: the shell's own start is as long as a small program's).
+            Some((program, words)) => {
+                use std::os::unix::process::CommandExt;
+                let mut c = std::process::Command::new(program);
+                c.arg0(words[0]).args(&words[1..]);
+                c
+            }
+            None => {
+                let mut c = std::process::Command::new("/bin/sh");
+                c.arg("-c").arg(shell_script(s).as_ref());
+                c
+            }
+        },
         Command::Argv(argv) => {
             let mut c = std::process::Command::new(argv.first().map(String::as_str).unwrap_or(""));
             c.args(argv.iter().skip(1));
@@ -381,14 +425,12 @@ fn run(rd: &RunDir, prestarted: bool) -> io::Result<i32> {
         None
     };
     let spawned = cmd.spawn();
+    let cmd_program = cmd.get_program().to_owned();
     drop(cmd); // closes our copies of the write ends
     let child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            let program = match &spec.cmd {
-                Command::Shell(_) => "/bin/sh".to_string(),
-                Command::Argv(a) => a.first().cloned().unwrap_or_default(),
-            };
+            let program = cmd_program.to_string_lossy();
             let msg = format!("could not start {program:?} in {}: {e}", spec.cwd);
             // The shell's conventions: 127 for a command not found, 126 for not executable.
             let exit_code = match e.kind() {
@@ -794,7 +836,41 @@ pub fn human_ms(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::shell_script;
+    use super::{direct_program, shell_script};
+
+    #[test]
+    fn a_simple_commands_program_is_found_as_sh_exec_finds_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let file = |name: &str, text: &str, mode: u32| {
+            let p = bin.join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        let script = file("tool", "#!/bin/sh\necho hi\n", 0o755);
+        file("bare", "echo no shebang\n", 0o755);
+        file("data", "#!/bin/sh\n", 0o644);
+        let cwd = dir.path().to_str().unwrap();
+        let path = format!("/nonexistent:{}", bin.display());
+        assert_eq!(
+            direct_program("tool", cwd, Some(&path)),
+            Some(script.clone())
+        );
+        assert_eq!(direct_program("bin/tool", cwd, None), Some(script));
+        assert_eq!(
+            direct_program("sh", cwd, Some("/bin")),
+            Some("/bin/sh".into()),
+            "an ELF binary"
+        );
+        // The shell's to run or to refuse: no shebang, not executable, not found, no PATH.
+        assert_eq!(direct_program("bare", cwd, Some(&path)), None);
+        assert_eq!(direct_program("data", cwd, Some(&path)), None);
+        assert_eq!(direct_program("missing", cwd, Some(&path)), None);
+        assert_eq!(direct_program("tool", cwd, None), None);
+    }
 
     #[test]
     fn only_a_simple_command_is_execed() {
