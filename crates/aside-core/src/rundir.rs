@@ -179,15 +179,46 @@ impl RunDir {
         fs::rename(&tmp, self.path.join(name))
     }
 
-    /// Sets [`RESERVE_BYTES`] aside in [`RESERVE_FILE`] (real blocks, not a sparse file).
-    /// Errors: the disk is full already.
+    /// Makes the directory of a run that has not come yet (for a prestarted shim), with what
+    /// every run writes first already there as empty files (`log/`, `shim.log`, the temp
+    /// files of `spec.json` and `process.json`): creating files is most of what preparing a
+    /// run costs on some filesystems, and here it happens before the run is asked for.
+    /// [`RunDir::create`] and [`RunDir::write`] then fill them in. A prepared directory holds
+    /// no `spec.json`: it is no run to `recover`, and its shim removes it when it is not used.
+    pub fn prepare(&self) -> io::Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(self.log_dir())?;
+        for name in [
+            SHIM_LOG.to_string(),
+            format!(".{SPEC_FILE}.tmp"),
+            format!(".{PROCESS_FILE}.tmp"),
+        ] {
+            OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(self.path.join(name))?;
+        }
+        Ok(())
+    }
+
+    /// Sets [`RESERVE_BYTES`] aside in [`RESERVE_FILE`] (real blocks, not a sparse file);
+    /// a reserve already whole (set aside by a prestarted shim) is kept. Errors: the disk is
+    /// full already.
     pub fn reserve(&self) -> io::Result<()> {
+        let path = self.path.join(RESERVE_FILE);
+        if fs::metadata(&path).is_ok_and(|m| m.len() == RESERVE_BYTES as u64) {
+            return Ok(());
+        }
         let mut f = OpenOptions::new()
             .create(true)
             .truncate(true)
             .write(true)
             .mode(0o600)
-            .open(self.path.join(RESERVE_FILE))?;
+            .open(&path)?;
         f.write_all(&[0u8; RESERVE_BYTES])?;
         Ok(())
     }

@@ -86,9 +86,41 @@ pub fn shim_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
     let run_dir = Path::new(&dir);
     if prestarted {
         leave_the_daemon(true);
+        let rd = RunDir::new(run_dir);
+        // While no run needs it: the space for the records, and the file the shim record will
+        // be (a run that finds them missing makes them itself).
+        if rd.path().join(crate::rundir::SHIM_LOG).exists() {
+            let ahead = rd.reserve().and_then(|()| {
+                use std::os::unix::fs::OpenOptionsExt;
+                let tmp = format!(".{}.tmp", crate::rundir::SHIM_FILE);
+                File::options()
+                    .create(true)
+                    .truncate(true)
+                    .write(true)
+                    .mode(0o600)
+                    .open(rd.path().join(tmp))
+                    .map(drop)
+            });
+            if let Err(e) = ahead {
+                note(format_args!("aside shim {}: {e}", run_dir.display()));
+            }
+        }
         match await_go(run_dir) {
             Ok(true) => {}
-            Ok(false) => return 0,
+            Ok(false) => {
+                // Not used (the daemon stopped or went away): a directory it prepared for a
+                // run that never came is removed; one that holds a run's spec is that run's.
+                if !rd.path().join(crate::rundir::SPEC_FILE).exists()
+                    && let Err(e) = std::fs::remove_dir_all(rd.path())
+                    && e.kind() != io::ErrorKind::NotFound
+                {
+                    note(format_args!(
+                        "aside shim: cannot remove {}: {e}",
+                        run_dir.display()
+                    ));
+                }
+                return 0;
+            }
             Err(e) => {
                 note(format_args!("aside shim {}: {e}", run_dir.display()));
                 return 1;

@@ -920,7 +920,7 @@ fn events_until(env: &Env, last: impl Fn(&Value) -> bool) -> Vec<Value> {
     out
 }
 
-/// The daemon's waiting prestarted shims: their run directory does not exist yet.
+/// The daemon's waiting prestarted shims: their run directory holds no spec yet.
 fn prestarted_shims(env: &Env) -> Vec<i32> {
     pids_with_cmdline("--prestarted")
         .into_iter()
@@ -932,7 +932,8 @@ fn prestarted_shims(env: &Env) -> Vec<i32> {
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
             args.last().is_some_and(|dir| {
-                dir.starts_with(env.home.to_str().unwrap()) && !std::path::Path::new(dir).exists()
+                dir.starts_with(env.home.to_str().unwrap())
+                    && !std::path::Path::new(dir).join("spec.json").exists()
             })
         })
         .collect()
@@ -969,12 +970,24 @@ fn a_prestarted_shim_that_died_costs_only_speed_and_none_outlives_the_daemon() {
     env.run(&["--name", "third", "echo third"]);
     assert_eq!(env.wait_exit("third")["process"]["status"], "completed");
     assert_eq!(env.aside(&["logs", "third"]).ok().stdout, "third\n");
-    // A stopped daemon leaves no waiting shim behind; the runs' shims keep going.
+    // A stopped daemon leaves no waiting shim behind, nor the directory prepared for its run;
+    // the runs' shims keep going.
     let waiting = prestarted_shims(&env);
+    assert_eq!(waiting.len(), 1);
+    let runs = env.home.join("runs");
+    let unused = || {
+        std::fs::read_dir(&runs)
+            .unwrap()
+            .flatten()
+            .filter(|d| !d.path().join("spec.json").exists())
+            .count()
+    };
+    assert_eq!(unused(), 1, "the waiting shim's directory is prepared");
     env.aside(&["daemon", "stop"]).ok();
     eventually(Duration::from_secs(10), "the waiting shim to end", || {
         waiting.iter().all(|p| !alive(*p))
     });
+    assert_eq!(unused(), 0, "an unused prepared directory is removed");
     assert!(alive(pid), "a run's command outlives its daemon");
     env.aside(&["stop-all"]).ok();
 }

@@ -350,10 +350,16 @@ impl Supervisor {
             return;
         }
         let run_id = uuid::Uuid::now_v7().to_string();
-        let mut cmd = match self.shim_process(&self.run_dir(&run_id), true) {
+        let rd = self.run_dir(&run_id);
+        let mut cmd = match self.shim_process(&rd, true) {
             Some(c) => c,
             None => return,
         };
+        // Its run's directory too, while nobody waits (the shim removes it if it is not used).
+        if let Err(e) = rd.prepare() {
+            tracing::debug!("cannot prepare {}: {e}", rd.path().display());
+            return;
+        }
         cmd.stdin(Stdio::piped()).stderr(Stdio::null());
         match cmd.spawn() {
             Ok(child) => {
@@ -363,7 +369,12 @@ impl Supervisor {
                     tracing::debug!("a second prestarted shim was started; the first is dropped");
                 }
             }
-            Err(e) => tracing::debug!("cannot start a prestarted shim: {e}"),
+            Err(e) => {
+                tracing::debug!("cannot start a prestarted shim: {e}");
+                if let Err(e) = fs::remove_dir_all(rd.path()) {
+                    tracing::debug!("cannot remove {}: {e}", rd.path().display());
+                }
+            }
         }
     }
 
