@@ -208,6 +208,51 @@ fn a_shim_killed_while_the_daemon_is_down_is_abandoned_at_restart() {
 }
 
 #[test]
+fn a_directory_prepared_for_a_run_that_never_came_is_removed_after_a_crash() {
+    let env = Env::new();
+    env.run(&["--name", "kept", "sleep 300"]);
+    // The next run's shim waits with its directory prepared (no spec.json yet).
+    let home = env.home.to_str().unwrap().to_string();
+    let mut waiting = Vec::new();
+    eventually(Duration::from_secs(10), "a prestarted shim", || {
+        waiting = pids_with_cmdline("--prestarted")
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&home))
+            })
+            .collect();
+        waiting.len() == 1
+    });
+    let unused = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(env.home.join("runs"))
+            .unwrap()
+            .flatten()
+            .map(|d| d.path())
+            .filter(|d| !d.join("spec.json").exists())
+            .collect()
+    };
+    assert_eq!(unused().len(), 1);
+    // Both gone at once (a reboot, an OOM kill of everything): nobody removed it.
+    unsafe { libc::kill(waiting[0], libc::SIGKILL) };
+    env.kill_daemon();
+    eventually(Duration::from_secs(5), "the waiting shim to die", || {
+        !alive(waiting[0])
+    });
+    assert_eq!(unused().len(), 1);
+    // The next daemon (started by `status`, which prestarts nothing) removes it, and keeps
+    // the run that was.
+    assert_eq!(env.status("kept")["status"], "running");
+    assert_eq!(unused(), Vec::<std::path::PathBuf>::new());
+    assert!(
+        env.run_dir(&run_id(&env, "kept"))
+            .join("spec.json")
+            .exists()
+    );
+    env.aside(&["stop", "kept"]).ok();
+}
+
+#[test]
 fn sigterm_to_the_daemon_leaves_processes_running_and_removes_the_socket() {
     let env = Env::new();
     env.run(&["--name", "keeps", "sleep 300"]);

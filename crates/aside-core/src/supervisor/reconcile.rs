@@ -82,6 +82,7 @@ impl Supervisor {
                 }
             }
         }
+        self.sweep_prepared_dirs();
         let recovered = std::mem::take(&mut *lock(&self.inner.recovered));
         for run_id in recovered {
             let owner = self.store().result(&run_id).ok().flatten().map(|r| r.owner);
@@ -92,6 +93,36 @@ impl Supervisor {
             }
         }
         Ok(reattached)
+    }
+
+    /// Removes the directories prepared for prestarted shims that a crash left behind (the
+    /// daemon and its waiting shim both gone, as in a reboot): no `spec.json` and no run of
+    /// that id in the database. A run recorded whose spec was never written keeps its
+    /// directory (it is that run's, `abandoned` above).
+    fn sweep_prepared_dirs(&self) {
+        let Ok(entries) = std::fs::read_dir(self.inner.state.runs()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let Some(run_id) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if !dir.is_dir() || dir.join(crate::rundir::SPEC_FILE).exists() {
+                continue;
+            }
+            match self.store().find_by_run(&run_id) {
+                Ok(None) => {
+                    tracing::info!(
+                        "removing {}: prepared for a run that never came",
+                        dir.display()
+                    );
+                    remove_run_dir(&dir);
+                }
+                Ok(Some(_)) => {}
+                Err(e) => tracing::warn!("run {run_id}: {e}"),
+            }
+        }
     }
 
     pub(super) fn reattach(
