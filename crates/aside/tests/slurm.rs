@@ -89,6 +89,15 @@ fn slurm_env(conf: &str) -> (Env, CancelJobs) {
     (env, jobs)
 }
 
+/// The cluster's turn (held until dropped, last), its slurm.conf, an environment whose
+/// daemon talks to it and the guard that cancels its jobs; `None` without a cluster.
+fn slurm_turn() -> Option<(std::sync::MutexGuard<'static, ()>, String, Env, CancelJobs)> {
+    let conf = cluster()?;
+    let turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let (env, jobs) = slurm_env(&conf);
+    Some((turn, conf, env, jobs))
+}
+
 /// Polls `status REF` until `pred` holds (60 s).
 #[track_caller]
 fn await_status(env: &Env, reference: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
@@ -114,9 +123,9 @@ fn notifications(env: &Env) -> Vec<Value> {
 
 #[test]
 fn a_job_behind_one_holding_both_cpus_is_queued_then_runs_and_fails_with_its_exit_code() {
-    let Some(conf) = cluster() else { return };
-    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let (env, _jobs) = slurm_env(&conf);
+    let Some((_turn, _, env, _jobs)) = slurm_turn() else {
+        return;
+    };
     let gate = env.work.join("gate");
     let hold = format!(
         "echo holding; while [ ! -e {} ]; do sleep 0.1; done; echo released",
@@ -187,9 +196,9 @@ fn a_job_behind_one_holding_both_cpus_is_queued_then_runs_and_fails_with_its_exi
 
 #[test]
 fn stop_reaches_a_sigterm_ignoring_tree_on_slurm_and_cancels_a_queued_job() {
-    let Some(conf) = cluster() else { return };
-    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let (env, _jobs) = slurm_env(&conf);
+    let Some((_turn, _, env, _jobs)) = slurm_turn() else {
+        return;
+    };
     let mark = marker("stubborn");
     let stubborn = format!("trap '' TERM; echo ready; sh -c 'trap \"\" TERM; sleep 300; : {mark}'");
     env.run(&[
@@ -222,9 +231,9 @@ fn stop_reaches_a_sigterm_ignoring_tree_on_slurm_and_cancels_a_queued_job() {
 
 #[test]
 fn a_timeout_on_slurm_ends_the_run_timed_out() {
-    let Some(conf) = cluster() else { return };
-    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let (env, _jobs) = slurm_env(&conf);
+    let Some((_turn, _, env, _jobs)) = slurm_turn() else {
+        return;
+    };
     env.run(&[
         "--on",
         "slurm",
@@ -267,9 +276,9 @@ fn running_job(env: &Env, name: &str, extra: &[&str], command: &str) -> String {
 
 #[test]
 fn a_job_that_slurm_cancels_or_preempts_is_stopped_by_slurm() {
-    let Some(conf) = cluster() else { return };
-    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let (env, _jobs) = slurm_env(&conf);
+    let Some((_turn, conf, env, _jobs)) = slurm_turn() else {
+        return;
+    };
 
     // Someone else's `scancel` (an admin, the user at a terminal): not aside's stop.
     let id = running_job(&env, "cancelled", &[], "sleep 300");
@@ -308,9 +317,9 @@ fn a_job_that_slurm_cancels_or_preempts_is_stopped_by_slurm() {
 
 #[test]
 fn a_job_lost_to_a_failed_node_fails_with_slurms_reason() {
-    let Some(conf) = cluster() else { return };
-    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let (env, _jobs) = slurm_env(&conf);
+    let Some((_turn, conf, env, _jobs)) = slurm_turn() else {
+        return;
+    };
     let id = running_job(&env, "lost", &[], "sleep 300");
     // One line per partition the node is in.
     let nodes = slurm(&conf, "sinfo", &["-h", "-N", "-o", "%N"]);
@@ -348,9 +357,9 @@ fn a_job_lost_to_a_failed_node_fails_with_slurms_reason() {
 
 #[test]
 fn slurms_own_time_limit_ends_the_run_timed_out() {
-    let Some(conf) = cluster() else { return };
-    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let (env, _jobs) = slurm_env(&conf);
+    let Some((_turn, conf, env, _jobs)) = slurm_turn() else {
+        return;
+    };
     // aside's own timeout acts first normally; Slurm's limit is its timeout and grace in whole
     // minutes, plus one.
     let id = running_job(
@@ -382,9 +391,9 @@ fn slurms_own_time_limit_ends_the_run_timed_out() {
 
 #[test]
 fn agents_use_slurm_only_as_the_policy_allows() {
-    let Some(conf) = cluster() else { return };
-    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let (env, _jobs) = slurm_env(&conf);
+    let Some((_turn, _, env, _jobs)) = slurm_turn() else {
+        return;
+    };
     let refused = env.aside(&["run", "--owner", "agent-1", "--on", "slurm", "true"]);
     assert_ne!(refused.code, 0);
     assert!(
@@ -435,9 +444,9 @@ fn agents_use_slurm_only_as_the_policy_allows() {
 
 #[test]
 fn kill_9_of_the_daemon_while_jobs_queue_run_and_end_loses_no_result() {
-    let Some(conf) = cluster() else { return };
-    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let (env, _jobs) = slurm_env(&conf);
+    let Some((_turn, conf, env, _jobs)) = slurm_turn() else {
+        return;
+    };
     let gate = |n: &str| env.work.join(n);
     let wait = |n: &str| format!("while [ ! -e {} ]; do sleep 0.1; done", gate(n).display());
     // a ends while the daemon is down; b runs across the restart; c waits for both CPUs.
@@ -517,9 +526,9 @@ impl Offline for Env {
 
 #[test]
 fn mcp_run_on_slurm_is_queued_and_its_result_comes_back_by_piggyback() {
-    let Some(conf) = cluster() else { return };
-    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let (env, _jobs) = slurm_env(&conf);
+    let Some((_turn, conf, env, _jobs)) = slurm_turn() else {
+        return;
+    };
     run_mcp_script(
         &env,
         "slurm_test.py",
@@ -530,9 +539,9 @@ fn mcp_run_on_slurm_is_queued_and_its_result_comes_back_by_piggyback() {
 
 #[test]
 fn a_project_with_a_local_and_a_slurm_process_depending_on_each_other_comes_up() {
-    let Some(conf) = cluster() else { return };
-    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let (env, _jobs) = slurm_env(&conf);
+    let Some((_turn, _, env, _jobs)) = slurm_turn() else {
+        return;
+    };
     env.write(
         "aside.yaml",
         "session: mixed\nexecutor: slurm:debug\nprocesses:\n  \
@@ -642,9 +651,9 @@ fn the_real_hosts_show_the_model_a_queued_slurm_run_and_its_result() {
 
 #[test]
 fn output_on_slurm_is_capped_as_locally_keeping_its_head_and_tail() {
-    let Some(conf) = cluster() else { return };
-    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let (env, _jobs) = slurm_env(&conf);
+    let Some((_turn, _, env, _jobs)) = slurm_turn() else {
+        return;
+    };
     // 100 000 numbered lines of 7 bytes = 700 000 bytes, capped at 64 KiB.
     env.run(&[
         "--on",
@@ -687,9 +696,9 @@ fn output_on_slurm_is_capped_as_locally_keeping_its_head_and_tail() {
 
 #[test]
 fn aside_ui_shows_a_slurm_runs_job_and_its_queued_status() {
-    let Some(conf) = cluster() else { return };
-    let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let (env, _jobs) = slurm_env(&conf);
+    let Some((_turn, _, env, _jobs)) = slurm_turn() else {
+        return;
+    };
     let big = env.run(&["--on", "slurm", "--cpus", "2", "--name", "big", "sleep 300"]);
     await_status(&env, "big", "big to run", |s| s["status"] == "running");
     env.run(&["--on", "slurm", "--name", "small", "sleep 300"]);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use aside_proto::{Job, SlurmResources, Spec, Status};
 
-use crate::rundir::{CONTROL_FILE, RunDir, StopControl};
+use crate::rundir::{CONTROL_FILE, ExitRecord, RunDir, StopControl};
 use crate::slurm::{self, JOB_FILE, JobRecord, JobState, Verdict};
 use crate::store::RunEnd;
 
@@ -228,11 +228,24 @@ impl Supervisor {
         last: Option<&Job>,
         verdict: Option<Verdict>,
     ) -> bool {
+        match self.run_dir(run_id).exit() {
+            Ok(Some(exit)) => {
+                self.finish_job_recorded(run_id, &exit, last, verdict);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// [`Supervisor::finish_job_if_recorded`] with the exit record read.
+    fn finish_job_recorded(
+        &self,
+        run_id: &str,
+        exit: &ExitRecord,
+        last: Option<&Job>,
+        verdict: Option<Verdict>,
+    ) {
         let rd = self.run_dir(run_id);
-        let exit = match rd.exit() {
-            Ok(Some(exit)) => exit,
-            _ => return false,
-        };
         self.unfollow_job(run_id);
         if let Ok(Some(shim)) = rd.shim()
             && let Err(e) = self.set_running(run_id, shim.pid, shim.started_at)
@@ -244,20 +257,18 @@ impl Supervisor {
         {
             tracing::warn!("run {run_id}: cannot record its job's last state: {e}");
         }
-        let end = judged(RunEnd::from_exit(&exit), verdict);
-        self.end_and_restart(run_id, end, Some(&exit));
-        true
+        let end = judged(RunEnd::from_exit(exit), verdict);
+        self.end_and_restart(run_id, end, Some(exit));
     }
 
     /// Whether a run whose shim recorded its exit may have been ended by Slurm rather than
     /// by itself or aside: a stop that aside did not ask for (Slurm's SIGTERM to the shim on
     /// `scancel`, preemption or the time limit) or a signal to the command.
-    fn ended_from_outside(&self, run_id: &str) -> bool {
-        let rd = self.run_dir(run_id);
-        let Ok(Some(exit)) = rd.exit() else {
-            return false;
-        };
-        let asked = matches!(rd.read::<StopControl>(CONTROL_FILE), Ok(Some(_)));
+    fn ended_from_outside(&self, run_id: &str, exit: &ExitRecord) -> bool {
+        let asked = matches!(
+            self.run_dir(run_id).read::<StopControl>(CONTROL_FILE),
+            Ok(Some(_))
+        );
         !asked && (exit.stop.is_some() || exit.signal.is_some())
     }
 
@@ -265,16 +276,16 @@ impl Supervisor {
     /// ended it (`sacct -c` has a job as soon as it ended; waited for up to
     /// [`EXIT_RECORD_WAIT`]). False when it has no exit record yet.
     async fn finish_recorded_job(&self, run_id: &str, job_id: &str, last: Option<Job>) -> bool {
-        if !matches!(self.run_dir(run_id).exit(), Ok(Some(_))) {
+        let Ok(Some(exit)) = self.run_dir(run_id).exit() else {
             return false;
-        }
-        if !self.ended_from_outside(run_id) {
+        };
+        if !self.ended_from_outside(run_id, &exit) {
             let settled = last.as_ref().is_some_and(|j| slurm::verdict(j).is_some());
-            let done = self.finish_job_if_recorded(run_id, last.as_ref(), None);
+            self.finish_job_recorded(run_id, &exit, last.as_ref(), None);
             if !settled {
                 self.settle_final_job(run_id, job_id);
             }
-            return done;
+            return true;
         }
         // `sacct` first: it says who cancelled a job.
         let accounted = match slurm::accounting(job_id).await {
@@ -289,13 +300,14 @@ impl Supervisor {
             .flatten()
             .find_map(|job| slurm::verdict(&job).map(|v| (Some(job), v)));
         match ended {
-            Some((job, v)) => self.finish_job_if_recorded(run_id, job.as_ref(), Some(v)),
+            Some((job, v)) => self.finish_job_recorded(run_id, &exit, job.as_ref(), Some(v)),
             None if self.waited_for_slurm(run_id) => {
-                self.finish_job_if_recorded(run_id, last.as_ref(), None)
+                self.finish_job_recorded(run_id, &exit, last.as_ref(), None)
             }
             // Slurm's word comes on a later poll.
-            None => true,
+            None => {}
         }
+        true
     }
 
     /// After a run's end from its exit record while Slurm still had its job `RUNNING` or
