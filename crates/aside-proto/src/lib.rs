@@ -1616,6 +1616,10 @@ pub enum UpState {
     Running,
     /// Its readiness probe passed.
     Ready,
+    /// It has no readiness probe and had already ended with exit status 0 when `up` looked (a
+    /// one-shot step: a migration, a build). Counted as up, as agent-procs counts a started
+    /// process and process-compose a `Completed` one.
+    Completed,
     /// It exited or could not be started (`detail` says how).
     Failed,
     /// It did not get ready within its probe's timeout; it is left running.
@@ -1633,6 +1637,7 @@ impl UpState {
             UpState::Starting => "starting",
             UpState::Running => "running",
             UpState::Ready => "ready",
+            UpState::Completed => "completed",
             UpState::Failed => "failed",
             UpState::NotReady => "not_ready",
             UpState::Skipped => "skipped",
@@ -1646,7 +1651,10 @@ impl UpState {
 
     /// True for the states `up` counts as success.
     pub fn is_ok(self) -> bool {
-        matches!(self, UpState::Unchanged | UpState::Running | UpState::Ready)
+        matches!(
+            self,
+            UpState::Unchanged | UpState::Running | UpState::Ready | UpState::Completed
+        )
     }
 }
 

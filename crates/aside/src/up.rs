@@ -155,7 +155,7 @@ impl Progress {
             .unwrap_or((UpState::Waiting, String::new()));
         let word = state.as_str().replace('_', " ");
         let color = match state {
-            UpState::Unchanged | UpState::Running | UpState::Ready => "32",
+            UpState::Unchanged | UpState::Running | UpState::Ready | UpState::Completed => "32",
             UpState::Waiting | UpState::Starting => "33",
             UpState::Failed | UpState::NotReady | UpState::Skipped => "31",
         };

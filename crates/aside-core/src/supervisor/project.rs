@@ -526,6 +526,9 @@ impl Supervisor {
                 Status::Running if probe.is_none() => {
                     return send(UpState::Running, None, Some(row.info));
                 }
+                Status::Completed | Status::CompletedEmpty if probe.is_none() && !restarting => {
+                    return send(UpState::Completed, None, Some(row.info));
+                }
                 st if st.is_terminal() && !restarting => {
                     let detail = match (&row.info.error, row.info.exit_code) {
                         (Some(e), _) => format!("{st}: {e}"),
