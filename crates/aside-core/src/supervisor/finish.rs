@@ -16,19 +16,16 @@ use crate::store::{ProcessRow, RunEnd};
 use super::{RESULT_HEAD_BYTES, RESULT_TAIL_BYTES, Supervisor, lock};
 
 impl Supervisor {
-    /// What `process.json` says of run `run_id`: its process, from the live map and the store.
+    /// What `process.json` says of run `run_id`: its process, from the store (`None`, logged,
+    /// when it cannot be read: the run goes on without the file).
     pub(super) fn process_record(&self, run_id: &str) -> Option<crate::rundir::ProcessRecord> {
-        let process_id = lock(&self.inner.live).get(run_id)?.process_id.clone();
-        let row = self.store().find(&process_id).ok().flatten()?;
-        Some(crate::rundir::ProcessRecord {
-            process_id,
-            name: row.info.name,
-            owner: row.info.owner,
-            team: row.info.team,
-            project: row.info.project,
-            description: row.info.description,
-            seq: row.seq,
-        })
+        match self.store().process_record(run_id) {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::warn!("run {run_id}: cannot read its process for process.json: {e}");
+                None
+            }
+        }
     }
 
     pub(super) fn finish_without_shim(
