@@ -75,6 +75,7 @@ pub const GO: &[u8] = b"go\n";
 /// stdin; it then points its stderr at the run's `shim.log` and goes on as any shim. EOF
 /// first (the daemon went away or dropped it) ends it at once, having done nothing.
 pub fn shim_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    restore_nofile();
     let mut args = args.into_iter().peekable();
     let prestarted = args.next_if(|a| a == PRESTARTED_FLAG).is_some();
     let Some(dir) = args.next() else {
@@ -84,6 +85,7 @@ pub fn shim_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
         return 2;
     };
     let run_dir = Path::new(&dir);
+    let mut setup = None;
     if prestarted {
         leave_the_daemon(true);
         let rd = RunDir::new(run_dir);
@@ -105,7 +107,10 @@ pub fn shim_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
                 note(format_args!("aside shim {}: {e}", run_dir.display()));
             }
         }
-        match await_go(run_dir) {
+        // What does not depend on the run, done while nobody waits (one that fails is tried
+        // again after `go`, where its error is reported).
+        setup = Setup::new().ok();
+        match await_go(run_dir, setup.as_mut().map(|s| &mut s.signals)) {
             Ok(true) => {}
             Ok(false) => {
                 // Not used (the daemon stopped or went away): a directory it prepared for a
@@ -127,7 +132,7 @@ pub fn shim_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
             }
         }
     }
-    match run(&RunDir::new(run_dir), prestarted) {
+    match run(&RunDir::new(run_dir), prestarted, setup) {
         Ok(status) => status,
         Err(e) => {
             note(format_args!("aside shim {}: {e}", run_dir.display()));
@@ -152,13 +157,66 @@ fn leave_the_daemon(own_session: bool) {
     }
 }
 
+/// The environment variable in which the daemon gives a shim the open-files soft limit the
+/// daemon started with (it raised its own: see `supervisor::raise_fd_limit`); the shim sets it
+/// back for itself and so for its command. Not in the command's environment (the shim gives
+/// the command the run's own).
+pub const NOFILE_VAR: &str = "ASIDE_SHIM_NOFILE";
+
+/// Sets the open-files soft limit [`NOFILE_VAR`] names, keeping the hard one; a missing or
+/// unreadable value leaves the limit as it is (said in the shim's log).
+fn restore_nofile() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let Some(value) = std::env::var_os(NOFILE_VAR) else {
+        return;
+    };
+    let Some(soft) = value.to_str().and_then(|v| v.parse::<u64>().ok()) else {
+        note(format_args!(
+            "aside shim: {NOFILE_VAR}={value:?} is not a number; the open-files limit is left as it is"
+        ));
+        return;
+    };
+    let maximum = getrlimit(Resource::Nofile).maximum;
+    let lowered = Rlimit {
+        current: Some(soft),
+        maximum,
+    };
+    if let Err(e) = setrlimit(Resource::Nofile, lowered) {
+        note(format_args!(
+            "aside shim: cannot set the open-files limit back to {soft}: {e}"
+        ));
+    }
+}
+
 /// A prestarted shim's wait for its run: `true` once `go` came (stderr is then the run's `shim.log`,
-/// stdin `/dev/null`), `false` on EOF or anything else.
-fn await_go(run_dir: &Path) -> io::Result<bool> {
+/// stdin `/dev/null`), `false` on EOF, on anything else, or on SIGTERM, SIGINT or SIGHUP
+/// (with its `signals` installed already: a shim that runs nothing yet ends as it would
+/// without them).
+fn await_go(run_dir: &Path, mut signals: Option<&mut Signals>) -> io::Result<bool> {
+    use rustix::event::{PollFd, PollFlags};
     // Read from the fd itself: std's stdin would keep an 8 KiB buffer for the shim's whole life.
     let mut got = [0u8; GO.len()];
     let mut filled = 0;
     while filled < got.len() {
+        if let Some(signals) = signals.as_deref_mut() {
+            let stdin = rustix::stdio::stdin();
+            let mut fds = [
+                PollFd::new(&stdin, PollFlags::IN),
+                PollFd::new(&signals.wake_r, PollFlags::IN),
+            ];
+            match rustix::event::poll(&mut fds, None) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let stdin_ready = !fds[0].revents().is_empty();
+            signals.drain();
+            if signals.term.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            if !stdin_ready {
+                continue;
+            }
+        }
         match rustix::io::read(rustix::stdio::stdin(), &mut got[filled..]) {
             Ok(0) => return Ok(false),
             Ok(n) => filled += n,
@@ -379,6 +437,34 @@ fn report(line: &serde_json::Value) {
     }
 }
 
+/// What a shim sets up before its command whatever the run: a prestarted shim does it while
+/// it waits for `go`.
+struct Setup {
+    signals: Signals,
+    shim_pid: i32,
+    /// The shim's start time (clock ticks since boot; 0 when `/proc` could not say).
+    shim_starttime: u64,
+    /// The command's stdout pipe (read end, write end).
+    out: (OwnedFd, OwnedFd),
+    /// Its stderr pipe.
+    err: (OwnedFd, OwnedFd),
+}
+
+impl Setup {
+    fn new() -> io::Result<Setup> {
+        let signals = Signals::install()?;
+        let shim_pid = std::process::id() as i32;
+        let shim_starttime = proc::stat(shim_pid).map(|s| s.starttime).unwrap_or(0);
+        Ok(Setup {
+            signals,
+            shim_pid,
+            shim_starttime,
+            out: pipe()?,
+            err: pipe()?,
+        })
+    }
+}
+
 struct Stream {
     kind: LogStream,
     file: Option<File>,
@@ -408,7 +494,7 @@ fn small_heap() {
 /// 0 for a local run (nobody reads it), the command's own in a job (its exit code, 128 + the
 /// signal that ended it, 127 when it could not start), so that the scheduler's accounting
 /// says `FAILED` for a failed command as it would without aside.
-fn run(rd: &RunDir, prestarted: bool) -> io::Result<i32> {
+fn run(rd: &RunDir, prestarted: bool, setup: Option<Setup>) -> io::Result<i32> {
     small_heap();
     let spec = rd
         .spec()?
@@ -425,18 +511,22 @@ fn run(rd: &RunDir, prestarted: bool) -> io::Result<i32> {
             format!("cannot set aside space for the run's records ({RESERVE_FILE}): {e}"),
         )
     })?;
-    let mut signals = Signals::install()?;
+    let Setup {
+        mut signals,
+        shim_pid,
+        shim_starttime,
+        out: (out_r, out_w),
+        err: (err_r, err_w),
+    } = match setup {
+        Some(s) => s,
+        None => Setup::new()?,
+    };
     let mut log = LogWriter::create(&rd.log_dir(), spec.log_cap_bytes)?;
     if let Ok(Some(notes)) = rd.read::<Vec<String>>(NOTES_FILE) {
         for n in notes {
             annotate(&mut log, &n);
         }
     }
-    let shim_pid = std::process::id() as i32;
-    let shim_starttime = proc::stat(shim_pid).map(|s| s.starttime).unwrap_or(0);
-
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
     let mut cmd = build_command(&spec);
     cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
     // Interactive runs read a FIFO the daemon writes to. The shim holds it open read-write for

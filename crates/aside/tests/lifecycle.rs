@@ -541,6 +541,10 @@ fn commands_keep_the_open_files_limit_the_daemon_started_with() {
     o.ok();
     env.wait_exit("nofile");
     assert_eq!(env.aside(&["logs", "nofile"]).ok().stdout, "512\n");
+    // The next run's shim was started ahead, by the daemon alone: the same limit.
+    env.aside(&["run", "--name", "nofile2", "ulimit -Sn"]).ok();
+    env.wait_exit("nofile2");
+    assert_eq!(env.aside(&["logs", "nofile2"]).ok().stdout, "512\n");
     let daemon = env.daemon_pid().unwrap();
     let limits = std::fs::read_to_string(format!("/proc/{daemon}/limits")).unwrap();
     let line = limits
@@ -989,6 +993,36 @@ fn a_prestarted_shim_that_died_costs_only_speed_and_none_outlives_the_daemon() {
     });
     assert_eq!(unused(), 0, "an unused prepared directory is removed");
     assert!(alive(pid), "a run's command outlives its daemon");
+    env.aside(&["stop-all"]).ok();
+}
+
+#[test]
+fn a_waiting_shim_told_sigterm_ends_unused_and_the_next_run_is_not_stopped() {
+    let env = Env::new();
+    env.run(&["--name", "first", "sleep 300"]);
+    eventually(Duration::from_secs(10), "a prestarted shim", || {
+        prestarted_shims(&env).len() == 1
+    });
+    let spare = prestarted_shims(&env)[0];
+    let dir = std::fs::read(format!("/proc/{spare}/cmdline")).unwrap();
+    let dir = String::from_utf8_lossy(dir.split(|b| *b == 0).rfind(|a| !a.is_empty()).unwrap())
+        .into_owned();
+    // It has its signal handlers already (set up while it waits), yet a SIGTERM ends it as it
+    // would end a shim that runs nothing.
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(spare, libc::SIGTERM) };
+    eventually(Duration::from_secs(10), "the waiting shim to end", || {
+        !alive(spare)
+    });
+    assert!(
+        !std::path::Path::new(&dir).exists(),
+        "its prepared directory {dir} is removed"
+    );
+    // The next run is not the one the signal was for.
+    env.run(&["--name", "second", "echo second; sleep 300"]);
+    let w = env.aside(&["wait", "second", "--until", "second", "--timeout", "10"]);
+    assert_eq!(w.code, 0, "{}", w.stderr);
+    assert_eq!(env.status("second")["status"], "running");
     env.aside(&["stop-all"]).ok();
 }
 

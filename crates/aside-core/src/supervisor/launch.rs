@@ -408,14 +408,11 @@ impl Supervisor {
             _ => crate::shim::SHIM_TUNABLES.into(),
         };
         cmd.env("GLIBC_TUNABLES", tunables);
-        if let Some(lim) = ORIGINAL_NOFILE.get().copied() {
-            // SAFETY: setrlimit is async-signal-safe; `lim` is moved in, nothing is allocated.
-            unsafe {
-                cmd.pre_exec(move || {
-                    rustix::process::setrlimit(rustix::process::Resource::Nofile, lim)
-                        .map_err(std::io::Error::from)
-                });
-            }
+        // The shim lowers its own limit: a `pre_exec` here would make the spawn a `fork` of the
+        // whole daemon (its page tables copied under its memory lock, stalling every other
+        // request meanwhile) instead of a `posix_spawn`.
+        if let Some(soft) = ORIGINAL_NOFILE.get().and_then(|l| l.current) {
+            cmd.env(crate::shim::NOFILE_VAR, soft.to_string());
         }
         Some(cmd)
     }
