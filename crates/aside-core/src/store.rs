@@ -455,6 +455,17 @@ impl RunEnd {
 /// The state database. One per state directory; the daemon is its only writer.
 pub struct Store {
     conn: Connection,
+    /// The last listing, kept while the database is unchanged (see [`Store::list`]).
+    listed: std::cell::RefCell<Option<Listing>>,
+}
+
+/// A listing as [`Store::list`] read it, and when.
+struct Listing {
+    /// The connection's `total_changes` when it was read: every row inserted, updated or
+    /// deleted since moves it (the daemon is the database's only writer).
+    changes: u64,
+    filter: ListFilter,
+    list: Vec<ProcessInfo>,
 }
 
 /// Columns of a process with one of its runs, for [`process_info`].
@@ -537,16 +548,32 @@ const INFO_FROM_ONE: &str = "processes p CROSS JOIN runs r ON r.process_id = p.i
 const PROCESS_FROM_ONE: &str = "processes p CROSS JOIN runs r ON r.process_id = p.id \
      LEFT JOIN projects j ON j.name = coalesce(p.project, '') JOIN specs s ON s.process_id = p.id";
 
+/// How long a run has lasted at `now`, or lasted (ms).
+fn duration_ms(started_at: Timestamp, ended_at: Option<Timestamp>, now: Timestamp) -> u64 {
+    ended_at
+        .unwrap_or(now)
+        .duration_since(started_at)
+        .as_millis()
+        .max(0) as u64
+}
+
+/// `p` as of `now`: the fields that grow while a run lasts.
+fn as_of(mut p: ProcessInfo, now: Timestamp) -> ProcessInfo {
+    if p.ended_at.is_none() {
+        p.duration_ms = duration_ms(p.started_at, None, now);
+        if p.uptime_secs.is_some() {
+            p.uptime_secs = Some(p.duration_ms / 1000);
+        }
+    }
+    p
+}
+
 fn process_info(row: &Row<'_>) -> rusqlite::Result<ProcessInfo> {
     let status_s: String = row.get(7)?;
     let started_at = ts(row.get(11)?);
     let ended_at: Option<i64> = row.get(12)?;
     let ended_at = ended_at.map(ts);
-    let duration_ms = ended_at
-        .unwrap_or_else(Timestamp::now)
-        .duration_since(started_at)
-        .as_millis()
-        .max(0) as u64;
+    let duration_ms = duration_ms(started_at, ended_at, Timestamp::now());
     let signal: Option<i32> = row.get(10)?;
     let name: String = row.get(1)?;
     let port: Option<u16> = row.get(18)?;
@@ -636,7 +663,7 @@ fn process_row(row: &Row<'_>) -> rusqlite::Result<ProcessRow> {
 }
 
 /// Filters for [`Store::list`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListFilter {
     /// Include terminal processes whose result was already read.
     pub all: bool,
@@ -724,7 +751,10 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // 16 MiB of page cache (default 2 MiB): listings of a thousand processes stay in memory.
         conn.pragma_update(None, "cache_size", -16384)?;
-        let mut store = Store { conn };
+        let mut store = Store {
+            conn,
+            listed: Default::default(),
+        };
         store.migrate(version)?;
         Ok(store)
     }
@@ -1438,8 +1468,10 @@ impl Store {
             .optional()?)
     }
 
-    /// Processes with their latest run, oldest first (ids are UUIDv7). Without `all`: live ones, plus terminal
-    /// ones whose notification is unread.
+    /// Processes with their latest run, by name (then id: UUIDv7, oldest first). Without `all`:
+    /// live ones, plus terminal ones whose notification is unread. The same filter asked again
+    /// while no row of the database changed is answered from the last listing, its durations
+    /// brought to now.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<ProcessInfo>> {
         let sql = format!(
             "SELECT {INFO_COLUMNS} FROM {INFO_FROM}
@@ -1450,12 +1482,28 @@ impl Store {
                AND (?4 IS NULL OR p.project = ?4)
              ORDER BY p.name, p.id"
         );
+        // A listing asked again with nothing changed meanwhile (a screen or an agent polling)
+        // is answered from memory: only the durations move.
+        let changes = self.conn.total_changes();
+        if let Some(l) = self.listed.borrow().as_ref()
+            && l.changes == changes
+            && l.filter == *filter
+        {
+            let now = Timestamp::now();
+            return Ok(l.list.iter().map(|p| as_of(p.clone(), now)).collect());
+        }
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(
             params![filter.all, filter.owner, filter.team, filter.project],
             process_info,
         )?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let list: Vec<ProcessInfo> = rows.collect::<rusqlite::Result<_>>()?;
+        *self.listed.borrow_mut() = Some(Listing {
+            changes,
+            filter: filter.clone(),
+            list: list.clone(),
+        });
+        Ok(list)
     }
 
     /// What run `run_id`'s `process.json` says of its process (one indexed lookup, without the
@@ -1803,6 +1851,56 @@ mod tests {
             .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
             .unwrap();
         rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn a_listing_from_memory_is_the_one_the_database_would_give() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("aside.db")).unwrap();
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "cmd": "sleep 60", "cwd": "/", "env": {}, "log_cap_bytes": 1024, "grace_ms": 1000
+        }))
+        .unwrap();
+        let new = |id: &str, name: &str| NewProcess {
+            id: id.into(),
+            name: name.into(),
+            owner: "human".into(),
+            team: None,
+            description: None,
+            project: None,
+            spec: spec.clone(),
+            idempotency_key: None,
+        };
+        let live = ListFilter::default();
+        let started = Timestamp::now() - jiff::SignedDuration::from_secs(5);
+        store
+            .insert_process(&new("p1", "one"), "r1", started)
+            .unwrap();
+        let first = store.list(&live).unwrap();
+        assert_eq!(first.len(), 1);
+        // Nothing changed: the same listing, only later.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let again = store.list(&live).unwrap();
+        assert_eq!(again[0].status, Status::Starting);
+        assert!(
+            again[0].duration_ms >= first[0].duration_ms + 20,
+            "{again:?}"
+        );
+        // Each kind of change shows at once: a new process, a run's start, another filter.
+        store
+            .insert_process(&new("p2", "two"), "r2", started)
+            .unwrap();
+        assert_eq!(store.list(&live).unwrap().len(), 2);
+        store.set_running("r1", 4242, started).unwrap();
+        let running = store.list(&live).unwrap();
+        assert_eq!(running[0].status, Status::Running);
+        assert_eq!(running[0].pid, Some(4242));
+        let other = ListFilter {
+            owner: Some("someone".into()),
+            ..Default::default()
+        };
+        assert!(store.list(&other).unwrap().is_empty());
+        assert_eq!(store.list(&live).unwrap().len(), 2);
     }
 
     #[test]
