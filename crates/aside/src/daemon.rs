@@ -836,7 +836,25 @@ async fn list(
     let seq = app.sup.last_event_seq()?;
     let mut list = app.sup.list(&filter)?;
     list.retain(|p| access.sees(p));
-    Ok(([(LAST_EVENT_HEADER, seq.to_string())], Json(list)).into_response())
+    // Into a buffer of about the right size at once (a process is ~550 bytes of JSON): grown
+    // by doubling from axum's 128 bytes it was copied ten times at 1000 processes.
+    let mut json = Vec::with_capacity(64 + list.len() * 640);
+    serde_json::to_writer(&mut json, &list)
+        .map_err(|e| ApiErr::new(ErrorCode::Internal, format!("cannot encode the list: {e}")))?;
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/json".to_string(),
+            ),
+            (
+                axum::http::HeaderName::from_static(LAST_EVENT_HEADER),
+                seq.to_string(),
+            ),
+        ],
+        json,
+    )
+        .into_response())
 }
 
 /// Answer header of `GET /v1/processes`: the event sequence number the list is at least as
