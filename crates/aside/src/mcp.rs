@@ -1536,8 +1536,16 @@ impl UpdateSink {
 
 impl AsideMcp {
     /// Sends `notifications/resources/updated` for `uri` whenever its process writes output
-    /// (throttled) and when it ends, until the subscription is cancelled.
-    async fn follow_resource(&self, owner: &str, uri: &str, sink: &UpdateSink) {
+    /// (throttled) and when it ends, until the subscription is cancelled. `live_when_asked`:
+    /// the process had not ended when the subscription was asked for (`None`: not known), so
+    /// an end found when the follow starts came meanwhile and is sent.
+    async fn follow_resource(
+        &self,
+        owner: &str,
+        uri: &str,
+        sink: &UpdateSink,
+        live_when_asked: Option<bool>,
+    ) {
         use http_body_util::BodyExt;
         let Ok(id) = resource_id(uri) else {
             return;
@@ -1552,6 +1560,10 @@ impl AsideMcp {
             return;
         };
         if now.complete {
+            // Ended between the subscription and this look: that end is the update.
+            if live_when_asked != Some(false) {
+                sink.updated(uri).await;
+            }
             return;
         }
         let from = LogQuery {
@@ -1636,7 +1648,7 @@ impl ServerHandler for AsideMcp {
                 let me = self.clone();
                 let owner = owner.clone();
                 let sink = UpdateSink::Listen(context.sink().clone());
-                tokio::spawn(async move { me.follow_resource(&owner, &uri, &sink).await })
+                tokio::spawn(async move { me.follow_resource(&owner, &uri, &sink, None).await })
             })
             .collect();
         tokio::select! {
@@ -1659,17 +1671,22 @@ impl ServerHandler for AsideMcp {
         let uri = request.uri;
         // Subscribing to something that does not exist is an error, as for a read.
         let id = resource_id(&uri).map_err(|e| ErrorData::resource_not_found(e.message, None))?;
-        self.client(&owner)
+        let process = self
+            .client(&owner)
             .process(id)
             .await
             .map_err(|e| match e.code {
                 ErrorCode::NotFound => ErrorData::resource_not_found(e.message, None),
                 _ => ErrorData::internal_error(e.message, None),
             })?;
+        let live = !process.status.is_terminal();
         let me = self.clone();
         let sink = UpdateSink::Legacy(ctx.peer.clone());
         let followed = uri.clone();
-        let task = tokio::spawn(async move { me.follow_resource(&owner, &followed, &sink).await });
+        let task = tokio::spawn(async move {
+            me.follow_resource(&owner, &followed, &sink, Some(live))
+                .await
+        });
         if let Ok(mut subs) = self.subscriptions.lock()
             && let Some(old) = subs.insert(uri, task.abort_handle())
         {

@@ -55,8 +55,10 @@ client.setNotificationHandler(ResourceUpdatedNotificationSchema, async (n) => {
 });
 await client.subscribeResource({ uri });
 fs.writeFileSync(gate, "");
-const timer = new Promise((_, reject) => setTimeout(() => reject(new Error("no end within 20 s")), 20000));
+let deadline;
+const timer = new Promise((_, reject) => (deadline = setTimeout(() => reject(new Error("no end within 20 s")), 20000)));
 const last = await Promise.race([done, timer]);
+clearTimeout(deadline); // or node stays up until it fires
 check(updates.length >= 1 && updates.every((u) => u === uri), "resources/updated as it writes and ends", JSON.stringify(updates));
 check(last.includes('"status":"completed"'), "and a re-read shows it ended", last);
 await client.unsubscribeResource({ uri });
