@@ -81,7 +81,7 @@ struct Validated {
 pub use wake::DEFAULT_IDLE_AFTER_MS;
 
 /// The open-files limit the daemon started with, restored for every shim (and so every
-/// command) by [`raise_fd_limit`]'s counterpart in the shim spawn.
+/// command): its soft limit goes to the shim in `shim::NOFILE_VAR`, and the shim sets it.
 static ORIGINAL_NOFILE: std::sync::OnceLock<rustix::process::Rlimit> = std::sync::OnceLock::new();
 
 /// Raises this process's soft open-files limit to the hard one: a daemon holds a few

@@ -924,20 +924,23 @@ fn events_until(env: &Env, last: impl Fn(&Value) -> bool) -> Vec<Value> {
     out
 }
 
+/// The run directory a prestarted shim waits with (its last argument).
+fn prestarted_dir(pid: i32) -> Option<String> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    cmdline
+        .split(|b| *b == 0)
+        .rfind(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+}
+
 /// The daemon's waiting prestarted shims: their run directory holds no spec yet.
 fn prestarted_shims(env: &Env) -> Vec<i32> {
     pids_with_cmdline("--prestarted")
         .into_iter()
         .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let args: Vec<String> = cmdline
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            args.last().is_some_and(|dir| {
+            prestarted_dir(*pid).is_some_and(|dir| {
                 dir.starts_with(env.home.to_str().unwrap())
-                    && !std::path::Path::new(dir).join("spec.json").exists()
+                    && !std::path::Path::new(&dir).join("spec.json").exists()
             })
         })
         .collect()
@@ -1004,9 +1007,7 @@ fn a_waiting_shim_told_sigterm_ends_unused_and_the_next_run_is_not_stopped() {
         prestarted_shims(&env).len() == 1
     });
     let spare = prestarted_shims(&env)[0];
-    let dir = std::fs::read(format!("/proc/{spare}/cmdline")).unwrap();
-    let dir = String::from_utf8_lossy(dir.split(|b| *b == 0).rfind(|a| !a.is_empty()).unwrap())
-        .into_owned();
+    let dir = prestarted_dir(spare).unwrap();
     // It has its signal handlers already (set up while it waits), yet a SIGTERM ends it as it
     // would end a shim that runs nothing.
     // SAFETY: kill(2) has no memory-safety preconditions.
