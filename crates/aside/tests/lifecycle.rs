@@ -1008,8 +1008,21 @@ fn a_waiting_shim_told_sigterm_ends_unused_and_the_next_run_is_not_stopped() {
     });
     let spare = prestarted_shims(&env)[0];
     let dir = prestarted_dir(spare).unwrap();
-    // It has its signal handlers already (set up while it waits), yet a SIGTERM ends it as it
-    // would end a shim that runs nothing.
+    // It sets up its signal handlers while it waits (the kernel's SigCgt mask says when)...
+    let catches_term = || {
+        let status = std::fs::read_to_string(format!("/proc/{spare}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & (1 << (libc::SIGTERM - 1)) != 0)
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the waiting shim to catch SIGTERM",
+        catches_term,
+    );
+    // ...yet a SIGTERM ends it as it would end a shim that runs nothing.
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe { libc::kill(spare, libc::SIGTERM) };
     eventually(Duration::from_secs(10), "the waiting shim to end", || {
