@@ -946,16 +946,21 @@ fn prestarted_shims(env: &Env) -> Vec<i32> {
         .collect()
 }
 
+/// Runs `first` (`sleep 300`) and returns the shim the daemon then starts for the next run: it
+/// waits, already started (and is no process of anyone's).
+fn first_run_and_its_spare(env: &Env) -> i32 {
+    env.run(&["--name", "first", "sleep 300"]);
+    eventually(Duration::from_secs(10), "a prestarted shim", || {
+        prestarted_shims(env).len() == 1
+    });
+    prestarted_shims(env)[0]
+}
+
 #[test]
 fn a_prestarted_shim_that_died_costs_only_speed_and_none_outlives_the_daemon() {
     let env = Env::new();
-    env.run(&["--name", "first", "sleep 300"]);
-    // After a run, the next run's shim waits, already started (and is no process of anyone's).
-    eventually(Duration::from_secs(10), "a prestarted shim", || {
-        prestarted_shims(&env).len() == 1
-    });
+    let spare = first_run_and_its_spare(&env);
     assert_eq!(env.status_all().len(), 1);
-    let spare = prestarted_shims(&env)[0];
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe { libc::kill(spare, libc::SIGKILL) };
     eventually(
@@ -1002,11 +1007,7 @@ fn a_prestarted_shim_that_died_costs_only_speed_and_none_outlives_the_daemon() {
 #[test]
 fn a_waiting_shim_told_sigterm_ends_unused_and_the_next_run_is_not_stopped() {
     let env = Env::new();
-    env.run(&["--name", "first", "sleep 300"]);
-    eventually(Duration::from_secs(10), "a prestarted shim", || {
-        prestarted_shims(&env).len() == 1
-    });
-    let spare = prestarted_shims(&env)[0];
+    let spare = first_run_and_its_spare(&env);
     let dir = prestarted_dir(spare).unwrap();
     // It sets up its signal handlers while it waits (the kernel's SigCgt mask says when)...
     let catches_term = || {
