@@ -75,6 +75,8 @@ pub const GO: &[u8] = b"go\n";
 /// stdin; it then points its stderr at the run's `shim.log` and goes on as any shim. EOF
 /// first (the daemon went away or dropped it) ends it at once, having done nothing.
 pub fn shim_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    ignore_sigpipe();
+    small_heap();
     restore_nofile();
     let mut args = args.into_iter().peekable();
     let prestarted = args.next_if(|a| a == PRESTARTED_FLAG).is_some();
@@ -154,6 +156,20 @@ fn leave_the_daemon(own_session: bool) {
     }
     if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
         note(format_args!("aside shim: cannot become a subreaper: {e}"));
+    }
+}
+
+/// Ignores SIGPIPE, so that a write to a reader that went away (the daemon, gone before it
+/// read the report) fails with `EPIPE` instead of ending the shim and with it the run's
+/// supervision. Rust's runtime does this before `main`; `aside-shim` starts without it. The
+/// command gets SIGPIPE back at its default (`std::process` resets it in the child).
+fn ignore_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+    if unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) } == libc::SIG_ERR {
+        note(format_args!(
+            "aside shim: cannot ignore SIGPIPE: {}",
+            io::Error::last_os_error()
+        ));
     }
 }
 
@@ -426,10 +442,20 @@ fn annotate(log: &mut LogWriter, text: &str) {
 /// Reports one JSON line to the daemon on stdout, then points stdout at /dev/null so a daemon
 /// that went away can never make a later write fail.
 fn report(line: &serde_json::Value) {
-    let mut out = io::stdout().lock();
-    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
-        // The daemon went away before it read the report; it learns from the run directory.
-        note(format_args!("cannot report {line} to the daemon: {e}"));
+    // Written to the fd itself, whole: std's stdout would keep a 1 KiB buffer for the shim's
+    // whole life.
+    let text = format!("{line}\n");
+    let mut rest = text.as_bytes();
+    while !rest.is_empty() {
+        match rustix::io::write(rustix::stdio::stdout(), rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                // The daemon went away before it read the report; it learns from the run directory.
+                note(format_args!("cannot report {line} to the daemon: {e}"));
+                break;
+            }
+        }
     }
     if let Ok(null) = File::options().write(true).open("/dev/null") {
         // SAFETY: dup2 onto our own stdout.
@@ -495,7 +521,18 @@ fn small_heap() {
 /// signal that ended it, 127 when it could not start), so that the scheduler's accounting
 /// says `FAILED` for a failed command as it would without aside.
 fn run(rd: &RunDir, prestarted: bool, setup: Option<Setup>) -> io::Result<i32> {
-    small_heap();
+    // What lives as long as the run is allocated first, at the bottom of the heap: blocks
+    // left among the start's freed ones would keep their pages for the run's whole life.
+    let Setup {
+        mut signals,
+        shim_pid,
+        shim_starttime,
+        out: (out_r, out_w),
+        err: (err_r, err_w),
+    } = match setup {
+        Some(s) => s,
+        None => Setup::new()?,
+    };
     let spec = rd
         .spec()?
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "spec.json is missing"))?;
@@ -511,16 +548,6 @@ fn run(rd: &RunDir, prestarted: bool, setup: Option<Setup>) -> io::Result<i32> {
             format!("cannot set aside space for the run's records ({RESERVE_FILE}): {e}"),
         )
     })?;
-    let Setup {
-        mut signals,
-        shim_pid,
-        shim_starttime,
-        out: (out_r, out_w),
-        err: (err_r, err_w),
-    } = match setup {
-        Some(s) => s,
-        None => Setup::new()?,
-    };
     let mut log = LogWriter::create(&rd.log_dir(), spec.log_cap_bytes)?;
     if let Ok(Some(notes)) = rd.read::<Vec<String>>(NOTES_FILE) {
         for n in notes {
@@ -546,13 +573,15 @@ fn run(rd: &RunDir, prestarted: bool, setup: Option<Setup>) -> io::Result<i32> {
         cmd.stdin(Stdio::null());
         None
     };
-    let spawned = cmd.spawn();
-    let cmd_program = cmd.get_program().to_owned();
+    // The program's name is kept only for the message of a spawn that failed: anything kept
+    // from here on stays in the heap for the run's whole life.
+    let spawned = cmd
+        .spawn()
+        .map_err(|e| (e, cmd.get_program().to_string_lossy().into_owned()));
     drop(cmd); // closes our copies of the write ends
     let child = match spawned {
         Ok(c) => c,
-        Err(e) => {
-            let program = cmd_program.to_string_lossy();
+        Err((e, program)) => {
             let msg = format!("could not start {program:?} in {}: {e}", spec.cwd);
             // The shell's conventions: 127 for a command not found, 126 for not executable.
             let exit_code = match e.kind() {
@@ -634,7 +663,7 @@ fn run(rd: &RunDir, prestarted: bool, setup: Option<Setup>) -> io::Result<i32> {
     // The spec (its environment above all) is not needed past the spawn.
     let grace_ms = spec.grace_ms;
     drop(spec);
-    let mut buf = vec![0u8; READ_CHUNK];
+    let mut buf = ReadBuffer::new(READ_CHUNK)?;
     // What the start used and freed (the spec's parse, the spawn's argv and environment)
     // goes back to the system: whole free pages of the heap, for the run's lifetime.
     // SAFETY: malloc_trim only releases free memory of glibc's own allocator.
@@ -747,6 +776,60 @@ fn run(rd: &RunDir, prestarted: bool, setup: Option<Setup>) -> io::Result<i32> {
         (false, None, Some(sig)) => 128 + sig,
         (false, None, None) => 1,
     })
+}
+
+/// The buffer output is read into: anonymous memory mapped on its own, so that a page is in
+/// memory only once output was read into it (from `malloc`, its first page would be dirtied
+/// by the block's header in every shim, output or not).
+struct ReadBuffer {
+    start: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+impl ReadBuffer {
+    /// `len` bytes, zeroed; fails when the system has no memory to map.
+    fn new(len: usize) -> io::Result<ReadBuffer> {
+        use rustix::mm::{MapFlags, ProtFlags, mmap_anonymous};
+        // SAFETY: a fresh private anonymous mapping aliases nothing; it is unmapped only in
+        // `drop`, once no borrow of it is left.
+        let start = unsafe {
+            mmap_anonymous(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE,
+            )?
+        };
+        let start = std::ptr::NonNull::new(start.cast::<u8>())
+            .ok_or_else(|| io::Error::other("mmap returned a null address"))?;
+        Ok(ReadBuffer { start, len })
+    }
+}
+
+impl std::ops::Deref for ReadBuffer {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `len` bytes mapped readable and writable for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts(self.start.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for ReadBuffer {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`, borrowed mutably through `&mut self` only.
+        unsafe { std::slice::from_raw_parts_mut(self.start.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for ReadBuffer {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, with no borrow of it left.
+        if let Err(e) = unsafe { rustix::mm::munmap(self.start.as_ptr().cast(), self.len) } {
+            note(format_args!(
+                "aside shim: cannot unmap the read buffer: {e}"
+            ));
+        }
+    }
 }
 
 trait FlattenFiles<'a> {

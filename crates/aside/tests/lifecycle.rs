@@ -134,8 +134,71 @@ fn the_command_gets_the_runs_environment_and_never_the_shims_own() {
             .any(|v| v == "GLIBC_TUNABLES=glibc.malloc.tcache_count=0"),
         "{environ}"
     );
+    // And with nothing of the daemon's environment but what it reads itself (the test's
+    // ASIDE_HOME, above all, is not there).
+    let names: Vec<&str> = environ
+        .split('\0')
+        .filter(|v| !v.is_empty())
+        .map(|v| v.split('=').next().unwrap_or(v))
+        .collect();
+    for name in &names {
+        assert!(
+            ["PATH", "GLIBC_TUNABLES", "ASIDE_SHIM_NOFILE"].contains(name),
+            "the shim's environment has {name}: {environ}"
+        );
+    }
+    assert!(names.contains(&"PATH"), "{environ}");
     env.aside(&["stop", "plain"]).ok();
     env.aside(&["stop", "tuned"]).ok();
+}
+
+/// The signals a process ignores, from its `/proc/PID/status` (`SigIgn`, a mask: bit N-1 for
+/// signal N).
+fn ignored_signals(pid: i64) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .unwrap()
+        .trim();
+    u64::from_str_radix(mask, 16).unwrap()
+}
+
+#[test]
+fn the_shim_ignores_sigpipe_and_its_command_does_not() {
+    // A shim whose report finds the daemon gone must get EPIPE, not die of SIGPIPE (the
+    // small shim starts without Rust's runtime, which would ignore it); the command starts
+    // with SIGPIPE at its default, as from a shell, so `yes | head` ends.
+    let env = Env::new();
+    let mark = marker("sigpipe");
+    let o = env
+        .command()
+        .args([
+            "run",
+            "--json",
+            "--name",
+            "pipe",
+            &format!("sleep 30; : {mark}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pid = env.status("pipe")["pid"].as_i64().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let shim: i64 = after.split(' ').nth(1).unwrap().parse().unwrap();
+    let sigpipe = 1u64 << (13 - 1);
+    assert_ne!(
+        ignored_signals(shim) & sigpipe,
+        0,
+        "the shim does not ignore SIGPIPE"
+    );
+    assert_eq!(
+        ignored_signals(pid) & sigpipe,
+        0,
+        "the command ignores SIGPIPE"
+    );
+    env.aside(&["stop", "pipe"]).ok();
 }
 
 #[test]

@@ -397,7 +397,14 @@ impl Supervisor {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .kill_on_drop(false);
-        // For the shim alone: it clears the environment it gives the command.
+        // The shim gives its command the run's own environment, never its own: it is started
+        // with only what it reads itself (PATH for a program named without a directory in a
+        // run whose environment has none), so the daemon's environment is not copied onto the
+        // stack of every running shim.
+        cmd.env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
         let tunables = match std::env::var_os("GLIBC_TUNABLES") {
             Some(mine) if !mine.is_empty() => {
                 let mut all = mine;
