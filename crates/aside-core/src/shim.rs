@@ -67,18 +67,48 @@ pub const PRESTARTED_FLAG: &str = "--prestarted";
 /// What the daemon writes to a prestarted shim's stdin once the run directory is ready.
 pub const GO: &[u8] = b"go\n";
 
+/// The argument that makes a shim a zygote: `aside-shim --zygote SPACE`, started once by the
+/// daemon, forks each prestarted shim instead of the daemon starting a program for each (see
+/// [`shim_main`]).
+pub const ZYGOTE_FLAG: &str = "--zygote";
+
 /// Entry point of `aside-shim [--prestarted] <run_dir>` (and `aside __shim …`), given the
-/// arguments after the program (or after `__shim`); returns the shim's exit code.
+/// arguments after the program (or after `__shim`); returns the shim's exit code. `title` is
+/// the memory of the process's own arguments, where a shim forked by a zygote writes its own
+/// (`None` from `aside __shim`, which cannot be a zygote).
 ///
 /// A prestarted shim (`--prestarted`) is started by the daemon before its run exists, so that `run` does not
 /// wait for a program to be loaded: it leaves the daemon's session, then waits for `go\n` on
 /// stdin; it then points its stderr at the run's `shim.log` and goes on as any shim. EOF
 /// first (the daemon went away or dropped it) ends it at once, having done nothing.
-pub fn shim_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+///
+/// A zygote (`--zygote SPACE`) makes prestarted shims by forking itself, so that every shim
+/// shares the pages a shim's start writes (the C library's and the allocator's setup, its
+/// relocated tables) with it until it writes them itself: measured, 64–68 → 52–56 KiB of private
+/// memory per running shim. It reads requests from stdin, a `SOCK_SEQPACKET` socket: each a run
+/// directory with two file descriptors (`SCM_RIGHTS`), the read end of the pipe `go` will come
+/// on and the write end of the one the report goes to. It answers each with the forked shim's
+/// pid in decimal (or `error: …`). The shim, with those pipes as its stdin and stdout and
+/// `--prestarted RUN_DIR` written over its arguments (so `ps` and the daemon's search by
+/// command line see what it is), goes on as a prestarted shim. EOF on the socket (the daemon
+/// went away) ends the zygote; the shims it forked carry on.
+pub fn shim_main(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+    title: Option<ArgSpace>,
+) -> i32 {
     ignore_sigpipe();
     small_heap();
     restore_nofile();
     let mut args = args.into_iter().peekable();
+    if args.next_if(|a| a == ZYGOTE_FLAG).is_some() {
+        let Some(title) = title else {
+            note(format_args!(
+                "aside shim: {ZYGOTE_FLAG} is for the aside-shim binary only (not `aside __shim`)"
+            ));
+            return 2;
+        };
+        return zygote(title);
+    }
     let prestarted = args.next_if(|a| a == PRESTARTED_FLAG).is_some();
     let Some(dir) = args.next() else {
         note(format_args!(
@@ -86,7 +116,11 @@ pub fn shim_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
         ));
         return 2;
     };
-    let run_dir = Path::new(&dir);
+    shim_for(Path::new(&dir), prestarted)
+}
+
+/// The shim of run directory `run_dir`, prestarted (waiting for `go`) or not; its exit code.
+fn shim_for(run_dir: &Path, prestarted: bool) -> i32 {
     let mut setup = None;
     if prestarted {
         leave_the_daemon(true);
@@ -141,6 +175,187 @@ pub fn shim_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
             1
         }
     }
+}
+
+/// The memory holding a process's arguments after its program name (what
+/// `/proc/PID/cmdline` shows), which a shim forked by a zygote overwrites with its own.
+pub struct ArgSpace {
+    start: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+impl ArgSpace {
+    /// The space of `argv[1..argc]`, when the kernel laid them out one after the other as it
+    /// does; `None` otherwise or without arguments.
+    ///
+    /// # Safety
+    ///
+    /// `argc` and `argv` must be what C's `main` was given, and nothing may read or write the
+    /// argument strings through another pointer while the `ArgSpace` is used (the Rust
+    /// standard library's copies, from `std::env::args_os`, must be taken before).
+    pub unsafe fn from_main(
+        argc: std::ffi::c_int,
+        argv: *const *const std::ffi::c_char,
+    ) -> Option<ArgSpace> {
+        let argc = usize::try_from(argc).ok()?;
+        if argc < 2 || argv.is_null() {
+            return None;
+        }
+        // SAFETY: C's `main` gets `argc` valid pointers to NUL-terminated strings.
+        let arg = |i: usize| unsafe { *argv.add(i) };
+        let first = arg(1).cast::<u8>().cast_mut();
+        let mut end = first;
+        for i in 1..argc {
+            if arg(i).cast::<u8>().cast_mut() != end {
+                return None;
+            }
+            // SAFETY: as above; the string ends with its NUL, counted here.
+            let n = unsafe { std::ffi::CStr::from_ptr(arg(i)) }.count_bytes() + 1;
+            end = end.wrapping_add(n);
+        }
+        Some(ArgSpace {
+            start: std::ptr::NonNull::new(first)?,
+            len: end as usize - first as usize,
+        })
+    }
+
+    /// Writes `args` there, each ended by a NUL, and NULs over what is left; `false` (nothing
+    /// written) when they do not fit.
+    fn set(&mut self, args: &[&std::ffi::OsStr]) -> bool {
+        let needed: usize = args.iter().map(|a| a.len() + 1).sum();
+        if needed > self.len {
+            return false;
+        }
+        // SAFETY: `len` bytes of the process's own argument strings, ours alone (see
+        // `from_main`).
+        let space = unsafe { std::slice::from_raw_parts_mut(self.start.as_ptr(), self.len) };
+        space.fill(0);
+        let mut at = 0;
+        for a in args {
+            let bytes = a.as_encoded_bytes();
+            space[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len() + 1;
+        }
+        true
+    }
+}
+
+/// How long a zygote waits for a request before it reaps the shims that ended meanwhile.
+const ZYGOTE_REAP_EVERY: rustix::event::Timespec = rustix::event::Timespec {
+    tv_sec: 1,
+    tv_nsec: 0,
+};
+
+/// The zygote's loop (see [`shim_main`]); returns its exit code, or, in a forked shim, the
+/// shim's.
+fn zygote(mut title: ArgSpace) -> i32 {
+    use rustix::event::{PollFd, PollFlags};
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let requests = rustix::stdio::stdin();
+    // The shims forked so far and not yet reaped. The newest is left unreaped: the daemon
+    // opens its pidfd once it has the answer, and a pid must not be freed (and reused) before.
+    let mut forked: Vec<rustix::process::Pid> = Vec::new();
+    // Allocated once, before any fork: a forked shim only reads it, so its page stays shared
+    // with the zygote (on the stack it would be one more private page in every shim).
+    let mut dir = vec![0u8; 4096];
+    loop {
+        let newest = forked.last().copied();
+        forked.retain(|&pid| {
+            Some(pid) == newest
+                || matches!(
+                    rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::NOHANG),
+                    Ok(None)
+                )
+        });
+        let mut fds = [PollFd::new(&requests, PollFlags::IN)];
+        // Woken to reap only while there is one to reap.
+        let wait = (forked.len() > 1).then_some(&ZYGOTE_REAP_EVERY);
+        match rustix::event::poll(&mut fds, wait) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                note(format_args!("aside shim zygote: poll: {e}"));
+                return 1;
+            }
+        }
+
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let mut ancillary = RecvAncillaryBuffer::new(&mut space);
+        let got = rustix::net::recvmsg(
+            requests,
+            &mut [io::IoSliceMut::new(&mut dir)],
+            &mut ancillary,
+            RecvFlags::CMSG_CLOEXEC,
+        );
+        let bytes = match got {
+            Ok(msg) => msg.bytes,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                note(format_args!(
+                    "aside shim zygote: cannot read a request: {e}"
+                ));
+                return 1;
+            }
+        };
+        if bytes == 0 {
+            // The daemon went away: no more shims are asked for.
+            return 0;
+        }
+        let pipes: Vec<OwnedFd> = ancillary
+            .drain()
+            .filter_map(|m| match m {
+                RecvAncillaryMessage::ScmRights(fds) => Some(fds),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let answer = match <[OwnedFd; 2]>::try_from(pipes) {
+            Err(p) => format!("error: a request with {} file descriptors, not 2", p.len()),
+            // SAFETY: the zygote is single-threaded, so the child may run any code.
+            Ok([go, report]) => match unsafe { libc::fork() } {
+                -1 => format!("error: fork: {}", io::Error::last_os_error()),
+                0 => {
+                    use std::os::unix::ffi::OsStrExt;
+                    let dir = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&dir[..bytes]));
+                    return become_prestarted(&mut title, &dir, go, report);
+                }
+                pid => {
+                    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                        forked.push(pid);
+                    }
+                    pid.to_string()
+                }
+            },
+        };
+        if let Err(e) =
+            rustix::net::send(requests, answer.as_bytes(), rustix::net::SendFlags::empty())
+        {
+            note(format_args!("aside shim zygote: cannot answer: {e}"));
+            return 1;
+        }
+    }
+}
+
+/// In a shim the zygote just forked: takes `go` as stdin and `report` as stdout (the socket
+/// to the daemon is closed so), shows `--prestarted RUN_DIR` as its arguments, and goes on as
+/// a prestarted shim; its exit code.
+fn become_prestarted(title: &mut ArgSpace, run_dir: &Path, go: OwnedFd, report: OwnedFd) -> i32 {
+    let moved = rustix::stdio::dup2_stdin(&go).and_then(|()| rustix::stdio::dup2_stdout(&report));
+    drop((go, report));
+    if let Err(e) = moved {
+        note(format_args!(
+            "aside shim {}: cannot take its pipes: {e}",
+            run_dir.display()
+        ));
+        return 1;
+    }
+    if !title.set(&[PRESTARTED_FLAG.as_ref(), run_dir.as_os_str()]) {
+        note(format_args!(
+            "aside shim {}: its arguments do not fit the zygote's; it shows the zygote's",
+            run_dir.display()
+        ));
+    }
+    shim_for(run_dir, true)
 }
 
 /// The subreaper of whatever the command leaves behind, and (`own_session`) in a session of

@@ -63,6 +63,7 @@ mod project;
 mod reconcile;
 mod recover;
 mod wake;
+mod zygote;
 
 pub use project::{AUTO_PORTS, PROXY_PORTS, find_cycle};
 
@@ -155,6 +156,9 @@ pub struct Settings {
     /// How to start a shim: the program and its leading arguments, to which the run directory
     /// is appended, e.g. `["/usr/bin/aside-shim"]` or `["/usr/bin/aside", "__shim"]`.
     pub shim_command: Vec<std::ffi::OsString>,
+    /// The shim command can run as a zygote (`--zygote`: the `aside-shim` binary can, `aside
+    /// __shim` cannot) that forks the prestarted shims.
+    pub shim_zygote: bool,
     /// Default log cap in bytes.
     pub default_log_cap: u64,
     /// Terminal runs older than this are pruned (their notifications read).
@@ -188,6 +192,8 @@ struct Inner {
     /// A shim started ahead of the next run (see `launch.rs`), taken by the run that claims its
     /// run id.
     prestarted: Mutex<Option<launch::Prestarted>>,
+    /// The zygote that forks prestarted shims (see `zygote.rs`).
+    zygote: Mutex<zygote::ZygoteState>,
     /// Live runs on Slurm, by run id, and whether their poller runs (see `jobs.rs`).
     jobs: Mutex<HashMap<String, jobs::WatchedJob>>,
     jobs_polling: std::sync::atomic::AtomicBool,
@@ -408,6 +414,7 @@ impl Supervisor {
                 watcher: Mutex::new(watcher),
                 start_lock: tokio::sync::Mutex::new(()),
                 prestarted: Mutex::new(None),
+                zygote: Mutex::new(zygote::ZygoteState::NotStarted),
                 jobs: Mutex::new(HashMap::new()),
                 jobs_polling: std::sync::atomic::AtomicBool::new(false),
                 jobs_wake,
@@ -564,6 +571,14 @@ pub(crate) fn process_exit(pid: i32) -> Result<impl std::future::Future<Output =
         .ok_or_else(|| Error::Io(format!("invalid pid {pid}")))?;
     let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())
         .map_err(|e| Error::Io(format!("pidfd_open({pid}): {e}")))?;
+    pidfd_exit(pid, pidfd)
+}
+
+/// The same from a pidfd already open for process `pid` (which names it in messages).
+pub(crate) fn pidfd_exit(
+    pid: i32,
+    pidfd: std::os::fd::OwnedFd,
+) -> Result<impl std::future::Future<Output = ()> + use<>> {
     // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open and the same for its life.
     let afd = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
         .map_err(|e| Error::Io(format!("cannot poll pidfd of {pid}: {e}")))?;

@@ -22,7 +22,10 @@ const DEADLINE: Duration = Duration::from_secs(20);
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "__shim") {
-        std::process::exit(aside_core::shim::shim_main(args.iter().skip(2).cloned()));
+        std::process::exit(aside_core::shim::shim_main(
+            args.iter().skip(2).cloned(),
+            None,
+        ));
     }
     let filter = args
         .get(1)
@@ -77,6 +80,7 @@ fn open(home: &Path) -> Supervisor {
     let exe = std::env::current_exe().expect("the test binary");
     let settings = Settings {
         shim_command: vec![exe.into_os_string(), "__shim".into()],
+        shim_zygote: false,
         default_log_cap: 8 << 20,
         prune_after: Duration::from_secs(86_400),
         policy_path: home.join("no-policy.yaml"),

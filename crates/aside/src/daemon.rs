@@ -216,7 +216,8 @@ async fn serve(state: StateDir, opts: DaemonOptions) -> i32 {
     // The small shim binary beside us keeps each process's memory low; `aside __shim` works
     // too (e.g. when only `aside` was copied somewhere).
     let small = exe.with_file_name("aside-shim");
-    let shim_command = if small.is_file() {
+    let shim_zygote = small.is_file();
+    let shim_command = if shim_zygote {
         vec![small.into_os_string()]
     } else {
         tracing::info!(
@@ -227,6 +228,7 @@ async fn serve(state: StateDir, opts: DaemonOptions) -> i32 {
     };
     let settings = Settings {
         shim_command,
+        shim_zygote,
         default_log_cap: opts.log_cap,
         prune_after: opts.prune_after,
         policy_path: opts

@@ -44,7 +44,10 @@ fn log_to_stderr(default_filter: &str) {
 
 fn main() {
     if std::env::args_os().nth(1).is_some_and(|a| a == "__shim") {
-        std::process::exit(aside_core::shim::shim_main(std::env::args_os().skip(2)));
+        std::process::exit(aside_core::shim::shim_main(
+            std::env::args_os().skip(2),
+            None,
+        ));
     }
     let cli = cli::Cli::parse();
     std::process::exit(cli::main(cli));

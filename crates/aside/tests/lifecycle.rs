@@ -1067,6 +1067,78 @@ fn a_prestarted_shim_that_died_costs_only_speed_and_none_outlives_the_daemon() {
     env.aside(&["stop-all"]).ok();
 }
 
+/// The parent of `pid`, from its `/proc/PID/stat`.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(1)?.parse().ok()
+}
+
+#[test]
+fn prestarted_shims_come_from_one_zygote_that_is_replaced_when_it_dies_and_ends_with_its_daemon() {
+    let env = Env::new();
+    let daemon = {
+        env.run(&["--name", "first", "sleep 300"]);
+        env.daemon_pid().unwrap()
+    };
+    // The spare is forked by the zygote, the daemon's child, and shows its own arguments.
+    eventually(Duration::from_secs(10), "a prestarted shim", || {
+        prestarted_shims(&env).len() == 1
+    });
+    let spare = prestarted_shims(&env)[0];
+    let zygote = parent_of(spare).unwrap();
+    let cmdline = String::from_utf8_lossy(
+        &std::fs::read(format!("/proc/{zygote}/cmdline")).unwrap_or_default(),
+    )
+    .replace('\0', " ");
+    assert!(
+        cmdline.contains("--zygote"),
+        "the spare's parent is {cmdline}"
+    );
+    assert_eq!(
+        parent_of(zygote),
+        Some(daemon),
+        "the zygote is the daemon's child"
+    );
+    // A run on it works as on any shim, its end seen on its own.
+    env.run(&["--name", "forked", "echo forked"]);
+    assert_eq!(env.wait_exit("forked")["process"]["status"], "completed");
+    assert_eq!(env.aside(&["logs", "forked"]).ok().stdout, "forked\n");
+    // A zygote that dies costs a run its speed, not its start; the next spare comes from a
+    // new zygote.
+    eventually(Duration::from_secs(10), "the next prestarted shim", || {
+        prestarted_shims(&env).len() == 1
+    });
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(zygote, libc::SIGKILL) };
+    eventually(Duration::from_secs(10), "the zygote to die", || {
+        !alive(zygote)
+    });
+    for name in ["after-1", "after-2", "after-3"] {
+        env.run(&["--name", name, &format!("echo {name}")]);
+        assert_eq!(env.wait_exit(name)["process"]["status"], "completed");
+        assert_eq!(env.aside(&["logs", name]).ok().stdout, format!("{name}\n"));
+    }
+    eventually(Duration::from_secs(10), "a spare from a new zygote", || {
+        prestarted_shims(&env)
+            .first()
+            .and_then(|s| parent_of(*s))
+            .is_some_and(|z| z != zygote && z != daemon && parent_of(z) == Some(daemon))
+    });
+    let zygote = parent_of(prestarted_shims(&env)[0]).unwrap();
+    // Stopped, the daemon leaves neither its zygote nor a waiting shim; runs go on.
+    let running = env.status("first")["pid"].as_i64().unwrap() as i32;
+    let waiting = prestarted_shims(&env);
+    env.aside(&["daemon", "stop"]).ok();
+    eventually(
+        Duration::from_secs(10),
+        "the zygote and the waiting shim to end",
+        || !alive(zygote) && waiting.iter().all(|p| !alive(*p)),
+    );
+    assert!(alive(running), "a run's command outlives its daemon");
+    env.aside(&["stop-all"]).ok();
+}
+
 #[test]
 fn a_waiting_shim_told_sigterm_ends_unused_and_the_next_run_is_not_stopped() {
     let env = Env::new();

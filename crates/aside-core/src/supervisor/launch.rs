@@ -15,6 +15,7 @@ use crate::logs::{self};
 use crate::rundir::{NOTES_FILE, SHIM_LOG};
 use crate::store::NewProcess;
 
+use super::zygote::{self, Zygote, ZygoteState};
 use super::{
     DEFAULT_GRACE_MS, Error, Live, ORIGINAL_NOFILE, RUN_ID_VAR, RUN_TOKEN_VAR, Requester, Result,
     SHIM_REPORT_TIMEOUT, Supervisor, Validated, check_owner, files, lock, no_nul, project,
@@ -343,53 +344,90 @@ impl Supervisor {
         }
     }
 
-    /// Starts a prestarted shim for the next run, unless one waits already. Failing to is only
-    /// slower: the next run starts its shim itself.
+    /// Starts a prestarted shim for the next run, unless one waits already: forked by the
+    /// zygote where there is one, else started as a program. Failing to is only slower: the
+    /// next run starts its shim itself.
     fn prestart_shim(&self) {
         if lock(&self.inner.prestarted).is_some() {
             return;
         }
         let run_id = uuid::Uuid::now_v7().to_string();
         let rd = self.run_dir(&run_id);
-        let mut cmd = match self.shim_process(&rd, true) {
-            Some(c) => c,
-            None => return,
+        let Some(mut cmd) = self.shim_process(&rd, true) else {
+            return;
         };
         // Its run's directory too, while nobody waits (the shim removes it if it is not used).
         if let Err(e) = rd.prepare() {
             tracing::debug!("cannot prepare {}: {e}", rd.path().display());
             return;
         }
-        cmd.stdin(Stdio::piped()).stderr(Stdio::null());
-        match cmd.spawn() {
-            Ok(child) => {
-                let old = lock(&self.inner.prestarted).replace(Prestarted { run_id, child });
-                if old.is_some() {
-                    // Another run prepared one meanwhile: this one ends on its stdin's EOF.
-                    tracing::debug!("a second prestarted shim was started; the first is dropped");
+        let shim = match self.fork_spare(&rd) {
+            Some(forked) => Spare::Forked(forked),
+            None => {
+                cmd.stdin(Stdio::piped()).stderr(Stdio::null());
+                match cmd.spawn() {
+                    Ok(child) => Spare::Child(child),
+                    Err(e) => {
+                        tracing::debug!("cannot start a prestarted shim: {e}");
+                        if let Err(e) = fs::remove_dir_all(rd.path()) {
+                            tracing::debug!("cannot remove {}: {e}", rd.path().display());
+                        }
+                        return;
+                    }
                 }
             }
-            Err(e) => {
-                tracing::debug!("cannot start a prestarted shim: {e}");
-                if let Err(e) = fs::remove_dir_all(rd.path()) {
-                    tracing::debug!("cannot remove {}: {e}", rd.path().display());
+        };
+        let old = lock(&self.inner.prestarted).replace(Prestarted { run_id, shim });
+        if old.is_some() {
+            // Another run prepared one meanwhile: this one ends on its stdin's EOF.
+            tracing::debug!("a second prestarted shim was started; the first is dropped");
+        }
+    }
+
+    /// A prestarted shim for `rd` from the zygote (started first if none runs); `None` when
+    /// there is no zygote or it failed (said in the log; the next call starts a new one).
+    fn fork_spare(&self, rd: &crate::rundir::RunDir) -> Option<zygote::Forked> {
+        if !self.inner.settings.shim_zygote {
+            return None;
+        }
+        let mut state = lock(&self.inner.zygote);
+        if matches!(*state, ZygoteState::NotStarted) {
+            let runs = rd.path().parent().unwrap_or(rd.path());
+            let started = self
+                .shim_base_command()
+                .ok_or_else(|| std::io::Error::other("no shim command is configured"))
+                .and_then(|cmd| Zygote::start(cmd, runs));
+            *state = match started {
+                Ok(z) => ZygoteState::Running(z),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot start the shim zygote ({e}); each shim is started as a program"
+                    );
+                    ZygoteState::Unavailable
                 }
+            };
+        }
+        let ZygoteState::Running(z) = &*state else {
+            return None;
+        };
+        match z.fork(rd) {
+            Ok(forked) => Some(forked),
+            Err(e) => {
+                tracing::warn!("the shim zygote failed ({e}); another is started for the next run");
+                *state = ZygoteState::NotStarted;
+                None
             }
         }
     }
 
     /// The command that starts a shim for `rd` (`--prestarted`: one that waits for `go` first), its
-    /// stdout piped for the report and its file limit the daemon's original one; `None` when no
-    /// shim command is configured.
+    /// stdout piped for the report; `None` when no shim command is configured.
     fn shim_process(
         &self,
         rd: &crate::rundir::RunDir,
         prestarted: bool,
     ) -> Option<tokio::process::Command> {
-        let shim = &self.inner.settings.shim_command;
-        let program = shim.first()?;
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(&shim[1..]);
+        let mut cmd = self.shim_base_command()?;
         if prestarted {
             cmd.arg(crate::shim::PRESTARTED_FLAG);
         }
@@ -397,6 +435,16 @@ impl Supervisor {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .kill_on_drop(false);
+        Some(cmd)
+    }
+
+    /// The shim command without its arguments for a run, in the environment every shim gets
+    /// and with its file limit the daemon's original one; `None` when none is configured.
+    fn shim_base_command(&self) -> Option<tokio::process::Command> {
+        let shim = &self.inner.settings.shim_command;
+        let program = shim.first()?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(&shim[1..]);
         // The shim gives its command the run's own environment, never its own: it is started
         // with only what it reads itself (PATH for a program named without a directory in a
         // run whose environment has none), so the daemon's environment is not copied onto the
@@ -426,21 +474,46 @@ impl Supervisor {
 
     /// The prestarted shim for this run, told to go; `None` when it cannot be (it died, its stdin
     /// is gone), so that the run starts a shim of its own.
-    async fn start_prestarted(&self, prestarted: Prestarted) -> Option<tokio::process::Child> {
+    async fn start_prestarted(&self, prestarted: Prestarted) -> Option<Started> {
         use tokio::io::AsyncWriteExt;
-        let Prestarted { run_id, mut child } = prestarted;
-        if !matches!(child.try_wait(), Ok(None)) {
-            tracing::warn!("run {run_id}: its prestarted shim is gone; starting one");
-            return None;
-        }
-        let mut stdin = child.stdin.take()?;
-        match stdin.write_all(crate::shim::GO).await {
-            Ok(()) => Some(child),
-            Err(e) => {
-                tracing::warn!(
-                    "run {run_id}: cannot tell its prestarted shim to go ({e}); starting one"
-                );
-                None
+        let Prestarted { run_id, shim } = prestarted;
+        match shim {
+            Spare::Child(mut child) => {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    tracing::warn!("run {run_id}: its prestarted shim is gone; starting one");
+                    return None;
+                }
+                let mut stdin = child.stdin.take()?;
+                match stdin.write_all(crate::shim::GO).await {
+                    Ok(()) => Some(Started::Child(child)),
+                    Err(e) => {
+                        tracing::warn!(
+                            "run {run_id}: cannot tell its prestarted shim to go ({e}); starting one"
+                        );
+                        None
+                    }
+                }
+            }
+            Spare::Forked(mut forked) => {
+                use std::io::Write;
+                if !forked.is_alive() {
+                    tracing::warn!("run {run_id}: its prestarted shim is gone; starting one");
+                    return None;
+                }
+                // Three bytes into an empty pipe: never blocks.
+                match forked.go.write_all(crate::shim::GO) {
+                    Ok(()) => Some(Started::Forked {
+                        pid: forked.pid,
+                        pidfd: forked.pidfd,
+                        report: forked.report,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(
+                            "run {run_id}: cannot tell its prestarted shim to go ({e}); starting one"
+                        );
+                        None
+                    }
+                }
             }
         }
     }
@@ -522,8 +595,8 @@ impl Supervisor {
             Some(prestarted) => self.start_prestarted(prestarted).await,
             None => None,
         };
-        let mut child = match warm {
-            Some(child) => child,
+        let started = match warm {
+            Some(started) => started,
             None => {
                 let (Some(mut cmd), Some(program)) = (
                     self.shim_process(&rd, false),
@@ -537,7 +610,7 @@ impl Supervisor {
                     return;
                 };
                 match cmd.stderr(Stdio::from(shim_log)).spawn() {
-                    Ok(c) => c,
+                    Ok(c) => Started::Child(c),
                     Err(e) => {
                         let msg = format!(
                             "could not start the shim {}: {e}",
@@ -549,9 +622,17 @@ impl Supervisor {
                 }
             }
         };
-        let shim_pid = child.id().map(|p| p as i32);
+        let (shim_pid, out, exited) = match started.watch() {
+            Ok(parts) => parts,
+            Err(e) => {
+                // Not watchable (no pidfd): the run is left to the next daemon start's
+                // reconcile, which finds its shim by its `shim.json` or command line.
+                tracing::error!("run {run_id}: cannot watch its shim: {e}");
+                return;
+            }
+        };
         let mut report = String::new();
-        if let Some(out) = child.stdout.take() {
+        if let Some(out) = out {
             let mut out = tokio::io::BufReader::new(out);
             let read = tokio::time::timeout(SHIM_REPORT_TIMEOUT, out.read_line(&mut report)).await;
             // No report is survivable: the run is watched through its shim all the same, and
@@ -574,7 +655,8 @@ impl Supervisor {
         let me = self.clone();
         tokio::spawn(async move { me.prestart_shim() });
         // Whatever the report said (or if none came), stop requests may signal the shim from
-        // now on: it is still our unreaped child, so its pid cannot have been reused.
+        // now on: our unreaped child, or one the zygote does not reap before this daemon has
+        // its pidfd, so its pid was not reused meanwhile.
         if let Some(live) = lock(&self.inner.live).get(run_id) {
             live.shim_pid.send_replace(shim_pid);
         }
@@ -582,10 +664,7 @@ impl Supervisor {
         let run = run_id.to_string();
         let mut done = self.done_rx(run_id);
         tokio::spawn(async move {
-            if let Err(e) = child.wait().await {
-                // The exit record, not the wait status, says how the run ended.
-                tracing::warn!("run {run}: waiting for its shim failed: {e}");
-            }
+            exited.await;
             me.finalize(&run);
         });
         if let Some(probe) = &spec.ready {
@@ -607,7 +686,63 @@ impl Supervisor {
 /// RUN_DIR`), and the run id its directory is named after.
 pub(super) struct Prestarted {
     run_id: String,
-    child: tokio::process::Child,
+    shim: Spare,
+}
+
+/// A prestarted shim: the daemon's child, or one the zygote forked.
+enum Spare {
+    Child(tokio::process::Child),
+    Forked(zygote::Forked),
+}
+
+/// A run's shim, started: the daemon's child, or one the zygote forked (watched by its pidfd).
+enum Started {
+    Child(tokio::process::Child),
+    Forked {
+        pid: i32,
+        pidfd: std::os::fd::OwnedFd,
+        report: std::os::fd::OwnedFd,
+    },
+}
+
+/// What the shim's stdout is read through.
+type Report = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+
+impl Started {
+    /// The shim's pid, its report (stdout) and a future that resolves when it has exited.
+    #[allow(clippy::type_complexity)]
+    fn watch(
+        self,
+    ) -> Result<(
+        Option<i32>,
+        Option<Report>,
+        std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    )> {
+        match self {
+            Started::Child(mut child) => {
+                let pid = child.id().map(|p| p as i32);
+                let out = child.stdout.take().map(|o| Box::new(o) as Report);
+                let exited = Box::pin(async move {
+                    if let Err(e) = child.wait().await {
+                        // The exit record, not the wait status, says how the run ended.
+                        tracing::warn!("waiting for shim {pid:?} failed: {e}");
+                    }
+                });
+                Ok((pid, out, exited))
+            }
+            Started::Forked { pid, pidfd, report } => {
+                let out = match tokio::net::unix::pipe::Receiver::from_owned_fd(report) {
+                    Ok(r) => Some(Box::new(r) as Report),
+                    Err(e) => {
+                        tracing::warn!("cannot read the report of shim {pid}: {e}");
+                        None
+                    }
+                };
+                let exited = super::pidfd_exit(pid, pidfd)?;
+                Ok((Some(pid), out, Box::pin(exited)))
+            }
+        }
+    }
 }
 
 pub(super) fn base_name(cmd: &Command) -> String {
