@@ -173,6 +173,18 @@ UPDATE processes SET watched = 1 WHERE id IN
     r#"
 ALTER TABLE runs ADD COLUMN job TEXT;
 "#,
+    // 12: a spec's environment (most of a spec's bytes, and mostly the same from one process
+    // to the next: its client's) is kept once per content, by the SHA-256 of its JSON, and
+    // the spec refers to it. Specs written before keep their environment inline
+    // (`env_hash` NULL).
+    r#"
+CREATE TABLE envs (
+    hash  TEXT PRIMARY KEY,
+    env   TEXT NOT NULL
+) WITHOUT ROWID;
+ALTER TABLE specs ADD COLUMN env_hash TEXT REFERENCES envs(hash);
+CREATE INDEX specs_env ON specs(env_hash) WHERE env_hash IS NOT NULL;
+"#,
 ];
 
 /// SQL test of a run that is not terminal.
@@ -473,14 +485,15 @@ const INFO_COLUMNS: &str = "p.id, p.name, p.owner, p.team, p.command, r.id, r.se
      r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd, p.description, \
      p.project, p.port, p.proxied, j.proxy_port, p.autorestart, p.max_restarts, p.restart_attempts, \
      p.restart_state, r.progress, p.watched, r.job";
-/// Index of the spec column in [`PROCESS_COLUMNS`].
+/// Index of the spec column in [`PROCESS_COLUMNS`]; its environment (when kept apart) is
+/// the next.
 const SPEC_COLUMN: usize = 28;
 /// [`INFO_COLUMNS`] plus the spec, which holds the whole environment: read only where it is
 /// needed, so listing stays cheap.
 const PROCESS_COLUMNS: &str = "p.id, p.name, p.owner, p.team, p.command, r.id, r.seq, r.status, r.pid, \
      r.exit_code, r.signal, r.started_at, r.ended_at, r.stopped_by, r.error, p.cwd, p.description, \
      p.project, p.port, p.proxied, j.proxy_port, p.autorestart, p.max_restarts, p.restart_attempts, \
-     p.restart_state, r.progress, p.watched, r.job, s.spec";
+     p.restart_state, r.progress, p.watched, r.job, s.spec, e.env";
 /// What a lookup of one process goes by.
 #[derive(Debug, Clone, Copy)]
 enum FindBy {
@@ -537,7 +550,8 @@ const INFO_FROM: &str = "processes p JOIN runs r ON r.process_id = p.id \
      LEFT JOIN projects j ON j.name = coalesce(p.project, '')";
 /// The tables behind [`PROCESS_COLUMNS`].
 const PROCESS_FROM: &str = "processes p JOIN runs r ON r.process_id = p.id \
-     LEFT JOIN projects j ON j.name = coalesce(p.project, '') JOIN specs s ON s.process_id = p.id";
+     LEFT JOIN projects j ON j.name = coalesce(p.project, '') JOIN specs s ON s.process_id = p.id \
+     LEFT JOIN envs e ON e.hash = s.env_hash";
 /// [`INFO_FROM`] for a lookup of one process by id or name: `CROSS JOIN` makes SQLite find
 /// the process first (by its key or name index) and then its runs by `process_id`; a lookup
 /// must also write `+r.latest`, or the planner, which has no statistics, scans every latest
@@ -546,7 +560,8 @@ const INFO_FROM_ONE: &str = "processes p CROSS JOIN runs r ON r.process_id = p.i
      LEFT JOIN projects j ON j.name = coalesce(p.project, '')";
 /// [`PROCESS_FROM`] for a lookup of one process (see [`INFO_FROM_ONE`]).
 const PROCESS_FROM_ONE: &str = "processes p CROSS JOIN runs r ON r.process_id = p.id \
-     LEFT JOIN projects j ON j.name = coalesce(p.project, '') JOIN specs s ON s.process_id = p.id";
+     LEFT JOIN projects j ON j.name = coalesce(p.project, '') JOIN specs s ON s.process_id = p.id \
+     LEFT JOIN envs e ON e.hash = s.env_hash";
 
 /// How long a run has lasted at `now`, or lasted (ms).
 fn duration_ms(started_at: Timestamp, ended_at: Option<Timestamp>, now: Timestamp) -> u64 {
@@ -645,16 +660,35 @@ fn process_info(row: &Row<'_>) -> rusqlite::Result<ProcessInfo> {
     })
 }
 
+/// Stores `spec`'s environment in `envs` (once per content) and returns the spec's JSON
+/// without it, with the environment's key (the hex SHA-256 of its JSON).
+fn put_env(tx: &rusqlite::Transaction<'_>, spec: &Spec) -> Result<(String, String)> {
+    use sha2::Digest;
+    let env = serde_json::to_string(&spec.env)?;
+    let hash: String = sha2::Sha256::digest(env.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    tx.prepare_cached("INSERT OR IGNORE INTO envs (hash, env) VALUES (?1, ?2)")?
+        .execute(params![hash, env])?;
+    let bare = Spec {
+        env: Default::default(),
+        ..spec.clone()
+    };
+    Ok((serde_json::to_string(&bare)?, hash))
+}
+
 fn process_row(row: &Row<'_>) -> rusqlite::Result<ProcessRow> {
     let info = process_info(row)?;
     let spec_json: String = row.get(SPEC_COLUMN)?;
-    let spec: Spec = serde_json::from_str(&spec_json).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(
-            SPEC_COLUMN,
-            rusqlite::types::Type::Text,
-            Box::new(e),
-        )
-    })?;
+    let unreadable = |column: usize, e: serde_json::Error| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+    };
+    let mut spec: Spec =
+        serde_json::from_str(&spec_json).map_err(|e| unreadable(SPEC_COLUMN, e))?;
+    if let Some(env) = row.get::<_, Option<String>>(SPEC_COLUMN + 1)? {
+        spec.env = serde_json::from_str(&env).map_err(|e| unreadable(SPEC_COLUMN + 1, e))?;
+    }
     Ok(ProcessRow {
         seq: info.restarts,
         info,
@@ -796,8 +830,9 @@ impl Store {
             max,
             p.spec.watch.is_some()
         ])?;
-        tx.prepare_cached("INSERT INTO specs (process_id, spec) VALUES (?1, ?2)")?
-            .execute(params![p.id, serde_json::to_string(&p.spec)?])?;
+        let (spec, env_hash) = put_env(&tx, &p.spec)?;
+        tx.prepare_cached("INSERT INTO specs (process_id, spec, env_hash) VALUES (?1, ?2, ?3)")?
+            .execute(params![p.id, spec, env_hash])?;
         tx.prepare_cached(
             "INSERT INTO runs (id, process_id, seq, status, started_at) VALUES (?1, ?2, 0, 'starting', ?3)",
         )?
@@ -1180,8 +1215,9 @@ impl Store {
                 team,
                 spec.watch.is_some()
             ])?;
-        tx.prepare_cached("UPDATE specs SET spec = ?2 WHERE process_id = ?1")?
-            .execute(params![process_id, serde_json::to_string(spec)?])?;
+        let (spec, env_hash) = put_env(&tx, spec)?;
+        tx.prepare_cached("UPDATE specs SET spec = ?2, env_hash = ?3 WHERE process_id = ?1")?
+            .execute(params![process_id, spec, env_hash])?;
         tx.commit()?;
         Ok(())
     }
@@ -1830,6 +1866,11 @@ impl Store {
             .execute(params![ms(cutoff)])?;
         tx.prepare_cached("DELETE FROM idempotency WHERE created_at < ?1")?
             .execute(params![ms(cutoff)])?;
+        // Environments no spec refers to any more.
+        tx.prepare_cached(
+            "DELETE FROM envs WHERE NOT EXISTS (SELECT 1 FROM specs s WHERE s.env_hash = envs.hash)",
+        )?
+        .execute([])?;
         tx.commit()?;
         Ok(ids)
     }
@@ -1851,6 +1892,93 @@ mod tests {
             .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
             .unwrap();
         rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn an_environment_is_kept_once_and_every_spec_reads_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("aside.db")).unwrap();
+        let spec = |env: serde_json::Value| -> Spec {
+            serde_json::from_value(serde_json::json!({
+                "cmd": "sleep 60", "cwd": "/", "env": env, "log_cap_bytes": 1024, "grace_ms": 1000
+            }))
+            .unwrap()
+        };
+        let client =
+            serde_json::json!({"PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"});
+        let new = |id: &str, spec: Spec| NewProcess {
+            id: id.into(),
+            name: id.into(),
+            owner: "human".into(),
+            team: None,
+            description: None,
+            project: None,
+            spec,
+            idempotency_key: None,
+        };
+        let now = Timestamp::now();
+        let envs = |store: &Store| -> i64 {
+            store
+                .conn
+                .query_row("SELECT count(*) FROM envs", [], |r| r.get(0))
+                .unwrap()
+        };
+        store
+            .insert_process(&new("p1", spec(client.clone())), "r1", now)
+            .unwrap();
+        store
+            .insert_process(&new("p2", spec(client.clone())), "r2", now)
+            .unwrap();
+        store
+            .insert_process(
+                &new("p3", spec(serde_json::json!({"PATH": "/bin"}))),
+                "r3",
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            envs(&store),
+            2,
+            "two processes of one client share its environment"
+        );
+        let env_of = |store: &Store, id: &str| store.find(id).unwrap().unwrap().spec.env;
+        assert_eq!(env_of(&store, "p1"), spec(client.clone()).env);
+        assert_eq!(env_of(&store, "p2"), spec(client.clone()).env);
+        assert_eq!(
+            env_of(&store, "p3").get("PATH").map(String::as_str),
+            Some("/bin")
+        );
+        // A spec replaced with another environment reads the new one.
+        store
+            .replace_spec(
+                "p2",
+                &spec(serde_json::json!({"PATH": "/opt/bin"})),
+                "human",
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            env_of(&store, "p2").get("PATH").map(String::as_str),
+            Some("/opt/bin")
+        );
+        assert_eq!(env_of(&store, "p1"), spec(client.clone()).env);
+        // A spec written before environments were kept apart holds its own, and reads it.
+        store
+            .conn
+            .execute(
+                "UPDATE specs SET spec = ?1, env_hash = NULL WHERE process_id = 'p3'",
+                [serde_json::to_string(&spec(serde_json::json!({"PATH": "/old"}))).unwrap()],
+            )
+            .unwrap();
+        assert_eq!(
+            env_of(&store, "p3").get("PATH").map(String::as_str),
+            Some("/old")
+        );
+        // Pruning drops the environments no spec refers to any more (p3's first one).
+        store
+            .prune(now - jiff::SignedDuration::from_hours(1))
+            .unwrap();
+        assert_eq!(envs(&store), 2, "the client's and p2's new one");
     }
 
     #[test]
