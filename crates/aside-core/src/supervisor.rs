@@ -175,9 +175,55 @@ pub struct Settings {
 
 struct Live {
     process_id: String,
-    /// The shim's pid, set once the shim reported (its signal handlers are installed by then).
-    shim_pid: watch::Sender<Option<i32>>,
+    /// The shim, set once it reported (its signal handlers are installed by then).
+    shim: watch::Sender<Option<ShimRef>>,
     done: watch::Sender<bool>,
+}
+
+/// A run's shim as stop requests reach it: its pid, and a pidfd for a shim that is not the
+/// daemon's own unreaped child (forked by the zygote, or re-attached), so that a signal can only
+/// reach that process, even once it has exited and its pid is reused.
+#[derive(Clone, Debug)]
+pub(crate) struct ShimRef {
+    pid: i32,
+    pidfd: Option<Arc<std::os::fd::OwnedFd>>,
+}
+
+impl ShimRef {
+    /// The daemon's own child, not reaped before its run is finished.
+    pub(crate) fn child(pid: i32) -> ShimRef {
+        ShimRef { pid, pidfd: None }
+    }
+
+    /// Any other process, through a pidfd open for it (`pidfd`, which is duplicated).
+    pub(crate) fn with_pidfd(pid: i32, pidfd: &std::os::fd::OwnedFd) -> Result<ShimRef> {
+        let pidfd = pidfd
+            .try_clone()
+            .map_err(|e| Error::Io(format!("cannot duplicate the pidfd of {pid}: {e}")))?;
+        Ok(ShimRef {
+            pid,
+            pidfd: Some(Arc::new(pidfd)),
+        })
+    }
+
+    /// Sends SIGUSR1 (a stop request is waiting in `control.json`); an error when the shim is
+    /// gone (which its run's end then says).
+    pub(crate) fn request_stop(&self) -> std::io::Result<()> {
+        match &self.pidfd {
+            Some(fd) => Ok(rustix::process::pidfd_send_signal(
+                fd,
+                rustix::process::Signal::USR1,
+            )?),
+            None => {
+                let pid = rustix::process::Pid::from_raw(self.pid)
+                    .ok_or_else(|| std::io::Error::other(format!("invalid pid {}", self.pid)))?;
+                Ok(rustix::process::kill_process(
+                    pid,
+                    rustix::process::Signal::USR1,
+                )?)
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -567,11 +613,15 @@ impl Supervisor {
 /// re-attached shim, an agent host): a pidfd becomes readable when its process exits. Errors
 /// when the pid is gone already or cannot be watched.
 pub(crate) fn process_exit(pid: i32) -> Result<impl std::future::Future<Output = ()> + use<>> {
+    pidfd_exit(pid, open_pidfd(pid)?)
+}
+
+/// A pidfd for process `pid`; errors when it is gone.
+pub(crate) fn open_pidfd(pid: i32) -> Result<std::os::fd::OwnedFd> {
     let raw = rustix::process::Pid::from_raw(pid)
         .ok_or_else(|| Error::Io(format!("invalid pid {pid}")))?;
-    let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())
-        .map_err(|e| Error::Io(format!("pidfd_open({pid}): {e}")))?;
-    pidfd_exit(pid, pidfd)
+    rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())
+        .map_err(|e| Error::Io(format!("pidfd_open({pid}): {e}")))
 }
 
 /// The same from a pidfd already open for process `pid` (which names it in messages).

@@ -58,22 +58,24 @@ impl Supervisor {
         }
         let Some((mut shim_rx, mut done)) = lock(&self.inner.live)
             .get(run_id.as_str())
-            .map(|l| (l.shim_pid.subscribe(), l.done.subscribe()))
+            .map(|l| (l.shim.subscribe(), l.done.subscribe()))
         else {
             // Ended meanwhile.
             return Ok(self.find(&row.info.id)?.info);
         };
         // A run still starting has no shim to signal yet: wait for its report (or its end).
-        let shim_pid = tokio::select! {
-            pid = shim_rx.wait_for(|p| p.is_some()) => pid.ok().and_then(|p| *p),
+        let shim = tokio::select! {
+            shim = shim_rx.wait_for(|s| s.is_some()) => shim.ok().and_then(|s| s.clone()),
             _ = done.wait_for(|d| *d) => None,
         };
-        let Some(shim_pid) = shim_pid else {
+        let Some(shim) = shim else {
             return Ok(self.find(&row.info.id)?.info);
         };
         self.write_stop_request(&self.run_dir(&run_id), signal, grace_ms, who)?;
-        // SAFETY: kill(2) to the run's shim, which is live (its monitor has not finished it).
-        unsafe { libc::kill(shim_pid, libc::SIGUSR1) };
+        if let Err(e) = shim.request_stop() {
+            // Gone already: its run's end, being recorded, is what the stop waits for.
+            tracing::debug!("{}: cannot signal its shim: {e}", row.info.reference());
+        }
         self.audit(who, "stop", &row.info.reference(), None);
         // Done, or its sender gone with the live entry: either way the run has been finished.
         if done.wait_for(|d| *d).await.is_err() {

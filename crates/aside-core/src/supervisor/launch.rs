@@ -18,7 +18,7 @@ use crate::store::NewProcess;
 use super::zygote::{self, Zygote, ZygoteState};
 use super::{
     DEFAULT_GRACE_MS, Error, Live, ORIGINAL_NOFILE, RUN_ID_VAR, RUN_TOKEN_VAR, Requester, Result,
-    SHIM_REPORT_TIMEOUT, Supervisor, Validated, check_owner, files, lock, no_nul, project,
+    SHIM_REPORT_TIMEOUT, ShimRef, Supervisor, Validated, check_owner, files, lock, no_nul, project,
     strip_trailing_ampersand, valid_name,
 };
 
@@ -523,7 +523,7 @@ impl Supervisor {
             run_id.to_string(),
             Live {
                 process_id: process_id.to_string(),
-                shim_pid: watch::channel(None).0,
+                shim: watch::channel(None).0,
                 done: watch::channel(false).0,
             },
         );
@@ -622,7 +622,7 @@ impl Supervisor {
                 }
             }
         };
-        let (shim_pid, out, exited) = match started.watch() {
+        let (shim, out, exited) = match started.watch() {
             Ok(parts) => parts,
             Err(e) => {
                 // Not watchable (no pidfd): the run is left to the next daemon start's
@@ -655,10 +655,9 @@ impl Supervisor {
         let me = self.clone();
         tokio::spawn(async move { me.prestart_shim() });
         // Whatever the report said (or if none came), stop requests may signal the shim from
-        // now on: our unreaped child, or one the zygote does not reap before this daemon has
-        // its pidfd, so its pid was not reused meanwhile.
+        // now on: our unreaped child by its pid, or a forked one through its pidfd.
         if let Some(live) = lock(&self.inner.live).get(run_id) {
-            live.shim_pid.send_replace(shim_pid);
+            live.shim.send_replace(shim);
         }
         let me = self.clone();
         let run = run_id.to_string();
@@ -709,12 +708,13 @@ enum Started {
 type Report = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
 
 impl Started {
-    /// The shim's pid, its report (stdout) and a future that resolves when it has exited.
+    /// The shim (for stop requests), its report (stdout) and a future that resolves when it
+    /// has exited.
     #[allow(clippy::type_complexity)]
     fn watch(
         self,
     ) -> Result<(
-        Option<i32>,
+        Option<ShimRef>,
         Option<Report>,
         std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     )> {
@@ -728,7 +728,7 @@ impl Started {
                         tracing::warn!("waiting for shim {pid:?} failed: {e}");
                     }
                 });
-                Ok((pid, out, exited))
+                Ok((pid.map(ShimRef::child), out, exited))
             }
             Started::Forked { pid, pidfd, report } => {
                 let out = match tokio::net::unix::pipe::Receiver::from_owned_fd(report) {
@@ -738,8 +738,9 @@ impl Started {
                         None
                     }
                 };
+                let shim = ShimRef::with_pidfd(pid, &pidfd)?;
                 let exited = super::pidfd_exit(pid, pidfd)?;
-                Ok((Some(pid), out, Box::pin(exited)))
+                Ok((Some(shim), out, Box::pin(exited)))
             }
         }
     }

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use crate::proc;
 use crate::rundir::RunDir;
 
-use super::{Result, Supervisor, lock, process_exit, remove_run_dir};
+use super::{Result, ShimRef, Supervisor, lock, open_pidfd, pidfd_exit, remove_run_dir};
 
 impl Supervisor {
     /// Accounts for every run not yet terminal after a (re)start: shim alive → re-attach;
@@ -132,10 +132,12 @@ impl Supervisor {
         shim_pid: i32,
         rd: &RunDir,
     ) -> Result<()> {
-        let exited = process_exit(shim_pid)?;
+        let pidfd = open_pidfd(shim_pid)?;
+        let shim = ShimRef::with_pidfd(shim_pid, &pidfd)?;
+        let exited = pidfd_exit(shim_pid, pidfd)?;
         self.register_live(run_id, process_id);
         if let Some(live) = lock(&self.inner.live).get(run_id) {
-            live.shim_pid.send_replace(Some(shim_pid));
+            live.shim.send_replace(Some(shim));
         }
         self.watch_logs(run_id, &rd.log_dir());
         let me = self.clone();
