@@ -278,7 +278,6 @@ fn zygote(mut title: ArgSpace) -> i32 {
                 return 1;
             }
         }
-
         let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
         let mut ancillary = RecvAncillaryBuffer::new(&mut space);
         let got = rustix::net::recvmsg(
@@ -1005,9 +1004,15 @@ const STACK_RELEASED: usize = 64 * 1024;
 /// is done: the spec's parse and the spawn reach about 20 KiB deep, and those pages would
 /// otherwise stay in memory for the run's whole life, while the supervision loop needs a
 /// fraction of it (a deeper call later gets zeroed pages, as any first use of a stack does).
-/// Measured: 16–20 → 12 KiB of stack per running shim.
+/// Measured: 16–20 → 12 KiB of stack per running shim. Only on the main thread (a shim is
+/// single-threaded; an embedder calling [`shim_main`] from another thread keeps its stack), whose
+/// stack the kernel keeps a gap below.
 #[inline(never)]
 fn release_stack_below_here() {
+    // SAFETY: gettid and getpid only return ids.
+    if unsafe { libc::gettid() != libc::getpid() } {
+        return;
+    }
     let page = rustix::param::page_size();
     let here = std::hint::black_box(0u8);
     let sp = std::ptr::addr_of!(here) as usize;

@@ -351,11 +351,11 @@ impl Supervisor {
         if lock(&self.inner.prestarted).is_some() {
             return;
         }
+        if self.inner.settings.shim_command.is_empty() {
+            return;
+        }
         let run_id = uuid::Uuid::now_v7().to_string();
         let rd = self.run_dir(&run_id);
-        let Some(mut cmd) = self.shim_process(&rd, true) else {
-            return;
-        };
         // Its run's directory too, while nobody waits (the shim removes it if it is not used).
         if let Err(e) = rd.prepare() {
             tracing::debug!("cannot prepare {}: {e}", rd.path().display());
@@ -364,6 +364,9 @@ impl Supervisor {
         let shim = match self.fork_spare(&rd) {
             Some(forked) => Spare::Forked(forked),
             None => {
+                let Some(mut cmd) = self.shim_process(&rd, true) else {
+                    return;
+                };
                 cmd.stdin(Stdio::piped()).stderr(Stdio::null());
                 match cmd.spawn() {
                     Ok(child) => Spare::Child(child),
@@ -386,6 +389,7 @@ impl Supervisor {
 
     /// A prestarted shim for `rd` from the zygote (started first if none runs); `None` when
     /// there is no zygote or it failed (said in the log; the next call starts a new one).
+    /// Blocks the calling thread for the zygote's answer (a fork; 2 s at most).
     fn fork_spare(&self, rd: &crate::rundir::RunDir) -> Option<zygote::Forked> {
         if !self.inner.settings.shim_zygote {
             return None;

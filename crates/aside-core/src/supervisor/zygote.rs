@@ -90,7 +90,9 @@ impl Zygote {
         })
     }
 
-    /// Asks for a prestarted shim for `rd` (whose directory is prepared already).
+    /// Asks for a prestarted shim for `rd` (whose directory is prepared already), blocking
+    /// for the answer ([`ANSWER_TIMEOUT`] at most); errors say what failed, after which this
+    /// zygote is not to be asked again.
     pub(super) fn fork(&self, rd: &RunDir) -> Result<Forked, String> {
         let pipe = || {
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
