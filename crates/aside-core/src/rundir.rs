@@ -168,13 +168,20 @@ impl RunDir {
         let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
         let tmp = self.path.join(format!(".{name}.tmp"));
         {
+            // Not O_TRUNC: on ext4, truncating a file to empty makes its close start writing it
+            // to disk (auto_da_alloc), which in a prepared run directory (whose temp files are
+            // there, empty) put a disk write into every run's start. What a longer leftover
+            // held past the new content is cut instead.
             let mut f = OpenOptions::new()
                 .create(true)
-                .truncate(true)
+                .truncate(false)
                 .write(true)
                 .mode(0o600)
                 .open(&tmp)?;
             f.write_all(&bytes)?;
+            if f.metadata()?.len() > bytes.len() as u64 {
+                f.set_len(bytes.len() as u64)?;
+            }
         }
         fs::rename(&tmp, self.path.join(name))
     }
@@ -307,5 +314,19 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
         assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_write_over_a_longer_leftover_temp_file_keeps_only_the_new_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let rd = RunDir::new(dir.path().join("run"));
+        rd.prepare().unwrap();
+        // A temp file left longer by an earlier write that failed before its rename.
+        std::fs::write(rd.path().join(".spec.json.tmp"), vec![b'x'; 10_000]).unwrap();
+        rd.write("spec.json", &vec![1, 2, 3]).unwrap();
+        assert_eq!(rd.read::<Vec<i32>>("spec.json").unwrap(), Some(vec![1, 2, 3]));
+        // And into the empty temp file a prepared directory holds.
+        rd.write("process.json", &"p").unwrap();
+        assert_eq!(rd.read::<String>("process.json").unwrap().as_deref(), Some("p"));
     }
 }
