@@ -324,9 +324,15 @@ mod tests {
         // A temp file left longer by an earlier write that failed before its rename.
         std::fs::write(rd.path().join(".spec.json.tmp"), vec![b'x'; 10_000]).unwrap();
         rd.write("spec.json", &vec![1, 2, 3]).unwrap();
-        assert_eq!(rd.read::<Vec<i32>>("spec.json").unwrap(), Some(vec![1, 2, 3]));
+        assert_eq!(
+            rd.read::<Vec<i32>>("spec.json").unwrap(),
+            Some(vec![1, 2, 3])
+        );
         // And into the empty temp file a prepared directory holds.
         rd.write("process.json", &"p").unwrap();
-        assert_eq!(rd.read::<String>("process.json").unwrap().as_deref(), Some("p"));
+        assert_eq!(
+            rd.read::<String>("process.json").unwrap().as_deref(),
+            Some("p")
+        );
     }
 }

@@ -25,15 +25,15 @@
 //! they land.
 //!
 //! It is synchronous (one `poll(2)` loop, no async runtime) to keep its memory small. All
-//! reaping happens in one place, a `waitpid(-1, WNOHANG)` loop on SIGCHLD: the `Child` handle
-//! from `std::process` is never waited on, so no exit status is stolen.
+//! reaping happens in one place, a `waitpid(-1, WNOHANG)` loop on SIGCHLD (the one exception:
+//! a child whose `exec` failed, reaped where that is learnt, in [`spawn`]).
+
+mod spawn;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -580,18 +580,11 @@ fn simple_words(command: &str) -> Option<Vec<&str>> {
 /// without one is the shell's to run). `None` leaves the command to `sh -c 'exec …'`, which
 /// then also says what is wrong (not found: 127, not executable: 126), as it always did.
 fn direct_program(first: &str, cwd: &str, path: Option<&str>) -> Option<std::path::PathBuf> {
-    let dir_of = |d: &str| Path::new(cwd).join(d);
-    let candidates: Vec<std::path::PathBuf> = if first.contains('/') {
-        vec![dir_of(first)]
-    } else {
-        // An empty entry is the working directory, as for `sh`; without a `PATH`, `sh` has
-        // its own default: left to it.
-        let path = path?;
-        path.split(':').map(|d| dir_of(d).join(first)).collect()
-    };
-    let found = candidates
-        .into_iter()
-        .find(|c| c.is_file() && rustix::fs::access(c, rustix::fs::Access::EXEC_OK).is_ok())?;
+    // Without a `PATH`, `sh` has its own default: left to it.
+    if !first.contains('/') {
+        path?;
+    }
+    let found = spawn::find_program(first, cwd, path).ok()?;
     let mut magic = [0u8; 4];
     let n = File::open(&found)
         .and_then(|mut f| f.read(&mut magic))
@@ -599,48 +592,42 @@ fn direct_program(first: &str, cwd: &str, path: Option<&str>) -> Option<std::pat
     (magic[..n].starts_with(b"#!") || magic[..n] == *b"\x7fELF").then_some(found)
 }
 
-fn build_command(spec: &Spec) -> std::process::Command {
-    let mut cmd = match &spec.cmd {
-        Command::Shell(s) => match simple_words(s).and_then(|w| {
-            let path = spec.env.get("PATH").map(String::as_str);
-            Some((direct_program(w[0], &spec.cwd, path)?, w))
-        }) {
-            // What `sh -c 'exec …'` would run, without starting the shell first (one exec
-            // fewer: the shell's own start is as long as a small program's).
-            Some((program, words)) => {
-                use std::os::unix::process::CommandExt;
-                let mut c = std::process::Command::new(program);
-                c.arg0(words[0]).args(&words[1..]);
-                c
+/// What starts `spec`'s command (see [`spawn`]), and the program's name for a failure's
+/// message. Errors: its program is not found or not executable (the argv form; a shell
+/// command's `sh` says that itself), or a word holds a NUL byte.
+fn launch_for(spec: &Spec) -> Result<spawn::Launch, (io::Error, String)> {
+    use std::ffi::{OsStr, OsString};
+    let path = spec.env.get("PATH").map(String::as_str);
+    let script;
+    let (program, argv): (std::path::PathBuf, Vec<&str>) = match &spec.cmd {
+        Command::Shell(s) => {
+            match simple_words(s).and_then(|w| Some((direct_program(w[0], &spec.cwd, path)?, w))) {
+                // What `sh -c 'exec …'` would run, without starting the shell first (one exec
+                // fewer: the shell's own start is as long as a small program's).
+                Some((program, words)) => (program, words),
+                None => {
+                    script = shell_script(s);
+                    ("/bin/sh".into(), vec!["/bin/sh", "-c", &script])
+                }
             }
-            None => {
-                let mut c = std::process::Command::new("/bin/sh");
-                c.arg("-c").arg(shell_script(s).as_ref());
-                c
-            }
-        },
+        }
         Command::Argv(argv) => {
-            let mut c = std::process::Command::new(argv.first().map(String::as_str).unwrap_or(""));
-            c.args(argv.iter().skip(1));
-            c
+            let name = argv.first().map(String::as_str).unwrap_or("");
+            let program =
+                spawn::find_program(name, &spec.cwd, path).map_err(|e| (e, name.to_string()))?;
+            (program, argv.iter().map(String::as_str).collect())
         }
     };
-    cmd.env_clear().envs(&spec.env).current_dir(&spec.cwd);
+    let mut env: std::collections::BTreeMap<OsString, OsString> =
+        spec.env.iter().map(|(k, v)| (k.into(), v.into())).collect();
     if !spec.executor.is_local() {
         // What the job is (SLURM_JOB_ID, SLURM_CPUS_PER_TASK, …), for `srun` and the command.
         use std::os::unix::ffi::OsStrExt;
-        cmd.envs(std::env::vars_os().filter(|(k, _)| k.as_bytes().starts_with(b"SLURM_")));
+        env.extend(std::env::vars_os().filter(|(k, _)| k.as_bytes().starts_with(b"SLURM_")));
     }
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd
+    let env = env.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str()));
+    spawn::Launch::new(&program, argv.into_iter().map(OsStr::new), env, &spec.cwd)
+        .map_err(|e| (e, program.to_string_lossy().into_owned()))
 }
 
 /// Writes an `[aside] …` line into the run's log; one that cannot be written (a full disk) is
@@ -768,12 +755,10 @@ fn run(rd: &RunDir, prestarted: bool, setup: Option<Setup>) -> io::Result<i32> {
             annotate(&mut log, &n);
         }
     }
-    let mut cmd = build_command(&spec);
-    cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
     // Interactive runs read a FIFO the daemon writes to. The shim holds it open read-write for
     // the run's life: the command never sees EOF between writes, and a writer never blocks
     // for want of a reader, whether or not the daemon is up.
-    let _stdin_holder = if spec.interactive {
+    let (stdin, _stdin_holder) = if spec.interactive {
         let fifo = rd.path().join(STDIN_FIFO);
         rustix::fs::mkfifoat(
             rustix::fs::CWD,
@@ -781,49 +766,29 @@ fn run(rd: &RunDir, prestarted: bool, setup: Option<Setup>) -> io::Result<i32> {
             rustix::fs::Mode::from_raw_mode(0o600),
         )?;
         let holder = File::options().read(true).write(true).open(&fifo)?;
-        cmd.stdin(Stdio::from(holder.try_clone()?));
-        Some(holder)
+        (OwnedFd::from(holder.try_clone()?), Some(holder))
     } else {
-        cmd.stdin(Stdio::null());
-        None
+        (OwnedFd::from(File::open("/dev/null")?), None)
     };
-    // The program's name is kept only for the message of a spawn that failed: anything kept
-    // from here on stays in the heap for the run's whole life.
-    let spawned = cmd
-        .spawn()
-        .map_err(|e| (e, cmd.get_program().to_string_lossy().into_owned()));
-    drop(cmd); // closes our copies of the write ends
-    let child = match spawned {
-        Ok(c) => c,
+    // The command is forked and the pid reported before its `exec` is known to have happened
+    // (see `spawn`); what can be found wrong beforehand is, and fails the run here.
+    let forked = launch_for(&spec).and_then(|launch| {
+        launch
+            .fork([stdin, out_w, err_w])
+            .map_err(|e| (e, String::new()))
+    });
+    let forked = match forked {
+        Ok(f) => f,
         Err((e, program)) => {
-            let msg = format!("could not start {program:?} in {}: {e}", spec.cwd);
-            // The shell's conventions: 127 for a command not found, 126 for not executable.
-            let exit_code = match e.kind() {
-                io::ErrorKind::NotFound => Some(127),
-                io::ErrorKind::PermissionDenied => Some(126),
-                _ => None,
+            let program = match &spec.cmd {
+                _ if !program.is_empty() => program,
+                Command::Shell(s) => s.clone(),
+                Command::Argv(argv) => argv.first().cloned().unwrap_or_default(),
             };
-            annotate(&mut log, &msg);
-            if spec.executor.is_local() {
-                report(&serde_json::json!({ "error": msg }));
-            }
-            let exit = ExitRecord {
-                exit_code,
-                signal: None,
-                ended_at: Timestamp::now(),
-                timed_out: false,
-                stop: None,
-                error: Some(msg),
-                stdout_bytes: 0,
-                stderr_bytes: 0,
-            };
-            rd.write_durably(EXIT_FILE, &exit, RECORD_RETRY, None)?;
-            rd.release_reserve();
-            return Ok(if local { 0 } else { 127 });
+            return not_started(rd, &spec, &mut log, &program, e, true, local);
         }
     };
-    let pid = child.id() as i32;
-    drop(child); // never waited on: reaping is the SIGCHLD loop's alone
+    let pid = forked.pid;
     let started = Instant::now();
     let starttime = proc::stat(pid).map(|s| s.starttime).unwrap_or(0);
     let shim_record = ShimRecord {
@@ -842,6 +807,15 @@ fn run(rd: &RunDir, prestarted: bool, setup: Option<Setup>) -> io::Result<i32> {
     // Slurm job stdout is the batch output: the daemon reads shim.json instead.)
     if spec.executor.is_local() {
         report(&serde_json::json!({ "pid": pid }));
+    }
+    if let Err(e) = forked.exec_result() {
+        // A race with the checks before the fork (its directory or program gone meanwhile):
+        // `run` has answered with the pid; the run ends failed, saying why.
+        let program = match &spec.cmd {
+            Command::Shell(s) => s.clone(),
+            Command::Argv(argv) => argv.first().cloned().unwrap_or_default(),
+        };
+        return not_started(rd, &spec, &mut log, &program, e, false, local);
     }
 
     let mut streams = [
@@ -991,6 +965,43 @@ fn run(rd: &RunDir, prestarted: bool, setup: Option<Setup>) -> io::Result<i32> {
         (false, None, Some(sig)) => 128 + sig,
         (false, None, None) => 1,
     })
+}
+
+/// Ends a run whose command could not be started: says so in its log (and to the daemon when
+/// `tell` and the run is local: the report it waits for), and writes its exit record, with
+/// the shell's exit codes (127: not found, 126: not executable). Returns the shim's exit code.
+fn not_started(
+    rd: &RunDir,
+    spec: &Spec,
+    log: &mut LogWriter,
+    program: &str,
+    e: io::Error,
+    tell: bool,
+    local: bool,
+) -> io::Result<i32> {
+    let msg = format!("could not start {program:?} in {}: {e}", spec.cwd);
+    let exit_code = match e.kind() {
+        io::ErrorKind::NotFound => Some(127),
+        io::ErrorKind::PermissionDenied => Some(126),
+        _ => None,
+    };
+    annotate(log, &msg);
+    if tell && local {
+        report(&serde_json::json!({ "error": msg }));
+    }
+    let exit = ExitRecord {
+        exit_code,
+        signal: None,
+        ended_at: Timestamp::now(),
+        timed_out: false,
+        stop: None,
+        error: Some(msg),
+        stdout_bytes: 0,
+        stderr_bytes: 0,
+    };
+    rd.write_durably(EXIT_FILE, &exit, RECORD_RETRY, None)?;
+    rd.release_reserve();
+    Ok(if local { 0 } else { 127 })
 }
 
 /// What stays of the stack below the frame that gives the rest back (see

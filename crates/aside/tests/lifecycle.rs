@@ -95,6 +95,33 @@ fn missing_command_fails_with_exit_127() {
 }
 
 #[test]
+fn a_command_the_kernel_refuses_after_its_pid_was_given_ends_failed_saying_why() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    // There and executable when the shim looks before the fork, refused by `exec` after it:
+    // open for writing (ETXTBSY), as a program replaced while it starts would be.
+    let prog = env.write("busy", "#!/bin/sh\necho never\n");
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _writer = std::fs::OpenOptions::new().write(true).open(&prog).unwrap();
+    let started = env.run(&["--name", "busy", "--", prog.to_str().unwrap()]);
+    assert!(started["pid"].as_i64().is_some(), "{started}");
+    let w = env.wait_exit("busy");
+    assert_eq!(w["process"]["status"], "failed", "{w}");
+    let logs = env.aside(&["logs", "busy"]).ok();
+    assert!(
+        logs.stdout.contains("could not start") && logs.stdout.contains("Text file busy"),
+        "{}",
+        logs.stdout
+    );
+    assert!(!logs.stdout.contains("never"), "{}", logs.stdout);
+    // The shim is gone with its run, its child reaped: nothing of it is left running.
+    let run_id = w["process"]["run_id"].as_str().unwrap();
+    eventually(Duration::from_secs(10), "the shim to end", || {
+        pids_with_cmdline(run_id).is_empty()
+    });
+}
+
+#[test]
 fn the_command_gets_the_runs_environment_and_never_the_shims_own() {
     let env = Env::new();
     let mark = marker("tunables");
