@@ -778,8 +778,17 @@ impl Store {
             }
         }
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        // Every statement on a hot path is prepared once (rusqlite keeps 16 by default).
+        // Every statement on a hot path is prepared once (rusqlite keeps 16 by default)...
         conn.set_prepared_statement_cache_capacity(128);
+        // ...and stays compiled: without the query planner stability guarantee SQLite
+        // recompiles a statement for each new value of a parameter it could weigh against a
+        // partial index (`specs_env`) or a LIKE pattern: every lookup of a run's start was
+        // parsed anew (16% of the daemon's CPU in a loop of `run`s). Every query here chooses
+        // its plan by its text alone.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -1892,6 +1901,48 @@ mod tests {
             .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
             .unwrap();
         rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn the_statements_of_a_runs_start_are_compiled_once_whatever_they_are_given() {
+        // SQLite recompiles a statement for each new value of a parameter that it could match
+        // against a partial index (the planner's "stability guarantee" off): a run's start then
+        // parsed its queries again every time.
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("aside.db")).unwrap();
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "cmd": "sleep 60", "cwd": "/", "env": {"PATH": "/bin"}, "log_cap_bytes": 1024,
+            "grace_ms": 1000
+        }))
+        .unwrap();
+        let now = Timestamp::now();
+        for i in 0..5 {
+            let p = NewProcess {
+                id: format!("p{i}"),
+                name: format!("n{i}"),
+                owner: "human".into(),
+                team: None,
+                description: None,
+                project: None,
+                spec: spec.clone(),
+                idempotency_key: None,
+            };
+            assert!(!store.live_name_taken(None, &p.name).unwrap());
+            store.insert_process(&p, &format!("r{i}"), now).unwrap();
+            store.set_running(&format!("r{i}"), 100 + i, now).unwrap();
+            assert!(store.find(&format!("p{i}")).unwrap().is_some());
+            assert!(store.process_record(&format!("r{i}")).unwrap().is_some());
+        }
+        let sqls = [
+            find_sql(PROCESS_COLUMNS, PROCESS_FROM_ONE, FindBy::Id),
+            LIVE_NAME_TAKEN_SQL.to_string(),
+            format!("SELECT {INFO_COLUMNS} FROM {INFO_FROM} WHERE r.id = ?1"),
+        ];
+        for sql in sqls {
+            let stmt = store.conn.prepare_cached(&sql).unwrap();
+            let reprepared = stmt.get_status(rusqlite::StatementStatus::RePrepare);
+            assert_eq!(reprepared, 0, "{sql}");
+        }
     }
 
     #[test]
