@@ -125,23 +125,12 @@ fn shim_for(run_dir: &Path, prestarted: bool) -> i32 {
     if prestarted {
         leave_the_daemon(true);
         let rd = RunDir::new(run_dir);
-        // While no run needs it: the space for the records, and the file the shim record will
-        // be (a run that finds them missing makes them itself).
-        if rd.path().join(crate::rundir::SHIM_LOG).exists() {
-            let ahead = rd.reserve().and_then(|()| {
-                use std::os::unix::fs::OpenOptionsExt;
-                let tmp = format!(".{}.tmp", crate::rundir::SHIM_FILE);
-                File::options()
-                    .create(true)
-                    .truncate(true)
-                    .write(true)
-                    .mode(0o600)
-                    .open(rd.path().join(tmp))
-                    .map(drop)
-            });
-            if let Err(e) = ahead {
-                note(format_args!("aside shim {}: {e}", run_dir.display()));
-            }
+        // While no run needs it: the space for the records (the files they will be are there
+        // already: `RunDir::prepare`; a run that finds them missing makes them itself).
+        if rd.path().join(crate::rundir::SHIM_LOG).exists()
+            && let Err(e) = rd.reserve()
+        {
+            note(format_args!("aside shim {}: {e}", run_dir.display()));
         }
         // What does not depend on the run, done while nobody waits (one that fails is tried
         // again after `go`, where its error is reported).
