@@ -519,15 +519,32 @@ impl Supervisor {
         self.inner.pending_restarts.load(Ordering::SeqCst) > 0 || self.watching() || self.waking()
     }
 
+    /// Makes run `run_id`'s log events (the counter its followers wait on) and watches its
+    /// log directory `dir` for them.
     fn watch_logs(&self, run_id: &str, dir: &Path) {
+        self.open_log_events(run_id);
+        self.watch_log_dir(run_id, dir);
+    }
+
+    /// Makes run `run_id`'s log events, for followers to wait on (see [`Supervisor::watch_logs`]).
+    fn open_log_events(&self, run_id: &str) {
         lock(&self.inner.log_events)
             .entry(run_id.to_string())
             .or_insert_with(|| watch::channel(0).0);
+    }
+
+    /// Watches run `run_id`'s log directory `dir`, then counts one log event: whatever was
+    /// written before the watch was in place (a run whose shim was told to go first, as `run`
+    /// does so that the watch is added while the command starts) is read by its followers then.
+    fn watch_log_dir(&self, run_id: &str, dir: &Path) {
         if let Some(w) = lock(&self.inner.watcher).as_mut() {
             use notify::Watcher;
             if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
                 tracing::warn!("cannot watch {}: {e}", dir.display());
             }
+        }
+        if let Some(tx) = lock(&self.inner.log_events).get(run_id) {
+            tx.send_modify(|n| *n += 1);
         }
     }
 
