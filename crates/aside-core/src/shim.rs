@@ -766,14 +766,15 @@ fn run(rd: &RunDir, prestarted: bool, setup: Option<Setup>) -> io::Result<i32> {
             .fork([stdin, out_w, err_w])
             .map_err(|e| (e, String::new()))
     });
+    // What a failure's message names when nothing more precise is known.
+    let asked = || match &spec.cmd {
+        Command::Shell(s) => s.clone(),
+        Command::Argv(argv) => argv.first().cloned().unwrap_or_default(),
+    };
     let forked = match forked {
         Ok(f) => f,
         Err((e, program)) => {
-            let program = match &spec.cmd {
-                _ if !program.is_empty() => program,
-                Command::Shell(s) => s.clone(),
-                Command::Argv(argv) => argv.first().cloned().unwrap_or_default(),
-            };
+            let program = if program.is_empty() { asked() } else { program };
             return not_started(rd, &spec, &mut log, &program, e, true, local);
         }
     };
@@ -800,11 +801,7 @@ fn run(rd: &RunDir, prestarted: bool, setup: Option<Setup>) -> io::Result<i32> {
     if let Err(e) = forked.exec_result() {
         // A race with the checks before the fork (its directory or program gone meanwhile):
         // `run` has answered with the pid; the run ends failed, saying why.
-        let program = match &spec.cmd {
-            Command::Shell(s) => s.clone(),
-            Command::Argv(argv) => argv.first().cloned().unwrap_or_default(),
-        };
-        return not_started(rd, &spec, &mut log, &program, e, false, local);
+        return not_started(rd, &spec, &mut log, &asked(), e, false, local);
     }
 
     let mut streams = [

@@ -2,13 +2,14 @@
 //! the pid (and can report it) while the child is still on its way to `exec`.
 //!
 //! `std::process::Command::spawn` returns only once the child's `exec` succeeded (or failed):
-//! measured on a 2-core VM, 250 µs of every run's start, the answer to `run` waiting on it. Here
-//! the shim reports the pid as soon as `fork` returns, writes `shim.json` meanwhile, and only
-//! then learns from a close-on-exec pipe whether `exec` happened. Everything that can be found
-//! wrong beforehand (a program not on `PATH`, a NUL byte, an unusable descriptor) is found
-//! before the fork, so that `run` still answers with it; what is left to fail after the pid is
-//! out is a race (the working directory removed, the program replaced meanwhile), and ends the
-//! run as failed with the same message, through its exit record.
+//! 250 µs from the fork measured on a 2-core VM, which the answer to `run` waited for. Here the
+//! shim reports the pid as soon as `fork` returns (after `shim.json`), while the child execs on
+//! the other core, and only then learns from a close-on-exec pipe whether `exec` happened
+//! (measured: the daemon's side of `run` 130 µs shorter). Everything that can be found wrong
+//! beforehand (a program not on `PATH` or not executable, a NUL byte) is found before the
+//! fork, so that `run` still answers with it; what is left to fail after the pid is out is a
+//! race (the working directory removed, the program replaced or open for writing meanwhile),
+//! and ends the run as failed with the same message, through its exit record.
 //!
 //! The child does what `std::process` does in its child (the same order: descriptors, signal
 //! mask, SIGPIPE back to its default, the working directory), then `setsid`, then `execvpe`,
