@@ -238,6 +238,10 @@ struct Inner {
     /// A shim started ahead of the next run (see `launch.rs`), taken by the run that claims its
     /// run id.
     prestarted: Mutex<Option<launch::Prestarted>>,
+    /// Whether the next prestarted shim is being made (from the answer of the run that took
+    /// the last one until it waits), and the signal that it is done.
+    prestarting: std::sync::atomic::AtomicBool,
+    spare_made: tokio::sync::Notify,
     /// The zygote that forks prestarted shims (see `zygote.rs`).
     zygote: Mutex<zygote::ZygoteState>,
     /// Live runs on Slurm, by run id, and whether their poller runs (see `jobs.rs`).
@@ -460,6 +464,8 @@ impl Supervisor {
                 watcher: Mutex::new(watcher),
                 start_lock: tokio::sync::Mutex::new(()),
                 prestarted: Mutex::new(None),
+                prestarting: std::sync::atomic::AtomicBool::new(false),
+                spare_made: tokio::sync::Notify::new(),
                 zygote: Mutex::new(zygote::ZygoteState::NotStarted),
                 jobs: Mutex::new(HashMap::new()),
                 jobs_polling: std::sync::atomic::AtomicBool::new(false),

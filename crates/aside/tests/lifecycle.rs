@@ -1101,6 +1101,62 @@ fn parent_of(pid: i32) -> Option<i32> {
     after.split(' ').nth(1)?.parse().ok()
 }
 
+/// `POST /v1/processes` over the daemon's socket, as the CLI sends it; the answer's body.
+fn post_run(env: &Env, name: &str, cmd: &str) -> Value {
+    use std::io::{Read, Write};
+    let body = serde_json::json!({
+        "cmd": cmd, "name": name, "cwd": env.work.to_str().unwrap(),
+        "env": {"PATH": std::env::var("PATH").unwrap()}, "owner": "human",
+    })
+    .to_string();
+    let mut s = std::os::unix::net::UnixStream::connect(env.home.join("run/aside.sock")).unwrap();
+    write!(
+        s,
+        "POST /v1/processes HTTP/1.1\r\nhost: aside\r\naside-protocol: 1\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 201"), "{answer}");
+    serde_json::from_str(body).unwrap()
+}
+
+#[test]
+fn back_to_back_runs_each_start_on_a_prestarted_shim() {
+    let env = Env::new();
+    env.run(&["--name", "first", "sleep 300"]);
+    let daemon = env.daemon_pid().unwrap();
+    eventually(Duration::from_secs(10), "a prestarted shim", || {
+        prestarted_shims(&env).len() == 1
+    });
+    // Each `run` comes as soon as the one before has its answer (over the socket: no CLI to
+    // start in between), while the next spare is still being made: it waits for that spare
+    // rather than starting a shim of its own (the daemon's child, not the zygote's).
+    let runs: Vec<Value> = (0..8)
+        .map(|i| post_run(&env, &format!("next-{i}"), "sleep 300"))
+        .collect();
+    let own: Vec<String> = runs
+        .iter()
+        .filter_map(|r| {
+            let run_id = r["run_id"].as_str().unwrap();
+            let shim: Value = serde_json::from_str(
+                &std::fs::read_to_string(env.run_dir(run_id).join("shim.json")).unwrap(),
+            )
+            .unwrap();
+            let pid = shim["shim_pid"].as_i64().unwrap() as i32;
+            (parent_of(pid) == Some(daemon)).then(|| r["name"].to_string())
+        })
+        .collect();
+    // One may miss its spare on a machine busy with other tests (it waits 50 ms at most).
+    assert!(
+        own.len() <= 1,
+        "runs that started a shim of their own: {own:?}"
+    );
+}
+
 #[test]
 fn prestarted_shims_come_from_one_zygote_that_is_replaced_when_it_dies_and_ends_with_its_daemon() {
     let env = Env::new();

@@ -241,7 +241,7 @@ impl Supervisor {
         if !row.info.status.is_terminal() {
             self.stop_run(row.clone(), libc::SIGTERM, None, who).await?;
         }
-        let (run_id, prestarted) = self.claim_run_id();
+        let (run_id, prestarted) = self.claim_run_id().await;
         {
             let _guard = self.inner.start_lock.lock().await;
             let row = self.find(&row.info.id)?;
