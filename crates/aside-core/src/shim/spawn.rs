@@ -91,6 +91,15 @@ pub(super) fn find_program(name: &str, cwd: &str, path: Option<&str>) -> io::Res
     })
 }
 
+/// The null-terminated array of pointers into `strings` that `execvpe` takes.
+fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
 impl Launch {
     /// `program` run with `argv` (its first word is the program's name for itself) and exactly
     /// `env`, in `cwd`. Errors: a NUL byte in any of them.
@@ -125,18 +134,8 @@ impl Launch {
     /// (the parent's copies are closed on return). Errors: the fork or the status pipe failed;
     /// nothing was started.
     pub(super) fn fork(&self, stdio: [OwnedFd; 3]) -> io::Result<Forked> {
-        let argv: Vec<*const libc::c_char> = self
-            .argv
-            .iter()
-            .map(|a| a.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
-        let envp: Vec<*const libc::c_char> = self
-            .env
-            .iter()
-            .map(|e| e.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
+        let argv = pointers(&self.argv);
+        let envp = pointers(&self.env);
         let (status_r, status_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         let fds = stdio.each_ref().map(|f| f.as_raw_fd());
         // SAFETY: the shim is single-threaded, and the child calls only async-signal-safe
