@@ -375,12 +375,16 @@ impl Supervisor {
         if self.inner.prestarting.swap(true, Ordering::SeqCst) {
             return; // one is being made
         }
-        let me = self.clone();
-        tokio::spawn(async move {
-            me.prestart_shim();
-            me.inner.prestarting.store(false, Ordering::SeqCst);
-            me.inner.spare_made.notify_waiters();
-        });
+        /// Says the prestart is over however it ends (a panic included): waiting runs go on.
+        struct Done(Supervisor);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.inner.prestarting.store(false, Ordering::SeqCst);
+                self.0.inner.spare_made.notify_waiters();
+            }
+        }
+        let done = Done(self.clone());
+        tokio::spawn(async move { done.0.prestart_shim() });
     }
 
     /// Starts a prestarted shim for the next run, unless one waits already: forked by the
