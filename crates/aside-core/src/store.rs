@@ -1889,6 +1889,20 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// A process of the human's, in the default project, running `spec`.
+    fn new_process(id: &str, name: &str, spec: &Spec) -> NewProcess {
+        NewProcess {
+            id: id.into(),
+            name: name.into(),
+            owner: "human".into(),
+            team: None,
+            description: None,
+            project: None,
+            spec: spec.clone(),
+            idempotency_key: None,
+        }
+    }
+
     /// SQLite's plan of `sql`, one step per line (`SEARCH p USING INDEX …`, `SCAN r`, …).
     fn plan(store: &Store, sql: &str) -> String {
         let mut stmt = store
@@ -1917,16 +1931,7 @@ mod tests {
         .unwrap();
         let now = Timestamp::now();
         for i in 0..5 {
-            let p = NewProcess {
-                id: format!("p{i}"),
-                name: format!("n{i}"),
-                owner: "human".into(),
-                team: None,
-                description: None,
-                project: None,
-                spec: spec.clone(),
-                idempotency_key: None,
-            };
+            let p = new_process(&format!("p{i}"), &format!("n{i}"), &spec);
             assert!(!store.live_name_taken(None, &p.name).unwrap());
             store.insert_process(&p, &format!("r{i}"), now).unwrap();
             store.set_running(&format!("r{i}"), 100 + i, now).unwrap();
@@ -1957,16 +1962,7 @@ mod tests {
         };
         let client =
             serde_json::json!({"PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"});
-        let new = |id: &str, spec: Spec| NewProcess {
-            id: id.into(),
-            name: id.into(),
-            owner: "human".into(),
-            team: None,
-            description: None,
-            project: None,
-            spec,
-            idempotency_key: None,
-        };
+        let new = |id: &str, spec: Spec| new_process(id, id, &spec);
         let now = Timestamp::now();
         let envs = |store: &Store| -> i64 {
             store
@@ -2040,16 +2036,7 @@ mod tests {
             "cmd": "sleep 60", "cwd": "/", "env": {}, "log_cap_bytes": 1024, "grace_ms": 1000
         }))
         .unwrap();
-        let new = |id: &str, name: &str| NewProcess {
-            id: id.into(),
-            name: name.into(),
-            owner: "human".into(),
-            team: None,
-            description: None,
-            project: None,
-            spec: spec.clone(),
-            idempotency_key: None,
-        };
+        let new = |id: &str, name: &str| new_process(id, name, &spec);
         let live = ListFilter::default();
         let started = Timestamp::now() - jiff::SignedDuration::from_secs(5);
         store
